@@ -1,0 +1,354 @@
+//! The phase-1 heap: blocks carved from an sbrk-grown arena, one free list, first fit.
+//!
+//! - `alloc` (fast path) takes the first free block that is big enough, whole: there is
+//!   no splitting, so a 4000-byte free block serves a 1-byte request and the rest is
+//!   wasted until it is freed again.
+//! - `grow` (slow path, when no free block fits) carves a new block from the top of the
+//!   heap, moving the program break when the top is used up.
+//! - `free` checks the pointer, marks the block free and pushes it on the list. Free
+//!   neighbours are never merged: after freeing two 32-byte neighbours a 64-byte request
+//!   still grows the heap. Phase 2 fixes both limitations.
+
+use core::fmt::Write as _;
+use core::ptr::NonNull;
+
+use preload_kit::arena::{Arena, Growth, Region};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+
+use crate::block::{Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
+use crate::free_list::FreeList;
+
+pub struct FreeListHeap {
+    arena: Arena,
+    free_list: FreeList,
+    /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
+    used_blocks: usize,
+    used_bytes: usize,
+    free_blocks: usize,
+    free_bytes: usize,
+}
+
+impl FreeListHeap {
+    /// Slow path of [`Heap::alloc`]: no free block fits, so carve a new `size`-byte
+    /// block from the top of the heap. For alignments above 16 a padding block goes
+    /// first, onto the free list, so the payload lands on the boundary.
+    fn grow(&mut self, size: usize, align: usize) -> Option<Block> {
+        if align > MIN_ALIGN {
+            // Padding is less than `align + MIN_BLOCK` (see `padding_before`).
+            let worst_case = size.checked_add(align)?.checked_add(MIN_BLOCK)?;
+            if !self.arena.make_room(worst_case) {
+                return None;
+            }
+            let top = self.arena.newest()?.top;
+            let padding = padding_before(top, align);
+            if padding > 0 {
+                let pad = self.carve(padding)?;
+                pad.init(padding, false);
+                self.add_free(pad);
+            }
+        }
+        let block = self.carve(size)?;
+        block.init(size, false);
+        self.free_blocks += 1;
+        self.free_bytes += size;
+        Some(block)
+    }
+
+    fn carve(&mut self, size: usize) -> Option<Block> {
+        let addr = self.arena.carve(size)?.as_ptr() as usize;
+        // SAFETY: the arena just carved `size >= MIN_BLOCK` bytes at `addr`, 16-aligned.
+        Some(unsafe { Block::at(addr) })
+    }
+
+    fn add_free(&mut self, block: Block) {
+        self.free_blocks += 1;
+        self.free_bytes += block.size();
+        self.free_list.push(block);
+    }
+
+    /// Finds the block whose payload starts at `ptr`, or says why `ptr` is not one.
+    /// Reads memory only after proving it lies inside the heap, so checking a wild
+    /// pointer cannot crash.
+    fn block_of(&self, ptr: NonNull<u8>) -> Result<Block, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        let invalid = |why| Fault::InvalidPointer { addr, why };
+        let Some(region) = self.arena.region_of(addr) else {
+            return Err(invalid(if self.arena.offset_of(addr).is_some() {
+                "not the start of a block"
+            } else {
+                "not inside the heap"
+            }));
+        };
+        if !addr.is_multiple_of(MIN_ALIGN) {
+            return Err(invalid("not 16-byte aligned, so not the start of a block"));
+        }
+        if addr - region.start < HEADER_SIZE {
+            return Err(invalid("not the start of a block"));
+        }
+        // SAFETY: `addr` is 16-aligned and `region.start <= addr - 16 < addr < top`, so
+        // the 16 header bytes lie in the carved part of the region.
+        let block = unsafe { Block::at(addr - HEADER_SIZE) };
+        if !block.header_is_intact() {
+            return Err(invalid("not the start of a block"));
+        }
+        if block.size() < MIN_BLOCK || block.next_in_heap() > region.top {
+            return Err(Fault::Corruption {
+                addr: block.addr(),
+                what: "block size runs past the heap",
+            });
+        }
+        Ok(block)
+    }
+
+    /// Like [`FreeListHeap::block_of`], for a block the program still owns.
+    fn used_block_of(&self, ptr: NonNull<u8>) -> Result<Block, Fault> {
+        let block = self.block_of(ptr)?;
+        if !block.is_used() {
+            return Err(Fault::DoubleFree {
+                addr: ptr.as_ptr() as usize,
+            });
+        }
+        Ok(block)
+    }
+
+    /// Every block of every region, in address order. Stops at a header that is not
+    /// intact or a size that leaves the region, reporting it as `Err`.
+    fn walk(&self, mut visit: impl FnMut(Block) -> Result<(), Fault>) -> Result<(), Fault> {
+        for region in self.arena.regions() {
+            walk_region(region, &mut visit)?;
+        }
+        Ok(())
+    }
+}
+
+fn walk_region(
+    region: &Region,
+    visit: &mut impl FnMut(Block) -> Result<(), Fault>,
+) -> Result<(), Fault> {
+    let mut addr = region.start;
+    while addr < region.top {
+        if region.top - addr < MIN_BLOCK {
+            return Err(Fault::Corruption {
+                addr,
+                what: "a block runs past the top of the heap",
+            });
+        }
+        // SAFETY: `addr` is 16-aligned (region starts and block sizes are) and at least
+        // MIN_BLOCK bytes below the region's top.
+        let block = unsafe { Block::at(addr) };
+        if !block.header_is_intact() {
+            return Err(Fault::Corruption {
+                addr,
+                what: "block header overwritten",
+            });
+        }
+        if block.size() < MIN_BLOCK || block.next_in_heap() > region.top {
+            return Err(Fault::Corruption {
+                addr,
+                what: "block size out of range",
+            });
+        }
+        visit(block)?;
+        addr = block.next_in_heap();
+    }
+    Ok(())
+}
+
+/// Bytes to leave before a block at `top` so that its payload is `align`-aligned: zero,
+/// or at least `MIN_BLOCK` so that the gap can be a free block of its own. Always less
+/// than `align + MIN_BLOCK`.
+fn padding_before(top: usize, align: usize) -> usize {
+    let payload = (top + HEADER_SIZE).next_multiple_of(align);
+    let padding = payload - HEADER_SIZE - top;
+    if padding != 0 && padding < MIN_BLOCK {
+        padding + align
+    } else {
+        padding
+    }
+}
+
+impl Heap for FreeListHeap {
+    const NAME: &'static str = "phase1-sbrk-freelist";
+
+    fn new(_config: &Config) -> Self {
+        FreeListHeap {
+            arena: Arena::new(Growth::BrkOnly),
+            free_list: FreeList::new(),
+            used_blocks: 0,
+            used_bytes: 0,
+            free_blocks: 0,
+            free_bytes: 0,
+        }
+    }
+
+    /// Fast path: first fit on the free list; [`FreeListHeap::grow`] when nothing fits.
+    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let size = block_size_for(size)?;
+        let fits = |block: Block| {
+            block.size() >= size && (block.payload().as_ptr() as usize).is_multiple_of(align)
+        };
+        let block = match self.free_list.take_first(fits) {
+            Some(block) => block,
+            None => self.grow(size, align)?,
+        };
+        block.set_used(true);
+        self.free_blocks -= 1;
+        self.free_bytes -= block.size();
+        self.used_blocks += 1;
+        self.used_bytes += block.size();
+        Some(block.payload())
+    }
+
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        let block = self.used_block_of(ptr)?;
+        block.set_used(false);
+        self.used_blocks -= 1;
+        self.used_bytes -= block.size();
+        self.add_free(block);
+        Ok(())
+    }
+
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        let block = self.block_of(ptr)?;
+        if !block.is_used() {
+            let addr = ptr.as_ptr() as usize;
+            return Err(Fault::InvalidPointer {
+                addr,
+                why: "the block was freed",
+            });
+        }
+        Ok(block.payload_size())
+    }
+
+    /// Keeps the block when the new size still fits in it; otherwise moves.
+    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        let block = self.used_block_of(ptr)?;
+        let Some(needed) = block_size_for(size) else {
+            return Ok(None);
+        };
+        if needed <= block.size() {
+            return Ok(Some(ptr));
+        }
+        let Some(moved) = self.alloc(size, MIN_ALIGN) else {
+            return Ok(None);
+        };
+        // SAFETY: both blocks are used (distinct) and hold at least `payload_size`
+        // bytes of the old block, which is smaller than the new request.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), block.payload_size())
+        };
+        self.free(ptr)?;
+        Ok(Some(moved))
+    }
+
+    fn locate(&self, addr: usize) -> Location {
+        match self.arena.offset_of(addr) {
+            Some(offset) => Location::Heap(offset),
+            None => Location::Outside(addr),
+        }
+    }
+
+    fn dump_blocks(&self, out: &mut Out) {
+        let result = self.walk(|block| {
+            let state = if block.is_used() { "USED" } else { "FREE" };
+            let _ = writeln!(
+                out,
+                "[BLOCK {} {} {state}]",
+                self.locate(block.addr()),
+                block.size()
+            );
+            Ok(())
+        });
+        if let Err(Fault::Corruption { addr, what }) = result {
+            let _ = writeln!(out, "[BLOCK {} ? CORRUPT: {what}]", self.locate(addr));
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            used_blocks: self.used_blocks,
+            used_bytes: self.used_bytes,
+            free_blocks: self.free_blocks,
+            free_bytes: self.free_bytes,
+            largest_free: self.free_list.iter().map(Block::size).max().unwrap_or(0),
+        }
+    }
+
+    /// The phase-1 invariants:
+    /// 1. blocks tile every region: each header intact, each size at least `MIN_BLOCK`
+    ///    and inside the region;
+    /// 2. every block on the free list is a free block of this heap, and every free
+    ///    block is on it exactly once (the list has as many entries as the heap has
+    ///    free blocks, and cannot hold one twice without looping);
+    /// 3. the running totals agree with the heap.
+    fn check(&self) -> Result<(), Fault> {
+        let mut seen = Stats::default();
+        self.walk(|block| {
+            if block.is_used() {
+                seen.used_blocks += 1;
+                seen.used_bytes += block.size();
+            } else {
+                seen.free_blocks += 1;
+                seen.free_bytes += block.size();
+            }
+            Ok(())
+        })?;
+
+        let mut listed = 0;
+        let mut entry = self.free_list.iter().next();
+        while let Some(block) = entry {
+            let addr = block.addr();
+            let inside = self
+                .arena
+                .region_of(addr)
+                .is_some_and(|r| r.top - addr >= MIN_BLOCK);
+            if addr % MIN_ALIGN != 0 || !inside || !block.header_is_intact() {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list points outside the heap's blocks",
+                });
+            }
+            if block.is_used() {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list holds a used block",
+                });
+            }
+            listed += 1;
+            if listed > seen.free_blocks {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list loops or holds a block twice",
+                });
+            }
+            entry = block.next_free();
+        }
+        let start = self.arena.regions().first().map_or(0, |r| r.start);
+        if listed != seen.free_blocks {
+            return Err(Fault::Corruption {
+                addr: start,
+                what: "a free block is missing from the free list",
+            });
+        }
+        let counted = (
+            self.used_blocks,
+            self.used_bytes,
+            self.free_blocks,
+            self.free_bytes,
+        );
+        if counted
+            != (
+                seen.used_blocks,
+                seen.used_bytes,
+                seen.free_blocks,
+                seen.free_bytes,
+            )
+        {
+            return Err(Fault::Corruption {
+                addr: start,
+                what: "block totals disagree with the heap",
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! Settings read once from the environment, on the allocator's first call.
+//!
+//! `getenv` is safe inside `malloc` (it returns a pointer into the environment block);
+//! anything fancier is not. A value that does not parse is reported once on stderr and
+//! the default is used, so a typo never silently changes behaviour.
+
+use core::fmt::Write as _;
+
+use crate::os::env_var;
+use crate::out::Out;
+
+/// Everything the environment can change. Phases read only the fields their chapter uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// `MALLOC_DEBUG=1`: log every call and turn on the phase's debug checks.
+    pub debug: bool,
+    /// `MALLOC_DEBUG_SEED=N`: makes everything seeded reproducible (canary values,
+    /// `bench_alloc`'s workloads). `None` when unset.
+    pub seed: Option<u64>,
+    /// `MALLOC_MMAP_THRESHOLD_=N` (glibc's name): requests of N bytes or more get their
+    /// own mapping (phase 3).
+    pub mmap_threshold: Option<usize>,
+    /// `MALLOC_TRIM_THRESHOLD_=N` (glibc's name): free memory at the top of the heap
+    /// beyond N bytes goes back to the OS (phase 2 onwards).
+    pub trim_threshold: Option<usize>,
+    /// `MALLOC_CHECK_EVERY=N`: in debug mode, run the full heap check on every Nth call
+    /// (default 1: every call).
+    pub check_every: Option<u64>,
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        debug: false,
+        seed: None,
+        mmap_threshold: None,
+        trim_threshold: None,
+        check_every: None,
+    };
+
+    /// Reads every setting from the environment. Call once; it may print warnings.
+    pub fn from_env() -> Config {
+        Config {
+            debug: flag(c"MALLOC_DEBUG"),
+            seed: number(c"MALLOC_DEBUG_SEED"),
+            mmap_threshold: number(c"MALLOC_MMAP_THRESHOLD_").map(|n| n as usize),
+            trim_threshold: number(c"MALLOC_TRIM_THRESHOLD_").map(|n| n as usize),
+            check_every: number(c"MALLOC_CHECK_EVERY").filter(|&n| n > 0),
+        }
+    }
+}
+
+/// Unset, empty or `0` is off; anything else is on.
+fn flag(name: &core::ffi::CStr) -> bool {
+    matches!(env_var(name), Some(v) if !v.is_empty() && v != "0")
+}
+
+fn number(name: &core::ffi::CStr) -> Option<u64> {
+    let text = env_var(name)?;
+    match parse_number(text) {
+        Some(n) => Some(n),
+        None => {
+            let mut out = Out::stderr();
+            let _ = writeln!(
+                out,
+                "mymalloc: ignoring {}={:?}: not a non-negative whole number; using the default",
+                name.to_str().unwrap_or("?"),
+                text
+            );
+            None
+        }
+    }
+}
+
+/// Decimal, or hexadecimal with `0x`. No sign, no suffix.
+pub fn parse_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_number;
+
+    #[test]
+    fn numbers_parse_in_decimal_and_hex_and_reject_the_rest() {
+        assert_eq!(parse_number("131072"), Some(131072));
+        assert_eq!(parse_number("0x20000"), Some(131072));
+        assert_eq!(parse_number(" 7 "), Some(7));
+        assert_eq!(parse_number("-1"), None);
+        assert_eq!(parse_number("128k"), None);
+        assert_eq!(parse_number(""), None);
+    }
+}

@@ -1,0 +1,138 @@
+//! The operating system, seen through the few calls an allocator needs.
+//!
+//! Every function here is a thin wrapper that turns the C convention for failure
+//! (`(void *)-1`, `MAP_FAILED`, a negative return) into `Option`, so no caller
+//! forgets to check. None of these calls allocates.
+
+use core::ptr::NonNull;
+
+/// Reads the calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: `__errno_location` always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno`.
+pub fn set_errno(value: i32) {
+    // SAFETY: `__errno_location` always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// The current program break: where the brk heap ends now.
+pub fn current_break() -> usize {
+    // SAFETY: `sbrk(0)` only reads the break; it cannot fail or move memory.
+    unsafe { libc::sbrk(0) as usize }
+}
+
+/// Moves the program break by `increment` bytes and returns the old break, or `None`
+/// when the kernel refuses (`RLIMIT_DATA`, or a mapping in the way).
+///
+/// The break is process-wide state: callers serialise through the allocator lock,
+/// and must not assume the break is where they left it (other code may call `sbrk`).
+pub fn sbrk(increment: isize) -> Option<usize> {
+    // SAFETY: moving the break only changes which addresses are mapped above the old
+    // break; no memory the allocator has handed out lies above it.
+    let old = unsafe { libc::sbrk(increment) };
+    if old as isize == -1 {
+        None
+    } else {
+        Some(old as usize)
+    }
+}
+
+/// Maps `len` bytes of fresh, zeroed, private memory, or `None` when the kernel refuses.
+pub fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping with a null hint cannot replace existing
+    // mappings; the kernel picks a free range.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Unmaps `[start, start + len)`.
+///
+/// # Safety
+/// The range must be a mapping (or part of one) that this allocator created with
+/// [`map_anonymous`] and that nothing references any more.
+pub unsafe fn unmap(start: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours and unused.
+    unsafe { libc::munmap(start.as_ptr().cast(), len) == 0 }
+}
+
+/// Resizes a mapping made by [`map_anonymous`], letting the kernel move it.
+///
+/// # Safety
+/// `[start, start + old_len)` must be one whole mapping made by this allocator.
+pub unsafe fn remap(start: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: the caller guarantees the range is one mapping of ours; MREMAP_MAYMOVE
+    // lets the kernel move it without touching other mappings.
+    let p = unsafe {
+        libc::mremap(
+            start.as_ptr().cast(),
+            old_len,
+            new_len,
+            libc::MREMAP_MAYMOVE,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// The size of a virtual-memory page.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions and does not allocate.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as usize } else { 4096 }
+}
+
+/// Writes all of `bytes` to `fd`, retrying after interrupts and short writes.
+/// Gives up silently on any other error: there is nowhere left to report it.
+pub fn write_all(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a live slice; write reads at most `bytes.len()` bytes of it.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = bytes.get(n as usize..).unwrap_or(&[]);
+        } else if n < 0 && errno() == libc::EINTR {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+/// Ends the process at once with `code`, running no atexit handlers (which may allocate).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Reads an environment variable without allocating: `getenv` returns a pointer into
+/// the environment block. Returns `None` when unset or not UTF-8.
+pub fn env_var(name: &core::ffi::CStr) -> Option<&'static str> {
+    // SAFETY: `name` is NUL-terminated; getenv does not allocate.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returned a non-null pointer to a NUL-terminated string in the
+    // environment block, which lives for the whole process unless the program calls
+    // setenv on the same name (the allocator reads its settings once, at start-up).
+    let value = unsafe { core::ffi::CStr::from_ptr(value) };
+    value.to_str().ok()
+}
