@@ -264,11 +264,16 @@ pub fn heap_check<H: Heap>(global: &Global<H>) -> i32 {
 /// Use once, at the root of a phase's `cdylib` crate. Two crates that both use it cannot
 /// be linked into one program (they would both define `malloc`), so phases never depend
 /// on each other's exporting crate.
+///
+/// Under `cfg(test)` nothing is exported: a phase's unit tests drive its heap type
+/// directly, while the test harness itself keeps using the C library's allocator.
 #[macro_export]
 macro_rules! export_malloc {
     ($heap:ty) => {
+        #[cfg(not(test))]
         static GLOBAL: $crate::Global<$heap> = $crate::Global::new();
 
+        #[cfg(not(test))]
         mod c_abi {
             use super::GLOBAL;
             use core::ffi::c_void;
@@ -397,13 +402,11 @@ macro_rules! export_malloc {
 
             /// The precompiled `core` library is built for unwinding and names this
             /// symbol; with `panic = "abort"` nothing unwinds, so it is never called.
-            #[cfg(not(test))]
             #[unsafe(no_mangle)]
             pub extern "C" fn rust_eh_personality() {
                 $crate::report::panicked_in_unwind()
             }
 
-            #[cfg(not(test))]
             #[panic_handler]
             fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
                 $crate::report::panicked(info)

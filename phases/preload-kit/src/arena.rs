@@ -52,6 +52,9 @@ pub enum Growth {
     BrkOnly,
     /// With `sbrk`, and with `mmap` when `sbrk` fails (phase 3).
     BrkThenMmap,
+    /// Only with `mmap`: for unit tests, which run inside a process whose own
+    /// allocator (glibc's) moves the break too.
+    MmapOnly,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -185,10 +188,13 @@ impl Arena {
         if self.len == MAX_REGIONS {
             return false;
         }
-        let made = self.new_brk_region(bytes).or_else(|| match self.growth {
-            Growth::BrkThenMmap => new_mapped_region(bytes),
-            Growth::BrkOnly => None,
-        });
+        let made = match self.growth {
+            Growth::BrkOnly => self.new_brk_region(bytes),
+            Growth::BrkThenMmap => self
+                .new_brk_region(bytes)
+                .or_else(|| new_mapped_region(bytes)),
+            Growth::MmapOnly => new_mapped_region(bytes),
+        };
         let Some((start, end, kind)) = made else {
             return false;
         };
