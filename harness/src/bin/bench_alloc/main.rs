@@ -1,0 +1,166 @@
+//! `bench_alloc`: workloads that exercise an allocator through the C ABI.
+//!
+//! ```text
+//! bench_alloc                      the demo: a seeded workload that shows the heap at each step
+//! bench_alloc --small N            allocate and free N small blocks (1-64 B), report ops/s
+//! bench_alloc --threads T [--small N]   the same, split over T threads
+//! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
+//! bench_alloc --invalid-free       free a stack address (a mymalloc heap exits 2)
+//! ```
+//!
+//! Every workload calls `malloc` and friends by their C names, so it runs on whatever
+//! allocator is loaded: glibc's, or any `.so` given with `LD_PRELOAD`.
+//!
+//! The demo must show only its own blocks, whatever the Rust toolchain: so this binary
+//! has no Rust `main` (`#![no_main]`), the standard library's start-up (which allocates)
+//! never runs, arguments are read from the C `argv` without allocating, and the demo
+//! prints through a stack buffer. Its first heap dump shows an empty heap, which the
+//! harness's tests check.
+
+#![no_main]
+
+mod demo;
+mod misuse;
+mod small;
+
+use core::ffi::{CStr, c_char, c_int};
+use core::fmt::Write as _;
+
+use preload_kit::Out;
+
+/// Exit code for bad arguments, as for API misuse in the allocator.
+const EXIT_USAGE: c_int = 2;
+
+const USAGE: &str = "\
+usage: bench_alloc [--small N] [--threads T] [--double-free | --invalid-free]
+  (no flags)      run the demo workload (seeded by MALLOC_DEBUG_SEED, default 42)
+  --small N       allocate and free N small blocks (1-64 B), print time and ops/s
+  --threads T     run the small-block workload on T threads (N defaults to 1000000)
+  --double-free   free one block twice: a mymalloc heap must exit 3
+  --invalid-free  free a pointer to the stack: a mymalloc heap must exit 2
+";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Mode {
+    Demo,
+    Small { blocks: usize, threads: usize },
+    DoubleFree,
+    InvalidFree,
+    Help,
+}
+
+/// The C entry point. See the module comment for why it is not Rust's `main`.
+#[unsafe(no_mangle)]
+///
+/// # Safety
+/// Called only by the C runtime, with its `argc` and `argv`.
+pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    let seed = seed_from_env();
+    // SAFETY: the C runtime passes `argc` valid, NUL-terminated strings in `argv`.
+    let args = unsafe { Args::new(argc, argv) };
+    match parse(args) {
+        Ok(Mode::Demo) => demo::run(seed),
+        Ok(Mode::Small { blocks, threads }) => small::run(blocks, threads, seed),
+        Ok(Mode::DoubleFree) => misuse::double_free(),
+        Ok(Mode::InvalidFree) => misuse::invalid_free(),
+        Ok(Mode::Help) => {
+            Out::new(1).bytes(USAGE.as_bytes());
+            0
+        }
+        Err(problem) => {
+            let mut err = Out::stderr();
+            let _ = write!(err, "bench_alloc: {problem}\n{USAGE}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// `MALLOC_DEBUG_SEED`, the one seed for the allocator's debug mode and the workloads.
+fn seed_from_env() -> u64 {
+    preload_kit::os::env_var(c"MALLOC_DEBUG_SEED")
+        .and_then(preload_kit::config::parse_number)
+        .unwrap_or(42)
+}
+
+/// The command line, read in place from the C `argv`.
+#[derive(Clone, Copy)]
+struct Args {
+    argv: *const *const c_char,
+    next: usize,
+    len: usize,
+}
+
+impl Args {
+    /// # Safety
+    /// `argv` must hold `argc` pointers to NUL-terminated strings that outlive the program.
+    unsafe fn new(argc: c_int, argv: *const *const c_char) -> Args {
+        Args {
+            argv,
+            next: 1,
+            len: argc.max(0) as usize,
+        }
+    }
+}
+
+impl Iterator for Args {
+    type Item = &'static str;
+
+    fn next(&mut self) -> Option<&'static str> {
+        if self.next >= self.len {
+            return None;
+        }
+        // SAFETY: `next < argc`, so the pointer is one of the C runtime's arguments,
+        // which live (unchanged by us) for the whole program.
+        let arg = unsafe { CStr::from_ptr(*self.argv.add(self.next)) };
+        self.next += 1;
+        Some(arg.to_str().unwrap_or("<not UTF-8>"))
+    }
+}
+
+fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> {
+    let mut mode = Mode::Demo;
+    let mut blocks = None;
+    let mut threads = None;
+    while let Some(arg) = args.next() {
+        match arg {
+            "--small" => blocks = Some(count(arg, args.next())?),
+            "--threads" => threads = Some(count(arg, args.next())?),
+            "--double-free" => mode = Mode::DoubleFree,
+            "--invalid-free" => mode = Mode::InvalidFree,
+            "-h" | "--help" => return Ok(Mode::Help),
+            other => return Err(Problem::Unknown(other)),
+        }
+    }
+    match (mode, blocks, threads) {
+        (Mode::Demo, None, None) => Ok(Mode::Demo),
+        (Mode::Demo, blocks, threads) => Ok(Mode::Small {
+            blocks: blocks.unwrap_or(1_000_000),
+            threads: threads.unwrap_or(1),
+        }),
+        (mode, None, None) => Ok(mode),
+        _ => Err(Problem::Combined),
+    }
+}
+
+fn count(flag: &'static str, value: Option<&'static str>) -> Result<usize, Problem> {
+    match value.map(str::parse::<usize>) {
+        Some(Ok(n)) if n > 0 => Ok(n),
+        _ => Err(Problem::NeedsCount(flag)),
+    }
+}
+
+enum Problem {
+    Unknown(&'static str),
+    NeedsCount(&'static str),
+    Combined,
+}
+
+impl core::fmt::Display for Problem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Problem::Unknown(arg) => write!(f, "unknown argument {arg:?}"),
+            Problem::NeedsCount(flag) => write!(f, "{flag} needs a whole number above 0"),
+            Problem::Combined => f.write_str("the misuse flags run alone"),
+        }
+    }
+}

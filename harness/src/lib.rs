@@ -1,0 +1,11 @@
+//! The mymalloc harness: run programs under any allocator `.so`, check, grade and
+//! benchmark allocators.
+//!
+//! - [`phases`]: the reference phases, where their `.so` files are, how to build them.
+//! - [`runner`]: runs one command under a preload with a time limit, capturing
+//!   everything (the grader runs every check this way, so a crash costs one check).
+//! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
+
+pub mod phases;
+pub mod rng;
+pub mod runner;

@@ -1,0 +1,104 @@
+//! `harness`: run any command under a phase's (or any) allocator `.so`.
+//!
+//! ```text
+//! harness run --phase N -- CMD ARGS...     CMD under phase N's .so (built if needed)
+//! harness run --lib PATH.so -- CMD ARGS... CMD under any allocator
+//! ```
+//! The command's output passes through; its exit status becomes ours (128 + signal
+//! for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)` does).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use harness::phases;
+use harness::runner::{Ending, Run};
+
+const USAGE: &str =
+    "usage: harness run (--phase N | --lib PATH.so) [--timeout SECONDS] -- CMD [ARGS...]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => usage_error("expected a subcommand"),
+    }
+}
+
+fn usage_error(problem: &str) -> ExitCode {
+    eprintln!("harness: {problem}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn run(args: &[String]) -> ExitCode {
+    let mut lib: Option<PathBuf> = None;
+    let mut timeout = Duration::from_secs(3600);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--phase" => {
+                let number = rest.next().and_then(|n| n.parse().ok());
+                let Some(phase) = number.and_then(phases::phase) else {
+                    return usage_error("--phase needs the number of a phase (1, 2, 3)");
+                };
+                if let Err(problem) = phases::build_all() {
+                    eprintln!("harness: {problem}");
+                    return ExitCode::from(2);
+                }
+                lib = Some(phase.lib_path());
+            }
+            "--lib" => match rest.next() {
+                Some(path) => lib = Some(PathBuf::from(path)),
+                None => return usage_error("--lib needs a path to a .so"),
+            },
+            "--timeout" => match rest.next().and_then(|s| s.parse::<f64>().ok()) {
+                Some(seconds) if seconds > 0.0 => timeout = Duration::from_secs_f64(seconds),
+                _ => return usage_error("--timeout needs a number of seconds"),
+            },
+            "--" => break,
+            other => return usage_error(&format!("unknown argument {other:?}")),
+        }
+    }
+    let Some(lib) = lib else {
+        return usage_error("say which allocator: --phase N or --lib PATH.so");
+    };
+    if !lib.is_file() {
+        eprintln!("harness: {} does not exist", lib.display());
+        return ExitCode::from(2);
+    }
+    let lib = lib.canonicalize().unwrap_or(lib);
+    let command: Vec<&String> = rest.collect();
+    let Some((program, program_args)) = command.split_first() else {
+        return usage_error("nothing to run after --");
+    };
+    let outcome = match Run::new(program.as_str())
+        .args(program_args.iter().map(|s| s.as_str()))
+        .preload(Some(&lib))
+        .timeout(timeout)
+        .run()
+    {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("harness: cannot run {program}: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&outcome.stdout);
+    let _ = std::io::stderr().write_all(&outcome.stderr);
+    match outcome.ending {
+        Ending::Exited(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ending::Signalled(signal) => {
+            eprintln!("harness: {program} {outcome}");
+            ExitCode::from((128 + signal).clamp(0, 255) as u8)
+        }
+        Ending::TimedOut(_) => {
+            eprintln!("harness: {program} {outcome}");
+            ExitCode::from(124)
+        }
+    }
+}

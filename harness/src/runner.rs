@@ -1,0 +1,293 @@
+//! Runs one command under an allocator `.so` with a time limit and captures what
+//! happened: output, exit code or signal, or a time-out.
+//!
+//! The preload is set only in the child's environment; the harness itself never runs
+//! on the allocator under test. Every run gets its own process group, so a time-out
+//! also ends whatever the command started.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{Read, Seek, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// The allocator to preload, or `None` for the C library's own.
+    pub preload: Option<PathBuf>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+    pub stdin: Vec<u8>,
+    pub timeout: Duration,
+    /// Send stderr into the same stream as stdout, so the two keep their order (for
+    /// transcripts in which the allocator's output interleaves the program's).
+    pub merge_stderr: bool,
+}
+
+impl Run {
+    pub fn new(program: impl Into<OsString>) -> Run {
+        Run {
+            program: program.into(),
+            args: Vec::new(),
+            preload: None,
+            env: Vec::new(),
+            cwd: None,
+            stdin: Vec::new(),
+            timeout: Duration::from_secs(60),
+            merge_stderr: false,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Run {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Run {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn preload(mut self, lib: Option<&Path>) -> Run {
+        self.preload = lib.map(Path::to_path_buf);
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Run {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Run {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Run {
+        self.stdin = bytes.into();
+        self
+    }
+
+    pub fn timeout(mut self, limit: Duration) -> Run {
+        self.timeout = limit;
+        self
+    }
+
+    pub fn merge_stderr(mut self) -> Run {
+        self.merge_stderr = true;
+        self
+    }
+
+    /// Runs the command. `Err` only when it could not be started at all.
+    pub fn run(&self) -> std::io::Result<Outcome> {
+        // Output goes to unlinked temporary files rather than pipes: no reader threads,
+        // no deadlock on a full pipe, and a merged stream keeps its order.
+        let mut stdout_file = scratch_file()?;
+        let mut stderr_file = scratch_file()?;
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .process_group(0)
+            .stdin(Stdio::piped());
+        command.stdout(stdout_file.try_clone()?);
+        command.stderr(if self.merge_stderr {
+            stdout_file.try_clone()?
+        } else {
+            stderr_file.try_clone()?
+        });
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        // The harness may itself run under a preload (e.g. `just phase1 run`); the child
+        // gets exactly the allocator asked for.
+        command.env_remove("LD_PRELOAD");
+        if let Some(lib) = &self.preload {
+            command.env("LD_PRELOAD", lib);
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+
+        let started = Instant::now();
+        let mut child = command.spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A program that exits without reading its input closes the pipe: not an error.
+            let _ = stdin.write_all(&self.stdin);
+        }
+        let ending = loop {
+            if let Some(status) = child.try_wait()? {
+                break match (status.code(), status.signal()) {
+                    (Some(code), _) => Ending::Exited(code),
+                    (None, Some(signal)) => Ending::Signalled(signal),
+                    (None, None) => Ending::Exited(-1),
+                };
+            }
+            if started.elapsed() >= self.timeout {
+                // SAFETY: killpg only sends a signal; the group is the child's own.
+                unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+                let _ = child.wait();
+                break Ending::TimedOut(self.timeout);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let elapsed = started.elapsed();
+        Ok(Outcome {
+            ending,
+            stdout: read_all(&mut stdout_file)?,
+            stderr: read_all(&mut stderr_file)?,
+            elapsed,
+        })
+    }
+}
+
+fn scratch_file() -> std::io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let path = dir.join(format!(
+            "mymalloc-run-{}-{attempt}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a scratch file"))
+}
+
+fn read_all(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.rewind()?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Signalled(i32),
+    TimedOut(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub ending: Ending,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.ending {
+            Ending::Exited(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.ending == Ending::Exited(0)
+    }
+}
+
+/// "exit 0", "exit 3: error: double free detected at 0x10", "crashed with SIGSEGV",
+/// "timed out after 10 s": what a person needs to know about a run, in one line.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ending {
+            Ending::Exited(code) => {
+                write!(f, "exit {code}")?;
+                let stderr = self.stderr_text();
+                match stderr.lines().rev().find(|line| !line.trim().is_empty()) {
+                    Some(last) if code != 0 => write!(f, ": {}", last.trim()),
+                    _ => Ok(()),
+                }
+            }
+            Ending::Signalled(signal) => write!(f, "crashed with {}", signal_name(signal)),
+            Ending::TimedOut(limit) => write!(f, "timed out after {} s", limit.as_secs_f64()),
+        }
+    }
+}
+
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_exit_code() {
+        let outcome = Run::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .run()
+            .unwrap();
+        assert_eq!(outcome.ending, Ending::Exited(3));
+        assert_eq!(outcome.stdout_text(), "out\n");
+        assert_eq!(outcome.to_string(), "exit 3: err");
+    }
+
+    #[test]
+    fn names_the_signal_of_a_crash() {
+        let outcome = Run::new("sh").args(["-c", "kill -SEGV $$"]).run().unwrap();
+        assert_eq!(outcome.to_string(), "crashed with SIGSEGV");
+    }
+
+    #[test]
+    fn a_hang_is_cut_off_at_the_limit_with_its_children() {
+        let outcome = Run::new("sh")
+            .args(["-c", "sleep 30 & sleep 30"])
+            .timeout(Duration::from_millis(200))
+            .run()
+            .unwrap();
+        assert_eq!(outcome.ending, Ending::TimedOut(Duration::from_millis(200)));
+        assert!(outcome.elapsed < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn merged_output_keeps_its_order() {
+        let outcome = Run::new("sh")
+            .args(["-c", "echo 1; echo 2 >&2; echo 3"])
+            .merge_stderr()
+            .run()
+            .unwrap();
+        assert_eq!(outcome.stdout_text(), "1\n2\n3\n");
+    }
+}
