@@ -3,6 +3,7 @@
 //! ```text
 //! harness run --phase N -- CMD ARGS...     CMD under phase N's .so (built if needed)
 //! harness run --lib PATH.so -- CMD ARGS... CMD under any allocator
+//! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
 //! ```
 //! The command's output passes through; its exit status becomes ours (128 + signal
 //! for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)` does).
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
+        Some("demo") => demo(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -100,5 +102,76 @@ fn run(args: &[String]) -> ExitCode {
             eprintln!("harness: {program} {outcome}");
             ExitCode::from(124)
         }
+    }
+}
+
+/// The tour a newcomer starts with: build a phase, show its demo (with the debug log),
+/// then run a real program on it next to the same program on glibc.
+fn demo(args: &[String]) -> ExitCode {
+    let number = match args {
+        [] => 1,
+        [flag, n] if flag == "--phase" => match n.parse() {
+            Ok(n) => n,
+            Err(_) => return usage_error("--phase needs a number"),
+        },
+        _ => return usage_error("usage: harness demo [--phase N]"),
+    };
+    let Some(phase) = phases::phase(number) else {
+        return usage_error("no such phase");
+    };
+    eprintln!("harness: building the phases (cargo build --release)...");
+    if let Err(problem) = phases::build_all() {
+        eprintln!("harness: {problem}");
+        return ExitCode::from(2);
+    }
+    let lib = phase.lib_path();
+    let demo = Run::new(phases::bench_alloc_release())
+        .preload(Some(&lib))
+        .env("MALLOC_DEBUG", "1")
+        .env("MALLOC_DEBUG_SEED", "42")
+        .merge_stderr()
+        .run();
+    let listing = |preload: Option<&std::path::Path>| {
+        Run::new("ls")
+            .args(["-la", "--time-style=+"])
+            .arg(phases::workspace_root())
+            .preload(preload)
+            .run()
+    };
+    let (Ok(demo), Ok(on_phase), Ok(on_glibc)) = (demo, listing(Some(&lib)), listing(None)) else {
+        eprintln!("harness: could not start bench_alloc or ls");
+        return ExitCode::from(2);
+    };
+    println!(
+        "$ MALLOC_DEBUG=1 MALLOC_DEBUG_SEED=42 LD_PRELOAD={} bench_alloc",
+        lib.display()
+    );
+    print!("{}", demo.stdout_text());
+    println!(
+        "\n$ LD_PRELOAD={} ls -la {}",
+        lib.display(),
+        phases::workspace_root().display()
+    );
+    print!("{}", on_phase.stdout_text());
+    let same = on_phase.succeeded() && on_phase.stdout == on_glibc.stdout;
+    println!(
+        "\nls under {}: {} ({}); output {} the output under glibc's malloc.",
+        phase.package,
+        on_phase,
+        if demo.succeeded() {
+            "demo ok"
+        } else {
+            "demo FAILED"
+        },
+        if same {
+            "is identical to"
+        } else {
+            "DIFFERS from"
+        }
+    );
+    if demo.succeeded() && same {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
