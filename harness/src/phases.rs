@@ -63,7 +63,14 @@ pub fn build_all() -> Result<(), String> {
             for phase in PHASES {
                 command.args(["-p", phase.package]);
             }
-            command.args(["-p", "harness", "--bin", "bench_alloc"]);
+            command.args([
+                "-p",
+                "harness",
+                "--bin",
+                "bench_alloc",
+                "--bin",
+                "alloc_probe",
+            ]);
             let output = command
                 .output()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;

@@ -1,0 +1,62 @@
+//! `alloc_probe NAME`: one behavioural probe of whatever allocator is loaded.
+//!
+//! Each probe exercises the malloc family through its C names and judges only what a
+//! program can observe (pointers, contents, `errno`, the program break, the memory
+//! map), never the allocator's own reports. It prints `ok: …` and exits 0, or prints
+//! `FAIL: …` and exits 1. The harness runs each probe in its own process under the
+//! allocator's preload (see `harness::checks`).
+
+mod api;
+mod behaviour;
+mod threads;
+
+use std::process::ExitCode;
+
+pub type Outcome = Result<String, String>;
+
+/// Every probe: its name on the command line and its function.
+const PROBES: &[(&str, fn() -> Outcome)] = &[
+    ("alignment", api::alignment),
+    ("contents", api::contents),
+    ("calloc", api::calloc),
+    ("realloc", api::realloc),
+    ("memalign", api::memalign),
+    ("usable-size", api::usable_size),
+    ("huge", api::huge),
+    ("errno", api::errno_kept),
+    ("threads", threads::threads),
+    ("fork", threads::fork),
+    ("split", behaviour::split),
+    ("coalesce", behaviour::coalesce),
+    ("realloc-in-place", behaviour::realloc_in_place),
+    ("trim", behaviour::trim),
+];
+
+fn main() -> ExitCode {
+    let name = std::env::args().nth(1).unwrap_or_default();
+    let Some((_, probe)) = PROBES.iter().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = PROBES.iter().map(|(n, _)| *n).collect();
+        eprintln!("usage: alloc_probe NAME\nprobes: {}", names.join(" "));
+        return ExitCode::from(2);
+    };
+    match probe() {
+        Ok(note) => {
+            println!("ok: {note}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            println!("FAIL: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Fails the probe with a message unless `condition` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}

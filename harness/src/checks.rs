@@ -1,0 +1,649 @@
+//! The catalogue of checks: what "this allocator works" means, phase by phase.
+//!
+//! One list serves two users. The test suite runs, for every reference phase, every
+//! check whose `since` is at most that phase (a phase passes all earlier phases'
+//! checks: that is the rule, not a copy of tests). The grader runs the same checks on
+//! any student's `.so` and adds up their points.
+//!
+//! Every check runs its program in a separate process under the allocator's preload,
+//! with a time limit, and judges only what can be observed from outside the allocator:
+//! output, exit codes, the probes' verdicts (see `alloc_probe`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::phases;
+use crate::runner::{Outcome, Run};
+
+/// A check's verdict. `Skip` is for checks that cannot run on this machine (a program
+/// is not installed) or in this context; it costs no points and earns none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass(String),
+    Fail(String),
+    Skip(String),
+}
+
+/// What a check runs against.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    /// The allocator under test.
+    pub lib: PathBuf,
+    /// Where the harness's own programs (`bench_alloc`, `alloc_probe`) are.
+    pub tools: PathBuf,
+    /// A folder the check may fill with files.
+    pub scratch: PathBuf,
+}
+
+impl Subject {
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.tools.join(name)
+    }
+
+    /// A run of `program` under the allocator being checked.
+    pub fn under_test(&self, program: impl AsRef<std::ffi::OsStr>) -> Run {
+        Run::new(program.as_ref())
+            .preload(Some(&self.lib))
+            .timeout(Duration::from_secs(30))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Area {
+    Api,
+    Programs,
+    Threads,
+    Misuse,
+    Behaviour,
+    Performance,
+}
+
+pub struct Check {
+    /// Stable name, e.g. `api/alignment`.
+    pub id: &'static str,
+    /// What it shows, for people.
+    pub title: &'static str,
+    pub area: Area,
+    /// The first phase whose rubric includes it.
+    pub since: u32,
+    pub points: u32,
+    /// Measures time: graded, but never asserted in the test suite (shared machines
+    /// are noisy; speed is reported by the benchmarks instead).
+    pub timing: bool,
+    pub run: fn(&Subject) -> Verdict,
+}
+
+/// The checks of phase `phase`'s rubric: its own and every earlier phase's.
+pub fn rubric(phase: u32) -> impl Iterator<Item = &'static Check> {
+    CATALOGUE.iter().filter(move |check| check.since <= phase)
+}
+
+pub fn run_check(check: &Check, subject: &Subject) -> Verdict {
+    (check.run)(subject)
+}
+
+macro_rules! probe_check {
+    ($id:literal, $title:literal, $area:expr, $since:literal, $points:literal, $probe:literal) => {
+        Check {
+            id: $id,
+            title: $title,
+            area: $area,
+            since: $since,
+            points: $points,
+            timing: false,
+            run: |subject| probe(subject, $probe),
+        }
+    };
+}
+
+pub static CATALOGUE: &[Check] = &[
+    probe_check!(
+        "api/alignment",
+        "every block is 16-byte aligned",
+        Area::Api,
+        1,
+        5,
+        "alignment"
+    ),
+    probe_check!(
+        "api/contents",
+        "blocks never overlap and keep their contents",
+        Area::Api,
+        1,
+        10,
+        "contents"
+    ),
+    probe_check!(
+        "api/calloc",
+        "calloc zeroes, and detects overflow",
+        Area::Api,
+        1,
+        5,
+        "calloc"
+    ),
+    probe_check!(
+        "api/realloc",
+        "realloc's special cases and failure",
+        Area::Api,
+        1,
+        5,
+        "realloc"
+    ),
+    probe_check!(
+        "api/memalign",
+        "the memalign family aligns and validates",
+        Area::Api,
+        1,
+        5,
+        "memalign"
+    ),
+    probe_check!(
+        "api/usable-size",
+        "malloc_usable_size is honest",
+        Area::Api,
+        1,
+        3,
+        "usable-size"
+    ),
+    probe_check!(
+        "api/huge",
+        "impossible sizes fail with ENOMEM",
+        Area::Api,
+        1,
+        4,
+        "huge"
+    ),
+    probe_check!("api/errno", "free keeps errno", Area::Api, 1, 2, "errno"),
+    probe_check!(
+        "threads/stress",
+        "eight threads with cross-thread frees",
+        Area::Threads,
+        1,
+        8,
+        "threads"
+    ),
+    probe_check!(
+        "threads/fork",
+        "a child forked mid-allocation can allocate",
+        Area::Threads,
+        1,
+        6,
+        "fork"
+    ),
+    Check {
+        id: "threads/bench",
+        title: "bench_alloc --threads 4 keeps every block",
+        area: Area::Threads,
+        since: 1,
+        points: 2,
+        timing: false,
+        run: threads_bench,
+    },
+    Check {
+        id: "programs/ls",
+        title: "ls -la as under glibc",
+        area: Area::Programs,
+        since: 1,
+        points: 3,
+        timing: false,
+        run: ls,
+    },
+    Check {
+        id: "programs/cat",
+        title: "cat of a 4 MB file",
+        area: Area::Programs,
+        since: 1,
+        points: 3,
+        timing: false,
+        run: cat,
+    },
+    Check {
+        id: "programs/sort",
+        title: "sort of 200000 lines",
+        area: Area::Programs,
+        since: 1,
+        points: 3,
+        timing: false,
+        run: sort,
+    },
+    Check {
+        id: "programs/grep",
+        title: "grep over 200000 lines",
+        area: Area::Programs,
+        since: 1,
+        points: 3,
+        timing: false,
+        run: grep,
+    },
+    Check {
+        id: "programs/python3",
+        title: "a python3 script",
+        area: Area::Programs,
+        since: 1,
+        points: 4,
+        timing: false,
+        run: python,
+    },
+    Check {
+        id: "programs/git",
+        title: "git log and status",
+        area: Area::Programs,
+        since: 1,
+        points: 3,
+        timing: false,
+        run: git,
+    },
+    Check {
+        id: "programs/gcc",
+        title: "gcc compiles and links",
+        area: Area::Programs,
+        since: 1,
+        points: 3,
+        timing: false,
+        run: gcc,
+    },
+    Check {
+        id: "misuse/double-free",
+        title: "a double free is reported, exit 3",
+        area: Area::Misuse,
+        since: 1,
+        points: 4,
+        timing: false,
+        run: double_free,
+    },
+    Check {
+        id: "misuse/invalid-free",
+        title: "freeing a stack address is reported, exit 2",
+        area: Area::Misuse,
+        since: 1,
+        points: 4,
+        timing: false,
+        run: invalid_free,
+    },
+    Check {
+        id: "perf/small-1m",
+        title: "bench_alloc --small 1000000 in under 2 s",
+        area: Area::Performance,
+        since: 1,
+        points: 5,
+        timing: true,
+        run: small_blocks_speed,
+    },
+    probe_check!(
+        "behaviour/split",
+        "a freed large block serves small requests",
+        Area::Behaviour,
+        2,
+        6,
+        "split"
+    ),
+    probe_check!(
+        "behaviour/coalesce",
+        "freed neighbours serve a request as large as both",
+        Area::Behaviour,
+        2,
+        6,
+        "coalesce"
+    ),
+    probe_check!(
+        "behaviour/realloc-in-place",
+        "realloc grows and shrinks in place",
+        Area::Behaviour,
+        2,
+        4,
+        "realloc-in-place"
+    ),
+    probe_check!(
+        "behaviour/trim",
+        "freed memory at the top goes back to the OS",
+        Area::Behaviour,
+        2,
+        4,
+        "trim"
+    ),
+];
+
+/// Runs `alloc_probe NAME` under the allocator: its own verdict line decides.
+fn probe(subject: &Subject, name: &str) -> Verdict {
+    match subject
+        .under_test(subject.tool("alloc_probe"))
+        .arg(name)
+        .run()
+    {
+        Err(e) => Verdict::Fail(format!("could not start alloc_probe: {e}")),
+        Ok(outcome) => {
+            let stdout = outcome.stdout_text();
+            let verdict = stdout.lines().last().unwrap_or("").to_string();
+            match verdict.strip_prefix("ok: ") {
+                Some(note) if outcome.succeeded() => Verdict::Pass(note.to_string()),
+                _ => match verdict.strip_prefix("FAIL: ") {
+                    Some(problem) if outcome.exit_code() == Some(1) => {
+                        Verdict::Fail(problem.to_string())
+                    }
+                    _ => Verdict::Fail(outcome.to_string()),
+                },
+            }
+        }
+    }
+}
+
+fn threads_bench(subject: &Subject) -> Verdict {
+    match subject
+        .under_test(subject.tool("bench_alloc"))
+        .args(["--threads", "4", "--small", "200000"])
+        .run()
+    {
+        Ok(outcome) if outcome.succeeded() => {
+            Verdict::Pass(outcome.stdout_text().trim().to_string())
+        }
+        Ok(outcome) => Verdict::Fail(outcome.to_string()),
+        Err(e) => Verdict::Fail(format!("could not start bench_alloc: {e}")),
+    }
+}
+
+/// Runs `program args` with and without the preload; passes when both succeed with the
+/// same stdout. The glibc run is the reference, so a missing program is a skip.
+fn same_as_glibc(
+    subject: &Subject,
+    program: &str,
+    args: &[&str],
+    cwd: &Path,
+    stdin: &[u8],
+) -> Verdict {
+    if !installed(program) {
+        return Verdict::Skip(format!("{program} is not installed on this machine"));
+    }
+    let run = |preload: Option<&Path>| {
+        Run::new(program)
+            .args(args)
+            .cwd(cwd)
+            .stdin(stdin.to_vec())
+            .preload(preload)
+            .env("LC_ALL", "C")
+            .timeout(Duration::from_secs(60))
+            .run()
+    };
+    let (reference, tested) = match (run(None), run(Some(&subject.lib))) {
+        (Ok(reference), Ok(tested)) => (reference, tested),
+        (Err(e), _) | (_, Err(e)) => {
+            return Verdict::Fail(format!("could not start {program}: {e}"));
+        }
+    };
+    if !reference.succeeded() {
+        return Verdict::Skip(format!(
+            "{program} fails even on glibc's malloc here: {reference}"
+        ));
+    }
+    if !tested.succeeded() {
+        return Verdict::Fail(format!("{program} {tested}"));
+    }
+    if tested.stdout != reference.stdout {
+        return Verdict::Fail(format!(
+            "{program}'s output differs from its output under glibc{}",
+            first_difference(&reference, &tested)
+        ));
+    }
+    Verdict::Pass(format!(
+        "{} bytes of output, identical to glibc's",
+        tested.stdout.len()
+    ))
+}
+
+fn first_difference(reference: &Outcome, tested: &Outcome) -> String {
+    let (a, b) = (reference.stdout_text(), tested.stdout_text());
+    for (number, (left, right)) in a.lines().zip(b.lines()).enumerate() {
+        if left != right {
+            return format!(" (line {}: expected {left:?}, got {right:?})", number + 1);
+        }
+    }
+    format!(
+        " ({} lines expected, {} got)",
+        a.lines().count(),
+        b.lines().count()
+    )
+}
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Deterministic text: `lines` lines of seeded words.
+fn text(lines: usize, seed: u64) -> String {
+    let mut rng = crate::rng::Rng::new(seed);
+    let words = [
+        "malloc", "free", "heap", "block", "arena", "brk", "mmap", "split", "merge", "header",
+    ];
+    let mut out = String::new();
+    for i in 0..lines {
+        for _ in 0..rng.between(1, 8) {
+            out.push_str(words[rng.between(0, words.len() - 1)]);
+            out.push(' ');
+        }
+        out.push_str(&(i * 7919 % 100_003).to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn write_scratch(subject: &Subject, name: &str, contents: &[u8]) -> Result<PathBuf, Verdict> {
+    let path = subject.scratch.join(name);
+    std::fs::create_dir_all(&subject.scratch)
+        .and_then(|()| std::fs::write(&path, contents))
+        .map_err(|e| Verdict::Fail(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+fn ls(subject: &Subject) -> Verdict {
+    let dir = subject.scratch.join("listing");
+    for (i, name) in ["alpha", "beta", "gamma.txt", "delta.rs", "epsilon"]
+        .iter()
+        .enumerate()
+    {
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(name), "x".repeat(i * 100)));
+        if let Err(e) = made {
+            return Verdict::Fail(format!("cannot prepare the listing folder: {e}"));
+        }
+    }
+    same_as_glibc(subject, "ls", &["-la", "--time-style=+%F", "."], &dir, b"")
+}
+
+fn cat(subject: &Subject) -> Verdict {
+    let contents = text(60_000, 1);
+    match write_scratch(subject, "big.txt", contents.as_bytes()) {
+        Ok(path) => same_as_glibc(
+            subject,
+            "cat",
+            &[&path.to_string_lossy()],
+            &subject.scratch,
+            b"",
+        ),
+        Err(verdict) => verdict,
+    }
+}
+
+fn sort(subject: &Subject) -> Verdict {
+    same_as_glibc(
+        subject,
+        "sort",
+        &[],
+        &subject.scratch,
+        text(200_000, 2).as_bytes(),
+    )
+}
+
+fn grep(subject: &Subject) -> Verdict {
+    same_as_glibc(
+        subject,
+        "grep",
+        &["-n", "-E", "heap (block|arena) [0-9]+7$"],
+        &subject.scratch,
+        text(200_000, 3).as_bytes(),
+    )
+}
+
+fn python(subject: &Subject) -> Verdict {
+    let script = "import json, collections\n\
+        words = collections.Counter()\n\
+        rows = []\n\
+        for i in range(200000):\n\
+        \x20   key = 'k' + str(i * 7919 % 1000)\n\
+        \x20   words[key] += 1\n\
+        \x20   rows.append({'i': i, 'k': key, 's': key * (i % 7)})\n\
+        print(len(json.dumps(rows[::97])))\n\
+        print(words.most_common(3))\n\
+        print(sum(len(r['s']) for r in rows))\n";
+    same_as_glibc(subject, "python3", &["-c", script], &subject.scratch, b"")
+}
+
+fn git(subject: &Subject) -> Verdict {
+    if !installed("git") {
+        return Verdict::Skip("git is not installed on this machine".into());
+    }
+    let repo = subject.scratch.join("repo");
+    let setup = format!(
+        "set -e; rm -rf '{0}'; mkdir -p '{0}'; cd '{0}'; git init -q -b main; \
+         for i in 1 2 3 4 5; do echo \"line $i\" >> file.txt; git add file.txt; \
+         git -c user.name=t -c user.email=t@t commit -q -m \"commit $i\"; done; echo changed >> file.txt",
+        repo.display()
+    );
+    let fixed_dates = [
+        ("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z"),
+        ("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+    ];
+    let mut prepare = Run::new("sh").args(["-c", &setup]);
+    for (key, value) in fixed_dates {
+        prepare = prepare.env(key, value);
+    }
+    match prepare.run() {
+        Ok(outcome) if outcome.succeeded() => {}
+        Ok(outcome) => {
+            return Verdict::Skip(format!("could not prepare a git repository: {outcome}"));
+        }
+        Err(e) => return Verdict::Skip(format!("could not prepare a git repository: {e}")),
+    }
+    same_as_glibc(
+        subject,
+        "git",
+        &["-c", "core.pager=cat", "log", "--stat", "-p"],
+        &repo,
+        b"",
+    )
+}
+
+fn gcc(subject: &Subject) -> Verdict {
+    if !installed("gcc") {
+        return Verdict::Skip("gcc is not installed on this machine".into());
+    }
+    let source = "#include <stdio.h>\nstruct p { int x, y; };\n\
+        static int area(struct p a, struct p b) { return (b.x - a.x) * (b.y - a.y); }\n\
+        int main(void) { struct p a = {1, 2}, b = {7, 9}; printf(\"%d\\n\", area(a, b)); return 0; }\n";
+    if let Err(verdict) = write_scratch(subject, "prog.c", source.as_bytes()) {
+        return verdict;
+    }
+    // Compile to assembly on stdout (deterministic), then build and run the program.
+    let assembly = same_as_glibc(
+        subject,
+        "gcc",
+        &["-O2", "-S", "-o", "-", "prog.c"],
+        &subject.scratch,
+        b"",
+    );
+    if !matches!(assembly, Verdict::Pass(_)) {
+        return assembly;
+    }
+    match subject
+        .under_test("gcc")
+        .args(["-O2", "-o", "prog", "prog.c"])
+        .cwd(&subject.scratch)
+        .run()
+    {
+        Ok(outcome) if outcome.succeeded() => {}
+        Ok(outcome) => return Verdict::Fail(format!("gcc (compile and link) {outcome}")),
+        Err(e) => return Verdict::Fail(format!("could not start gcc: {e}")),
+    }
+    match Run::new(subject.scratch.join("prog")).run() {
+        Ok(outcome) if outcome.stdout_text() == "42\n" => {
+            Verdict::Pass("compiled, linked, and the program printed 42".into())
+        }
+        Ok(outcome) => Verdict::Fail(format!(
+            "the program gcc built printed {:?} ({outcome})",
+            outcome.stdout_text()
+        )),
+        Err(e) => Verdict::Fail(format!("could not run the program gcc built: {e}")),
+    }
+}
+
+/// Runs a bench_alloc misuse mode: the process must exit with `code` and say `words`
+/// on its last line of stderr.
+fn misuse(subject: &Subject, flag: &str, code: i32, words: &str) -> Verdict {
+    let outcome = match subject
+        .under_test(subject.tool("bench_alloc"))
+        .arg(flag)
+        .run()
+    {
+        Ok(outcome) => outcome,
+        Err(e) => return Verdict::Fail(format!("could not start bench_alloc: {e}")),
+    };
+    let stderr = outcome.stderr_text();
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if outcome.exit_code() == Some(code) && last.contains(words) {
+        Verdict::Pass(format!("exit {code}: {last}"))
+    } else {
+        Verdict::Fail(format!(
+            "expected exit {code} with a line saying \"{words}\"; got {outcome}"
+        ))
+    }
+}
+
+fn double_free(subject: &Subject) -> Verdict {
+    misuse(subject, "--double-free", 3, "double free")
+}
+
+fn invalid_free(subject: &Subject) -> Verdict {
+    misuse(subject, "--invalid-free", 2, "invalid pointer")
+}
+
+/// The spec's speed bar. Noise-tolerant: the best of up to three runs counts.
+fn small_blocks_speed(subject: &Subject) -> Verdict {
+    const LIMIT: Duration = Duration::from_secs(2);
+    let mut best: Option<Duration> = None;
+    for _ in 0..3 {
+        let run = subject
+            .under_test(subject.tool("bench_alloc"))
+            .args(["--small", "1000000"])
+            .timeout(Duration::from_secs(20));
+        match run.run() {
+            Ok(outcome) if outcome.succeeded() => {
+                best = Some(best.map_or(outcome.elapsed, |b| b.min(outcome.elapsed)));
+                if outcome.elapsed < LIMIT {
+                    break;
+                }
+            }
+            Ok(outcome) => return Verdict::Fail(format!("bench_alloc --small 1000000 {outcome}")),
+            Err(e) => return Verdict::Fail(format!("could not start bench_alloc: {e}")),
+        }
+    }
+    match best {
+        Some(time) if time < LIMIT => Verdict::Pass(format!(
+            "{:.2} s (best of up to 3 runs)",
+            time.as_secs_f64()
+        )),
+        Some(time) => Verdict::Fail(format!(
+            "{:.2} s, best of 3 runs; the limit is 2 s",
+            time.as_secs_f64()
+        )),
+        None => Verdict::Fail("no run finished".into()),
+    }
+}
+
+/// Where the release builds of the harness tools are (built by [`phases::build_all`]).
+pub fn release_tools() -> PathBuf {
+    phases::target_dir().join("release")
+}

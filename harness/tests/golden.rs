@@ -1,0 +1,67 @@
+//! Golden heap dumps: bench_alloc's demo under each phase, with the debug log on and a
+//! fixed seed, snapshotted into `golden/phaseN/`. The same demo runs on every phase, so
+//! `diff golden/phase1/demo.snap golden/phase2/demo.snap` shows what a chapter changed.
+//!
+//! Review a change with `cargo insta review`; a golden file changes only on purpose.
+
+use harness::phases;
+use harness::runner::Run;
+
+fn demo_transcript(number: u32, debug: bool) -> String {
+    phases::build_all().expect("the phases build");
+    let lib = phases::phase(number)
+        .expect("the phase is registered")
+        .lib_path();
+    let outcome = Run::new(phases::bench_alloc_release())
+        .preload(Some(&lib))
+        .env("MALLOC_DEBUG", if debug { "1" } else { "0" })
+        .env("MALLOC_DEBUG_SEED", "42")
+        .merge_stderr()
+        .run()
+        .expect("bench_alloc starts");
+    assert!(
+        outcome.succeeded(),
+        "the demo failed under phase {number}: {outcome}\n{}",
+        outcome.stdout_text()
+    );
+    outcome.stdout_text()
+}
+
+fn snapshot(number: u32, name: &str, transcript: &str) {
+    insta::with_settings!({
+        snapshot_path => format!("../../golden/phase{number}"),
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(name, transcript);
+    });
+}
+
+/// The demo's first dump is an empty heap: nothing but the demo allocates before it,
+/// so no toolchain or dependency update can change these files.
+fn starts_empty(transcript: &str) {
+    let first_dump = transcript.split("== 2.").next().unwrap_or("");
+    assert!(
+        first_dump.contains("[stats] in_use=0 free=0 fragmentation=0%")
+            && !first_dump.contains("[BLOCK"),
+        "something allocated before the demo's first call:\n{first_dump}"
+    );
+}
+
+#[test]
+fn phase1_demo_with_debug_log() {
+    let transcript = demo_transcript(1, true);
+    starts_empty(&transcript);
+    snapshot(1, "demo-debug", &transcript);
+}
+
+#[test]
+fn phase1_demo_without_debug_log() {
+    let transcript = demo_transcript(1, false);
+    assert!(
+        !transcript.contains("[alloc]"),
+        "the debug log is on although MALLOC_DEBUG=0"
+    );
+    starts_empty(&transcript);
+    snapshot(1, "demo", &transcript);
+}
