@@ -152,6 +152,17 @@ impl Arena {
         self.extend_newest(bytes) || self.start_region(bytes)
     }
 
+    /// Like [`Arena::make_room`], but never starts a new region: the room must come
+    /// from the newest region's own uncarved bytes or from moving the break where it
+    /// ends. For growing the last block of the heap without moving it (`realloc`),
+    /// where room in a different region would be of no use.
+    pub fn make_room_in_place(&mut self, bytes: usize) -> bool {
+        if self.newest().is_some_and(|r| r.room() >= bytes) {
+            return true;
+        }
+        self.extend_newest(bytes)
+    }
+
     /// Grows the newest region in place by moving the break, if the break is still
     /// where that region ends.
     fn extend_newest(&mut self, bytes: usize) -> bool {

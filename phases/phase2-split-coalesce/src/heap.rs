@@ -1,0 +1,1347 @@
+//! The phase-2 heap: phase 1's arena and first fit, with splitting, coalescing and
+//! memory given back at the top.
+//!
+//! - `alloc` (fast path, [`SplitCoalesceHeap::alloc_block`]) takes the first free
+//!   block that is big enough and splits off the rest when the rest can be a block
+//!   of its own ([`SplitCoalesceHeap::take`]). `grow` (slow path) carves a new block
+//!   from the top of the heap when nothing fits.
+//! - `free` ([`SplitCoalesceHeap::release`]) merges the block with its free
+//!   neighbours, found in O(1) through the boundary tags (see [`crate::block`]). If
+//!   the merged block ends at the top of the heap it is not listed at all: it goes
+//!   back into the arena's uncarved room, and when that room exceeds the trim
+//!   threshold the break moves down.
+//! - `realloc` resizes in place when it can: shrinking splits the tail off, growing
+//!   takes in a free next block or the top of the heap. Only otherwise does it move.
+//!
+//! Merging never crosses a region boundary: the first block of a region has no block
+//! before it, and a block that ends at its region's top has none after it.
+
+use core::fmt::Write as _;
+use core::ptr::NonNull;
+
+use preload_kit::arena::{Arena, Growth, Region};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+
+use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
+use crate::free_list::FreeList;
+
+/// Free memory at the top of the heap beyond this many bytes goes back to the OS:
+/// glibc's default `M_TRIM_THRESHOLD`. `MALLOC_TRIM_THRESHOLD_` and `mallopt` change it.
+pub const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
+
+/// `mallopt`'s parameter number for the trim threshold (glibc's `M_TRIM_THRESHOLD`).
+pub const M_TRIM_THRESHOLD: i32 = -1;
+
+pub struct SplitCoalesceHeap {
+    arena: Arena,
+    free_list: FreeList,
+    /// See [`DEFAULT_TRIM_THRESHOLD`]; `usize::MAX` never trims.
+    trim_threshold: usize,
+    /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
+    used_blocks: usize,
+    used_bytes: usize,
+    free_blocks: usize,
+    free_bytes: usize,
+}
+
+impl SplitCoalesceHeap {
+    /// An empty heap whose arena grows as `growth` says: `BrkOnly` when preloaded as
+    /// phase 2, `BrkThenMmap` inside phase 3, `MmapOnly` in unit tests (whose process
+    /// has another allocator moving the break).
+    pub fn with_growth(config: &Config, growth: Growth) -> Self {
+        SplitCoalesceHeap {
+            arena: Arena::new(growth),
+            free_list: FreeList::new(),
+            trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
+            used_blocks: 0,
+            used_bytes: 0,
+            free_blocks: 0,
+            free_bytes: 0,
+        }
+    }
+
+    /// Is `addr` inside memory this heap got from the OS (carved into blocks or not)?
+    /// Cheap (regions are few): phase 3 asks it to route a pointer to this heap, whose
+    /// `free` then says what is wrong with it if it is not a live block.
+    pub fn owns(&self, addr: usize) -> bool {
+        self.region_around(addr).is_some()
+    }
+
+    /// The region whose memory, `[start, end)`, holds `addr`.
+    fn region_around(&self, addr: usize) -> Option<&Region> {
+        self.arena
+            .regions()
+            .iter()
+            .rev()
+            .find(|r| r.start <= addr && addr < r.end)
+    }
+
+    fn is_newest(&self, region: &Region) -> bool {
+        self.arena
+            .newest()
+            .is_some_and(|newest| newest.start == region.start)
+    }
+
+    /// Fast path of [`Heap::alloc`]: first fit on the free list, split by
+    /// [`SplitCoalesceHeap::take`]; [`SplitCoalesceHeap::grow`] when nothing fits.
+    /// `size` is a block size (see [`block_size_for`]).
+    fn alloc_block(&mut self, size: usize) -> Option<Block> {
+        match self.free_list.first_fit(size) {
+            Some(block) => Some(self.take(block, size)),
+            None => self.grow(size),
+        }
+    }
+
+    /// Hands out the listed free `block` for a request of `size` bytes. If at least
+    /// [`MIN_BLOCK`] bytes are left over, they become a free block that takes
+    /// `block`'s place on the list; otherwise the program gets the whole block.
+    fn take(&mut self, block: Block, size: usize) -> Block {
+        let rest_size = block.size() - size;
+        if rest_size >= MIN_BLOCK {
+            // SAFETY: `block` is a free block of `size + rest_size` bytes, so its last
+            // `rest_size >= MIN_BLOCK` bytes start 16-aligned inside the heap.
+            let rest = unsafe { Block::at(block.addr() + size) };
+            rest.init_free(rest_size);
+            self.free_list.replace(block, rest);
+            // The block before a free block is used (free neighbours merge), so
+            // PREV_FREE is clear; the block after `rest` still follows a free block.
+            block.init_used(size, false);
+        } else {
+            self.free_list.unlink(block);
+            self.free_blocks -= 1;
+            block.set_used(true);
+            self.set_next_prev_free(block, false);
+        }
+        self.free_bytes -= block.size();
+        self.used_blocks += 1;
+        self.used_bytes += block.size();
+        block
+    }
+
+    /// Slow path of [`Heap::alloc`]: no free block fits, so carve a new `size`-byte
+    /// block from the top of the heap, moving the program break when the top is used
+    /// up.
+    fn grow(&mut self, size: usize) -> Option<Block> {
+        let addr = self.arena.carve(size)?.as_ptr() as usize;
+        // SAFETY: the arena just carved `size >= MIN_BLOCK` bytes at `addr`, 16-aligned.
+        let block = unsafe { Block::at(addr) };
+        // The block below the top is never free (it would have gone back into the
+        // top), and the first block of a new region has nothing before it.
+        block.init_used(size, false);
+        self.used_blocks += 1;
+        self.used_bytes += size;
+        Some(block)
+    }
+
+    /// For `align > 16`: over-allocates by enough to find an aligned payload with a
+    /// gap of 0 or at least [`MIN_BLOCK`] bytes before it, then frees the gap and the
+    /// tail as blocks of their own. No block ever has two headers.
+    fn alloc_aligned(&mut self, size: usize, align: usize) -> Option<Block> {
+        // `padding_before` is always less than `align + MIN_BLOCK`.
+        let padded = size.checked_add(align)?.checked_add(MIN_BLOCK)?;
+        if padded > isize::MAX as usize {
+            return None;
+        }
+        let mut block = self.alloc_block(padded)?;
+        let gap = padding_before(block.addr(), align);
+        if gap > 0 {
+            let aligned = self.split(block, gap);
+            self.release_quietly(block);
+            block = aligned;
+        }
+        if block.size() - size >= MIN_BLOCK {
+            let rest = self.split(block, size);
+            self.release_quietly(rest);
+        }
+        Some(block)
+    }
+
+    /// Cuts the used `block` in two used blocks, the first `size` bytes long, and
+    /// returns the second (for the caller to free).
+    fn split(&mut self, block: Block, size: usize) -> Block {
+        debug_assert!(size >= MIN_BLOCK && block.size() - size >= MIN_BLOCK);
+        let rest_size = block.size() - size;
+        // SAFETY: `block` spans `size + rest_size` heap bytes, so `rest` starts
+        // 16-aligned inside it with `rest_size >= MIN_BLOCK` bytes after it.
+        let rest = unsafe { Block::at(block.addr() + size) };
+        rest.init_used(rest_size, false);
+        block.init_used(size, block.prev_is_free());
+        self.used_blocks += 1;
+        rest
+    }
+
+    /// Frees the used `block` of `region`: merges it with its free neighbours, then
+    /// either gives the result back to the top of the heap (if it ends at the newest
+    /// region's top) or puts it on the free list.
+    ///
+    /// Both neighbours are checked before anything changes, so a damaged one is
+    /// reported with the heap as it was. `region` must be current (taken after the
+    /// last change to the arena).
+    fn release(&mut self, block: Block, region: &Region) -> Result<(), Fault> {
+        let prev = if block.prev_is_free() {
+            Some(prev_neighbour(block, region)?)
+        } else {
+            None
+        };
+        let next = next_neighbour(block, region)?;
+
+        let freed = block.size();
+        self.used_blocks -= 1;
+        self.used_bytes -= freed;
+        // From here on `block`'s own header is stale (inside a merged block, or above
+        // the top): it says "free", so that freeing it again is a double free.
+        block.set_used(false);
+        let next_free = next.filter(|next| next.is_free());
+        let start = prev.unwrap_or(block);
+        let size = prev.map_or(0, Block::size) + freed + next_free.map_or(0, Block::size);
+
+        if next.is_none() && self.is_newest(region) {
+            // The merged block ends at the top of the heap: it goes back to the arena.
+            if let Some(prev) = prev {
+                self.free_list.unlink(prev);
+                self.free_blocks -= 1;
+                self.free_bytes -= prev.size();
+            }
+            self.arena.uncarve(start.addr());
+            self.trim_top();
+            return Ok(());
+        }
+
+        start.init_free(size);
+        // Where the merged block goes on the list: where a listed neighbour already is.
+        match (prev, next_free) {
+            (None, None) => {
+                self.free_list.push(block);
+                self.free_blocks += 1;
+            }
+            (None, Some(next)) => self.free_list.replace(next, block),
+            (Some(prev), None) => self.free_list.grew(prev),
+            (Some(prev), Some(next)) => {
+                self.free_list.unlink(next);
+                self.free_list.grew(prev);
+                self.free_blocks -= 1;
+            }
+        }
+        self.free_bytes += freed;
+        if let Some(next) = next
+            && next.is_used()
+        {
+            next.set_prev_free(true);
+        }
+        Ok(())
+    }
+
+    /// [`SplitCoalesceHeap::release`] for the allocation paths, which cannot report a
+    /// fault: if a neighbour is damaged, `block` stays used (owned by nobody) and the
+    /// next `free` or heap check near it reports the damage.
+    fn release_quietly(&mut self, block: Block) {
+        if let Some(region) = self.arena.region_of(block.addr()).copied() {
+            let _ = self.release(block, &region);
+        }
+    }
+
+    /// Records in the header of the block after `block` (if there is one in its region
+    /// and its header is intact) whether `block` is free.
+    fn set_next_prev_free(&self, block: Block, prev_free: bool) {
+        let Some(region) = self.arena.region_of(block.addr()) else {
+            return;
+        };
+        let addr = block.next_in_heap();
+        if addr < region.top {
+            // SAFETY: `addr` is 16-aligned and below the region's top (also 16-aligned),
+            // so its 16 bytes are in the carved part.
+            let next = unsafe { Block::at(addr) };
+            if next.header_is_intact() {
+                next.set_prev_free(prev_free);
+            }
+        }
+    }
+
+    /// Gives uncarved room at the top of the heap beyond the trim threshold back to
+    /// the OS.
+    fn trim_top(&mut self) {
+        if self
+            .arena
+            .newest()
+            .is_some_and(|top| top.room() > self.trim_threshold)
+        {
+            self.arena.trim(self.trim_threshold);
+        }
+    }
+
+    /// Shrinks the used `block` to `size` bytes, if what is cut off can be a block: it
+    /// is freed (merging with a free next block, or going back to the top).
+    fn shrink(&mut self, block: Block, size: usize, region: &Region) -> Result<(), Fault> {
+        if block.size() - size >= MIN_BLOCK {
+            let rest = self.split(block, size);
+            self.release(rest, region)?;
+        }
+        Ok(())
+    }
+
+    /// Grows the used `block` to at least `size` bytes without moving it: into a free
+    /// next block, or into the top of the heap if `block` is the last one. False when
+    /// neither is possible.
+    fn grow_in_place(&mut self, block: Block, size: usize, region: &Region) -> Result<bool, Fault> {
+        let extra = size - block.size();
+        match next_neighbour(block, region)? {
+            Some(next) if next.is_free() && next.size() >= extra => {
+                let after = next_neighbour(next, region)?;
+                self.free_list.unlink(next);
+                self.free_blocks -= 1;
+                self.free_bytes -= next.size();
+                let merged = block.size() + next.size();
+                self.used_bytes += next.size();
+                // `next`'s header is now inside the program's block: erase it, so that
+                // a pointer to it is an interior pointer, not a freed block.
+                next.erase();
+                block.init_used(merged, block.prev_is_free());
+                if let Some(after) = after {
+                    after.set_prev_free(false);
+                }
+                self.shrink(block, size, region)?;
+                Ok(true)
+            }
+            None if self.is_newest(region) => {
+                if !self.arena.make_room_in_place(extra) {
+                    return Ok(false);
+                }
+                let Some(carved) = self.arena.carve(extra) else {
+                    return Ok(false);
+                };
+                debug_assert_eq!(carved.as_ptr() as usize, block.next_in_heap());
+                block.init_used(size, block.prev_is_free());
+                self.used_bytes += extra;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Finds the used block whose payload starts at `ptr`, and its region, or says why
+    /// `ptr` is not one. Reads memory only after proving it lies inside the heap, so
+    /// checking a wild pointer cannot crash.
+    ///
+    /// A header that is intact but says "free" is a double free: a block freed before,
+    /// whether it is still a free block, was merged into a neighbour (its header left
+    /// behind, marked free) or went back to the top of the heap.
+    fn used_block_of(&self, ptr: NonNull<u8>) -> Result<(Block, Region), Fault> {
+        let addr = ptr.as_ptr() as usize;
+        let invalid = |why| Fault::InvalidPointer { addr, why };
+        let Some(region) = self.region_around(addr) else {
+            return Err(invalid("not inside the heap"));
+        };
+        if !addr.is_multiple_of(MIN_ALIGN) {
+            return Err(invalid("not 16-byte aligned, so not the start of a block"));
+        }
+        if addr - region.start < HEADER_SIZE {
+            return Err(invalid("not the start of a block"));
+        }
+        // SAFETY: `addr` is 16-aligned and `region.start <= addr - 16 < addr < end`,
+        // so the 16 header bytes lie in the region's mapped memory.
+        let block = unsafe { Block::at(addr - HEADER_SIZE) };
+        if !block.header_is_intact() {
+            return Err(invalid("not the start of a block"));
+        }
+        if block.is_free() {
+            return Err(Fault::DoubleFree { addr });
+        }
+        if block.addr() >= region.top
+            || block.size() < MIN_BLOCK
+            || block.size() > region.top - block.addr()
+        {
+            return Err(Fault::Corruption {
+                addr: block.addr(),
+                what: "block size runs past the heap",
+            });
+        }
+        Ok((block, *region))
+    }
+
+    /// Every block of every region, in address order, with its region. Stops at a
+    /// header that is not intact or a size that leaves the region, reporting it as
+    /// `Err`.
+    fn walk(
+        &self,
+        mut visit: impl FnMut(&Region, Block) -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        for region in self.arena.regions() {
+            walk_region(region, &mut visit)?;
+        }
+        Ok(())
+    }
+}
+
+fn walk_region(
+    region: &Region,
+    visit: &mut impl FnMut(&Region, Block) -> Result<(), Fault>,
+) -> Result<(), Fault> {
+    let mut addr = region.start;
+    while addr < region.top {
+        if region.top - addr < MIN_BLOCK {
+            return Err(Fault::Corruption {
+                addr,
+                what: "a block runs past the top of the heap",
+            });
+        }
+        // SAFETY: `addr` is 16-aligned (region starts and block sizes are) and at least
+        // MIN_BLOCK bytes below the region's top.
+        let block = unsafe { Block::at(addr) };
+        if !block.header_is_intact() {
+            return Err(Fault::Corruption {
+                addr,
+                what: "block header overwritten",
+            });
+        }
+        if block.size() < MIN_BLOCK || block.size() > region.top - addr {
+            return Err(Fault::Corruption {
+                addr,
+                what: "block size out of range",
+            });
+        }
+        visit(region, block)?;
+        addr = block.next_in_heap();
+    }
+    Ok(())
+}
+
+/// The block after `block` in `region`, its header checked; `None` when `block` ends
+/// at the region's top.
+fn next_neighbour(block: Block, region: &Region) -> Result<Option<Block>, Fault> {
+    let addr = block.next_in_heap();
+    if addr >= region.top {
+        return Ok(None);
+    }
+    if region.top - addr < MIN_BLOCK {
+        return Err(Fault::Corruption {
+            addr,
+            what: "a block runs past the top of the heap",
+        });
+    }
+    // SAFETY: `addr` is 16-aligned (block addresses and sizes are) and at least
+    // MIN_BLOCK bytes below the region's top.
+    let next = unsafe { Block::at(addr) };
+    if !next.header_is_intact() {
+        return Err(Fault::Corruption {
+            addr,
+            what: "block header overwritten",
+        });
+    }
+    if next.size() < MIN_BLOCK || next.size() > region.top - addr {
+        return Err(Fault::Corruption {
+            addr,
+            what: "block size out of range",
+        });
+    }
+    Ok(Some(next))
+}
+
+/// The free block before `block`, found through its footer (so `block.prev_is_free()`
+/// must hold), and checked against its own header.
+fn prev_neighbour(block: Block, region: &Region) -> Result<Block, Fault> {
+    let damaged = Fault::Corruption {
+        addr: block.addr(),
+        what: "the footer of the free block before this one is damaged",
+    };
+    let room = block.addr() - region.start;
+    if room < MIN_BLOCK {
+        return Err(damaged);
+    }
+    let size = block.prev_footer();
+    if size < MIN_BLOCK || !size.is_multiple_of(BLOCK_ALIGN) || size > room {
+        return Err(damaged);
+    }
+    // SAFETY: `block.addr() - size` is 16-aligned and at least `region.start`, and a
+    // whole block's size (`>= MIN_BLOCK`) below `block`.
+    let prev = unsafe { Block::at(block.addr() - size) };
+    if !prev.header_is_intact() || prev.is_used() || prev.size() != size {
+        return Err(damaged);
+    }
+    Ok(prev)
+}
+
+/// Bytes to leave before a block at `addr` so that its payload is `align`-aligned: zero,
+/// or at least `MIN_BLOCK` so that the gap can be a free block of its own. Always less
+/// than `align + MIN_BLOCK`.
+fn padding_before(addr: usize, align: usize) -> usize {
+    let payload = (addr + HEADER_SIZE).next_multiple_of(align);
+    let padding = payload - HEADER_SIZE - addr;
+    if padding != 0 && padding < MIN_BLOCK {
+        padding + align
+    } else {
+        padding
+    }
+}
+
+/// A hash of a block's address. Summed over a set of blocks it gives a fingerprint of
+/// the set in one word, so the heap check can compare the free list with the heap
+/// without allocating.
+fn fingerprint(addr: usize) -> u64 {
+    let x = (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^ (x >> 29)
+}
+
+impl Heap for SplitCoalesceHeap {
+    const NAME: &'static str = "phase2-split-coalesce";
+
+    fn new(config: &Config) -> Self {
+        SplitCoalesceHeap::with_growth(config, Growth::BrkOnly)
+    }
+
+    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let size = block_size_for(size)?;
+        let block = if align > MIN_ALIGN {
+            self.alloc_aligned(size, align)?
+        } else {
+            self.alloc_block(size)?
+        };
+        Some(block.payload())
+    }
+
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        let (block, region) = self.used_block_of(ptr)?;
+        self.release(block, &region)
+    }
+
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        match self.used_block_of(ptr) {
+            Ok((block, _)) => Ok(block.payload_size()),
+            Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
+                addr,
+                why: "the block was freed",
+            }),
+            Err(fault) => Err(fault),
+        }
+    }
+
+    /// In place when it can be: shrinking splits, growing takes in the next free block
+    /// or the top of the heap. Otherwise allocate, copy, free.
+    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        let (block, region) = self.used_block_of(ptr)?;
+        let Some(needed) = block_size_for(size) else {
+            return Ok(None);
+        };
+        if needed <= block.size() {
+            self.shrink(block, needed, &region)?;
+            return Ok(Some(ptr));
+        }
+        if self.grow_in_place(block, needed, &region)? {
+            return Ok(Some(ptr));
+        }
+        let Some(moved) = self.alloc(size, MIN_ALIGN) else {
+            return Ok(None);
+        };
+        // SAFETY: both blocks are used (distinct) and hold at least `payload_size`
+        // bytes of the old block, which is smaller than the new request.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), block.payload_size())
+        };
+        // Through `free`, not `release`: allocating may have changed the region.
+        self.free(ptr)?;
+        Ok(Some(moved))
+    }
+
+    fn locate(&self, addr: usize) -> Location {
+        match self.arena.offset_of(addr) {
+            Some(offset) => Location::Heap(offset),
+            None => Location::Outside(addr),
+        }
+    }
+
+    fn dump_blocks(&self, out: &mut Out) {
+        let result = self.walk(|_, block| {
+            let state = if block.is_used() { "USED" } else { "FREE" };
+            let _ = writeln!(
+                out,
+                "[BLOCK {} {} {state}]",
+                self.locate(block.addr()),
+                block.size()
+            );
+            Ok(())
+        });
+        if let Err(Fault::Corruption { addr, what }) = result {
+            let _ = writeln!(out, "[BLOCK {} ? CORRUPT: {what}]", self.locate(addr));
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        // The largest free block from a walk of the heap rather than of the list: a
+        // walk is bounded even if the list is damaged.
+        let mut largest_free = 0;
+        let _ = self.walk(|_, block| {
+            if block.is_free() {
+                largest_free = largest_free.max(block.size());
+            }
+            Ok(())
+        });
+        Stats {
+            used_blocks: self.used_blocks,
+            used_bytes: self.used_bytes,
+            free_blocks: self.free_blocks,
+            free_bytes: self.free_bytes,
+            largest_free,
+        }
+    }
+
+    /// The phase-2 invariants:
+    /// 1. blocks tile the carved part of every region: each header intact, each size
+    ///    a multiple of 16, at least `MIN_BLOCK` and inside the region;
+    /// 2. the boundary tags agree: a block's `PREV_FREE` bit is set exactly when the
+    ///    block before it is free (so never on a region's first block), and a free
+    ///    block's footer equals its size;
+    /// 3. no two free blocks are neighbours (they would have merged), and no free block
+    ///    ends at the newest region's top (it would have gone back into the top);
+    /// 4. the free list holds every free block exactly once: its links agree both ways
+    ///    (`b.next.prev == b`, and the head has no `prev`), it has exactly as many
+    ///    entries as the heap has free blocks, and they are the same blocks (the sums
+    ///    of a hash of their addresses are equal: a set compared in O(1) memory);
+    ///    and none is larger than the list's `size_bound`;
+    /// 5. the running totals equal what the walk counted.
+    fn check(&self) -> Result<(), Fault> {
+        let mut seen = Stats::default();
+        let mut walked_fingerprint = 0u64;
+        let mut before: Option<Block> = None;
+        self.walk(|region, block| {
+            let addr = block.addr();
+            let prev_free = addr != region.start && before.is_some_and(Block::is_free);
+            if block.prev_is_free() != prev_free {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "PREV_FREE bit disagrees with the block before",
+                });
+            }
+            if block.is_used() {
+                seen.used_blocks += 1;
+                seen.used_bytes += block.size();
+            } else {
+                if prev_free {
+                    return Err(Fault::Corruption {
+                        addr,
+                        what: "two free blocks side by side",
+                    });
+                }
+                if block.footer() != block.size() {
+                    return Err(Fault::Corruption {
+                        addr,
+                        what: "free block's footer disagrees with its header",
+                    });
+                }
+                if block.next_in_heap() == region.top && self.is_newest(region) {
+                    return Err(Fault::Corruption {
+                        addr,
+                        what: "free block at the top was not given back",
+                    });
+                }
+                seen.free_blocks += 1;
+                seen.free_bytes += block.size();
+                walked_fingerprint = walked_fingerprint.wrapping_add(fingerprint(addr));
+            }
+            before = Some(block);
+            Ok(())
+        })?;
+
+        let mut listed = 0;
+        let mut listed_fingerprint = 0u64;
+        let mut previous: Option<Block> = None;
+        let mut entry = self.free_list.head();
+        while let Some(block) = entry {
+            let addr = block.addr();
+            let inside = self
+                .arena
+                .region_of(addr)
+                .is_some_and(|r| r.top - addr >= MIN_BLOCK);
+            if !addr.is_multiple_of(MIN_ALIGN) || !inside || !block.header_is_intact() {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list points outside the heap's blocks",
+                });
+            }
+            if block.is_used() {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list holds a used block",
+                });
+            }
+            if block.size() > self.free_list.size_bound() {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free block larger than the free list's size bound",
+                });
+            }
+            if block.prev_in_list() != previous {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list links disagree (next and prev)",
+                });
+            }
+            listed += 1;
+            if listed > seen.free_blocks {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list loops or holds a block twice",
+                });
+            }
+            listed_fingerprint = listed_fingerprint.wrapping_add(fingerprint(addr));
+            previous = Some(block);
+            entry = block.next_in_list();
+        }
+        let start = self.arena.regions().first().map_or(0, |r| r.start);
+        if listed != seen.free_blocks {
+            return Err(Fault::Corruption {
+                addr: start,
+                what: "a free block is missing from the free list",
+            });
+        }
+        if listed_fingerprint != walked_fingerprint {
+            return Err(Fault::Corruption {
+                addr: start,
+                what: "free list holds something that is not a free block of the heap",
+            });
+        }
+        let counted = (
+            self.used_blocks,
+            self.used_bytes,
+            self.free_blocks,
+            self.free_bytes,
+        );
+        if counted
+            != (
+                seen.used_blocks,
+                seen.used_bytes,
+                seen.free_blocks,
+                seen.free_bytes,
+            )
+        {
+            return Err(Fault::Corruption {
+                addr: start,
+                what: "block totals disagree with the heap",
+            });
+        }
+        Ok(())
+    }
+
+    /// `mallopt(M_TRIM_THRESHOLD, n)`: keep at most `n` free bytes at the top of the
+    /// heap; a negative `n` turns trimming off (as in glibc, where it becomes huge).
+    fn set_option(&mut self, param: i32, value: i32) -> bool {
+        if param != M_TRIM_THRESHOLD {
+            return false;
+        }
+        self.trim_threshold = usize::try_from(value).unwrap_or(usize::MAX);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn heap() -> SplitCoalesceHeap {
+        SplitCoalesceHeap::with_growth(&Config::DEFAULT, Growth::MmapOnly)
+    }
+
+    fn addr(p: NonNull<u8>) -> usize {
+        p.as_ptr() as usize
+    }
+
+    fn alloc(heap: &mut SplitCoalesceHeap, size: usize) -> NonNull<u8> {
+        heap.alloc(size, MIN_ALIGN)
+            .expect("a small allocation succeeds")
+    }
+
+    /// The newest region's top: where the next block would be carved.
+    fn top(heap: &SplitCoalesceHeap) -> usize {
+        heap.arena.newest().expect("the heap has a region").top
+    }
+
+    fn start(heap: &SplitCoalesceHeap) -> usize {
+        heap.arena.newest().expect("the heap has a region").start
+    }
+
+    fn fill(p: NonNull<u8>, size: usize, byte: u8) {
+        // SAFETY: callers pass a live block of at least `size` bytes.
+        unsafe { p.as_ptr().write_bytes(byte, size) };
+    }
+
+    fn holds(p: NonNull<u8>, size: usize, byte: u8) -> bool {
+        // SAFETY: callers pass a live block of at least `size` bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), size) };
+        bytes.iter().all(|&b| b == byte)
+    }
+
+    /// The heap as `(offset, size, used)` per block, in address order.
+    fn blocks(heap: &SplitCoalesceHeap) -> Vec<(usize, usize, bool)> {
+        let mut seen = Vec::new();
+        heap.walk(|region, block| {
+            seen.push((block.addr() - region.start, block.size(), block.is_used()));
+            Ok(())
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_freed_large_block_is_split_to_serve_several_small_requests() {
+        let mut heap = heap();
+        let big = alloc(&mut heap, 4000);
+        let _guard = alloc(&mut heap, 16);
+        heap.free(big).unwrap();
+        let top_before = top(&heap);
+        let smalls: Vec<_> = (0..10).map(|_| alloc(&mut heap, 100)).collect();
+        assert_eq!(
+            smalls[0], big,
+            "first fit takes the front of the free block"
+        );
+        for p in &smalls {
+            assert!(addr(*p) >= addr(big) && addr(*p) < addr(big) + 4000);
+            assert_eq!(
+                heap.usable_size(*p).unwrap(),
+                112,
+                "each block is cut to size"
+            );
+        }
+        assert_eq!(top(&heap), top_before, "the heap did not grow");
+        let stats = heap.stats();
+        assert_eq!(stats.free_blocks, 1, "the rest stays one free block");
+        assert_eq!(stats.free_bytes, 4016 - 10 * 128);
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_small_leftover_is_not_split_off() {
+        let mut heap = heap();
+        let p = alloc(&mut heap, 100); // a 128-byte block
+        let _guard = alloc(&mut heap, 16);
+        heap.free(p).unwrap();
+        let q = alloc(&mut heap, 80); // needs 96: 32 bytes left, less than MIN_BLOCK
+        assert_eq!(q, p);
+        assert_eq!(heap.usable_size(q).unwrap(), 112);
+        assert_eq!(heap.stats().free_blocks, 0);
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn freed_neighbours_merge_on_both_sides() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 100);
+        let c = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 100);
+        heap.free(a).unwrap();
+        heap.free(c).unwrap();
+        assert_eq!(heap.stats().free_blocks, 2);
+        heap.free(b).unwrap();
+        assert_eq!(heap.stats().free_blocks, 1, "a, b and c are one block");
+        assert_eq!(heap.stats().free_bytes, 3 * 128);
+        heap.check().unwrap();
+        let top_before = top(&heap);
+        let all = alloc(&mut heap, 3 * 128 - HEADER_SIZE);
+        assert_eq!(
+            all, a,
+            "a request as large as all three fits where they were"
+        );
+        assert_eq!(top(&heap), top_before, "without growing the heap");
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_freed_block_merges_with_the_block_before_and_after() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 100);
+        heap.free(a).unwrap();
+        heap.free(b).unwrap(); // into the free block before it
+        assert_eq!(blocks(&heap)[..2], [(0, 256, false), (256, 128, true)]);
+        heap.check().unwrap();
+
+        let mut heap2 = self::heap();
+        let a = alloc(&mut heap2, 100);
+        let b = alloc(&mut heap2, 100);
+        let _guard = alloc(&mut heap2, 100);
+        heap2.free(b).unwrap();
+        heap2.free(a).unwrap(); // with the free block after it
+        assert_eq!(blocks(&heap2)[..2], [(0, 256, false), (256, 128, true)]);
+        heap2.check().unwrap();
+    }
+
+    #[test]
+    fn free_space_at_the_top_goes_back_to_the_arena() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 1000);
+        heap.free(b).unwrap();
+        assert_eq!(
+            top(&heap),
+            addr(b) - HEADER_SIZE,
+            "b went back into the top"
+        );
+        assert_eq!(heap.stats().free_blocks, 0, "and is not listed");
+        heap.free(a).unwrap();
+        assert_eq!(top(&heap), start(&heap), "the heap is empty again");
+
+        // A listed free block below the top joins it when its neighbour is freed.
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 100);
+        heap.free(a).unwrap();
+        assert_eq!(heap.stats().free_blocks, 1);
+        heap.free(b).unwrap();
+        assert_eq!(top(&heap), start(&heap));
+        assert_eq!(heap.stats(), Stats::default());
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn realloc_grows_into_a_free_next_block_in_place() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 1000);
+        let _guard = alloc(&mut heap, 16);
+        fill(a, 100, 0xa1);
+        heap.free(b).unwrap();
+        let grown = heap.realloc(a, 500).unwrap().unwrap();
+        assert_eq!(grown, a, "same pointer");
+        assert!(holds(grown, 100, 0xa1), "contents kept");
+        assert_eq!(heap.usable_size(grown).unwrap(), 528 - HEADER_SIZE);
+        assert_eq!(heap.stats().free_blocks, 1, "the rest of b is still free");
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn realloc_grows_the_last_block_into_the_top() {
+        let mut heap = heap();
+        let _first = alloc(&mut heap, 100);
+        let last = alloc(&mut heap, 100);
+        fill(last, 100, 0x1a);
+        let grown = heap.realloc(last, 100_000).unwrap().unwrap();
+        assert_eq!(grown, last);
+        assert!(holds(grown, 100, 0x1a));
+        assert_eq!(top(&heap), addr(last) - HEADER_SIZE + 100_016);
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn realloc_shrinks_in_place_and_frees_the_tail() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 1000);
+        let _guard = alloc(&mut heap, 16);
+        fill(a, 1000, 0x5e);
+        let shrunk = heap.realloc(a, 100).unwrap().unwrap();
+        assert_eq!(shrunk, a);
+        assert!(holds(shrunk, 100, 0x5e));
+        assert_eq!(heap.usable_size(a).unwrap(), 112);
+        assert_eq!(heap.stats().free_blocks, 1);
+        let reused = alloc(&mut heap, 500);
+        assert_eq!(
+            addr(reused),
+            addr(a) + 128,
+            "the tail serves the next request"
+        );
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn realloc_moves_only_when_it_must() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 16);
+        fill(a, 100, 0x77);
+        let moved = heap.realloc(a, 1000).unwrap().unwrap();
+        assert_ne!(moved, a);
+        assert!(holds(moved, 100, 0x77));
+        assert!(matches!(heap.free(a), Err(Fault::DoubleFree { .. })));
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn misuse_is_reported_not_followed() {
+        let mut heap = heap();
+        let p = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 100);
+        let inside = NonNull::new(p.as_ptr().wrapping_add(32)).unwrap();
+        assert!(matches!(
+            heap.free(inside),
+            Err(Fault::InvalidPointer { .. })
+        ));
+        let odd = NonNull::new(p.as_ptr().wrapping_add(3)).unwrap();
+        assert!(matches!(heap.free(odd), Err(Fault::InvalidPointer { .. })));
+        let mut local = 0u64;
+        let outside = NonNull::from(&mut local).cast::<u8>();
+        assert!(matches!(
+            heap.free(outside),
+            Err(Fault::InvalidPointer {
+                why: "not inside the heap",
+                ..
+            })
+        ));
+        heap.free(p).unwrap();
+        assert_eq!(heap.free(p), Err(Fault::DoubleFree { addr: addr(p) }));
+        assert!(matches!(heap.realloc(p, 10), Err(Fault::DoubleFree { .. })));
+        assert!(matches!(
+            heap.usable_size(p),
+            Err(Fault::InvalidPointer {
+                why: "the block was freed",
+                ..
+            })
+        ));
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_double_free_is_caught_after_the_block_was_merged() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 100);
+        let c = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 100);
+        heap.free(a).unwrap();
+        heap.free(b).unwrap(); // merged into a: its header is left inside, marked free
+        assert_eq!(heap.free(b), Err(Fault::DoubleFree { addr: addr(b) }));
+        heap.free(c).unwrap(); // merged into a+b from behind
+        assert_eq!(heap.free(c), Err(Fault::DoubleFree { addr: addr(c) }));
+        assert_eq!(heap.free(a), Err(Fault::DoubleFree { addr: addr(a) }));
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_double_free_is_caught_after_the_block_went_back_to_the_top() {
+        let mut heap = heap();
+        let _a = alloc(&mut heap, 100);
+        let last = alloc(&mut heap, 100);
+        heap.free(last).unwrap();
+        assert!(top(&heap) <= addr(last) - HEADER_SIZE);
+        assert_eq!(heap.free(last), Err(Fault::DoubleFree { addr: addr(last) }));
+    }
+
+    #[test]
+    fn a_header_taken_into_a_used_block_is_no_longer_a_block() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 100);
+        heap.free(b).unwrap();
+        let grown = heap.realloc(a, 200).unwrap().unwrap(); // takes in all of b
+        assert_eq!(grown, a);
+        assert!(matches!(
+            heap.free(b),
+            Err(Fault::InvalidPointer {
+                why: "not the start of a block",
+                ..
+            })
+        ));
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn damaged_neighbours_are_reported_not_followed() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 100);
+        // An overflow out of `a` into `b`'s header.
+        fill(a, 120, 0xee);
+        assert!(matches!(
+            heap.free(a),
+            Err(Fault::Corruption {
+                what: "block header overwritten",
+                ..
+            })
+        ));
+
+        let mut heap = self::heap();
+        let a = alloc(&mut heap, 100);
+        let b2 = alloc(&mut heap, 100);
+        let _guard = alloc(&mut heap, 100);
+        heap.free(a).unwrap();
+        // A write through the dangling `a` hits its footer.
+        fill(a, 112, 0xee);
+        assert!(matches!(heap.free(b2), Err(Fault::Corruption { .. })));
+        let _ = b;
+    }
+
+    #[test]
+    fn sizes_that_cannot_exist_fail_cleanly() {
+        let mut heap = heap();
+        assert_eq!(heap.alloc(usize::MAX, MIN_ALIGN), None);
+        assert_eq!(heap.alloc(usize::MAX - 8, MIN_ALIGN), None);
+        assert_eq!(heap.alloc(isize::MAX as usize, MIN_ALIGN), None);
+        assert_eq!(heap.alloc(1, 1 << 62), None);
+        assert_eq!(heap.alloc(usize::MAX - 100, 4096), None);
+        let p = alloc(&mut heap, 10);
+        fill(p, 10, 0x42);
+        assert_eq!(heap.realloc(p, usize::MAX), Ok(None));
+        assert_eq!(heap.realloc(p, isize::MAX as usize), Ok(None));
+        assert!(
+            holds(p, 10, 0x42),
+            "a failed realloc leaves the block alone"
+        );
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn aligned_blocks_are_aligned_and_leave_no_waste_behind() {
+        let mut heap = heap();
+        let first = alloc(&mut heap, 8);
+        let mut aligned = Vec::new();
+        for align in [32, 64, 128, 4096, 65536] {
+            let p = heap.alloc(100, align).unwrap();
+            assert_eq!(addr(p) % align, 0);
+            fill(p, 100, align as u8);
+            heap.check().unwrap();
+            aligned.push((p, align));
+        }
+        assert!(
+            heap.stats().free_blocks > 0,
+            "the gaps went onto the free list"
+        );
+        for (p, align) in aligned {
+            assert!(holds(p, 100, align as u8));
+            heap.free(p).unwrap();
+            heap.check().unwrap();
+        }
+        heap.free(first).unwrap();
+        assert_eq!(heap.stats(), Stats::default(), "every gap merged back");
+        assert_eq!(top(&heap), start(&heap));
+    }
+
+    #[test]
+    fn the_check_finds_broken_invariants() {
+        let setup = || {
+            let mut heap = heap();
+            let a = alloc(&mut heap, 100);
+            let b = alloc(&mut heap, 100);
+            let c = alloc(&mut heap, 100);
+            let _guard = alloc(&mut heap, 100);
+            heap.free(a).unwrap();
+            heap.free(c).unwrap();
+            heap.check().unwrap();
+            // SAFETY: a, b and c are blocks of this heap.
+            let block = |p: NonNull<u8>| unsafe { Block::at(addr(p) - HEADER_SIZE) };
+            (heap, block(a), block(b), block(c))
+        };
+
+        let (heap, a, _, _) = setup();
+        fill(a.payload(), 112, 0);
+        assert!(heap.check().is_err(), "a's links and footer are gone");
+
+        let (heap, _, b, _) = setup();
+        b.set_prev_free(false);
+        assert!(matches!(
+            heap.check(),
+            Err(Fault::Corruption {
+                what: "PREV_FREE bit disagrees with the block before",
+                ..
+            })
+        ));
+
+        let (heap, a, _, c) = setup();
+        // A list that loops: c -> a -> a.
+        assert_eq!(heap.free_list.head(), Some(c));
+        a.set_next_in_list(Some(a));
+        assert!(heap.check().is_err());
+        let _ = c;
+
+        let (mut heap, a, _, _) = setup();
+        heap.free_list.unlink(a);
+        assert!(matches!(
+            heap.check(),
+            Err(Fault::Corruption {
+                what: "a free block is missing from the free list",
+                ..
+            })
+        ));
+
+        let (mut heap, _, _, _) = setup();
+        heap.used_bytes += 16;
+        assert!(matches!(
+            heap.check(),
+            Err(Fault::Corruption {
+                what: "block totals disagree with the heap",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_dump_has_one_line_per_block_in_phase_one_format() {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsRawFd;
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let _b = alloc(&mut heap, 10);
+        heap.free(a).unwrap();
+        let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(
+                    std::env::temp_dir()
+                        .join(std::format!("phase2-dump-{}.txt", std::process::id())),
+                )
+                .unwrap(),
+        ));
+        {
+            let mut out = Out::new(file.as_raw_fd());
+            heap.dump_blocks(&mut out);
+        }
+        let mut text = std::string::String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "[BLOCK 0x0 128 FREE]\n[BLOCK 0x80 48 USED]\n");
+        assert_eq!(heap.stats().fragmentation_percent(), 0);
+    }
+
+    #[test]
+    fn mallopt_sets_the_trim_threshold() {
+        let mut heap = heap();
+        assert_eq!(heap.trim_threshold, DEFAULT_TRIM_THRESHOLD);
+        assert!(heap.set_option(M_TRIM_THRESHOLD, 4096));
+        assert_eq!(heap.trim_threshold, 4096);
+        assert!(heap.set_option(M_TRIM_THRESHOLD, -1));
+        assert_eq!(heap.trim_threshold, usize::MAX, "negative: never trim");
+        assert!(!heap.set_option(-3, 0), "M_MMAP_THRESHOLD is phase 3's");
+        let config = Config {
+            trim_threshold: Some(1000),
+            ..Config::DEFAULT
+        };
+        let heap = SplitCoalesceHeap::with_growth(&config, Growth::MmapOnly);
+        assert_eq!(heap.trim_threshold, 1000);
+    }
+
+    /// The brk heap, in a forked child: the only thread there, so nothing else moves
+    /// the break. Returns the number of the first step that failed, 0 if none.
+    fn trim_scenario() -> i32 {
+        use preload_kit::os::{current_break, page_size};
+        let config = Config {
+            trim_threshold: Some(256 * 1024),
+            ..Config::DEFAULT
+        };
+        let mut heap = SplitCoalesceHeap::with_growth(&config, Growth::BrkOnly);
+        let (Some(big), Some(small)) = (heap.alloc(1 << 20, MIN_ALIGN), heap.alloc(100, MIN_ALIGN))
+        else {
+            return 1;
+        };
+        let grown = current_break();
+        if heap.free(big).is_err() || current_break() != grown {
+            return 2; // not at the top: nothing to give back
+        }
+        if heap.free(small).is_err() {
+            return 3;
+        }
+        let Some(region) = heap.arena.newest().copied() else {
+            return 4;
+        };
+        if region.top != region.start || current_break() != region.end {
+            return 5; // everything merged into the top, and the break is its end
+        }
+        if region.room() < 256 * 1024 || region.room() >= 256 * 1024 + page_size() {
+            return 6; // the threshold's worth stays, the rest went back
+        }
+        if grown - current_break() < (1 << 20) - 256 * 1024 {
+            return 7;
+        }
+        if !heap.set_option(M_TRIM_THRESHOLD, 0) {
+            return 8;
+        }
+        let Some(p) = heap.alloc(600 * 1024, MIN_ALIGN) else {
+            return 9;
+        };
+        if heap.free(p).is_err() || heap.arena.newest().is_none_or(|r| r.room() >= page_size()) {
+            return 10; // with a threshold of 0, every whole page goes back
+        }
+        if heap.check().is_err() {
+            return 11;
+        }
+        0
+    }
+
+    #[test]
+    fn memory_at_the_top_of_the_brk_heap_goes_back_to_the_os() {
+        // SAFETY: the child runs only `trim_scenario`, which neither allocates nor takes
+        // locks another thread may hold, and leaves with `_exit`.
+        let pid = unsafe { preload_kit::libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let step = trim_scenario();
+            // SAFETY: `_exit` has no preconditions.
+            unsafe { preload_kit::libc::_exit(step) };
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid int to write.
+        let waited = unsafe { preload_kit::libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(preload_kit::libc::WIFEXITED(status));
+        assert_eq!(
+            preload_kit::libc::WEXITSTATUS(status),
+            0,
+            "trim scenario failed at that step"
+        );
+    }
+
+    /// A seeded random workload of malloc, free, realloc and memalign: every block
+    /// keeps its contents, and the heap check passes every few steps. At the end,
+    /// freeing everything leaves an empty heap: every block merged back.
+    #[test]
+    fn random_workload_keeps_contents_and_invariants() {
+        let mut heap = heap();
+        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for step in 0..20_000 {
+            let r = next();
+            let fill_byte = step as u8;
+            let size = match next() % 100 {
+                0 => (next() % 70_000) as usize,
+                1..=30 => (next() % 2000) as usize,
+                _ => (next() % 100) as usize,
+            };
+            match r % 8 {
+                _ if live.is_empty() => {}
+                0..=2 => {
+                    let (p, size, byte) = live.swap_remove((r as usize >> 8) % live.len());
+                    assert!(holds(p, size, byte), "block at {p:?} lost its contents");
+                    heap.free(p).unwrap();
+                    continue;
+                }
+                3 => {
+                    let i = (r as usize >> 8) % live.len();
+                    let (p, old, byte) = live[i];
+                    let q = heap.realloc(p, size.max(1)).unwrap().unwrap();
+                    assert!(holds(q, old.min(size.max(1)), byte), "realloc lost bytes");
+                    fill(q, size.max(1), fill_byte);
+                    live[i] = (q, size.max(1), fill_byte);
+                    continue;
+                }
+                _ => {}
+            }
+            let p = if r % 16 == 4 {
+                let align = 32 << (next() % 8);
+                let p = heap.alloc(size, align).unwrap();
+                assert_eq!(addr(p) % align, 0);
+                p
+            } else {
+                alloc(&mut heap, size)
+            };
+            fill(p, size, fill_byte);
+            live.push((p, size, fill_byte));
+            if step % 7 == 0 {
+                heap.check().unwrap();
+            }
+        }
+        heap.check().unwrap();
+        for (p, size, byte) in live.drain(..) {
+            assert!(holds(p, size, byte));
+            heap.free(p).unwrap();
+        }
+        heap.check().unwrap();
+        assert_eq!(heap.stats(), Stats::default());
+        assert_eq!(blocks(&heap), []);
+    }
+}

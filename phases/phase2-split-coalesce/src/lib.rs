@@ -1,0 +1,37 @@
+//! # Phase 2: splitting, boundary-tag coalescing, memory given back at the top
+//!
+//! Phase 1 handed out free blocks whole and never merged them, so a program that freed
+//! many small blocks could not reuse them for a larger one. Phase 2 keeps phase 1's
+//! header (and its check word) and its first-fit policy, and adds:
+//!
+//! - **splitting**: a free block larger than the request is cut in two, the rest stays
+//!   free;
+//! - **coalescing in O(1)**: a freed block merges with free neighbours on both sides,
+//!   found through *boundary tags* (a footer at the end of each free block and a bit
+//!   in the next block's header), and leaves an explicit *doubly linked* free list in
+//!   O(1);
+//! - **giving memory back**: free space that reaches the top of the heap is returned to
+//!   the arena, and to the OS once it exceeds the trim threshold;
+//! - **realloc in place**, growing into a free neighbour or the top of the heap.
+//!
+//! Read the files in this order:
+//!
+//! 1. [`block`]: the header, the footer and the flag bits, drawn once.
+//! 2. [`free_list`]: the doubly linked list of free blocks.
+//! 3. [`heap`]: `alloc` (first fit, split), `free` (coalesce, give back the top),
+//!    `realloc`, and the heap check with its invariants.
+//!
+//! Phase 3 reuses these three files unchanged for its brk heap (with `#[path]`), so
+//! they name each other only as `crate::block`, `crate::free_list`, `crate::heap`.
+//!
+//! Chapter: `docs/src/ch02-split-coalesce.md`.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod block;
+pub mod free_list;
+pub mod heap;
+
+pub use heap::SplitCoalesceHeap;
+
+preload_kit::export_malloc!(SplitCoalesceHeap);
