@@ -10,3 +10,4 @@ pub mod checks;
 pub mod phases;
 pub mod rng;
 pub mod runner;
+pub mod trace;

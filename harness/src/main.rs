@@ -4,6 +4,7 @@
 //! harness run --phase N -- CMD ARGS...     CMD under phase N's .so (built if needed)
 //! harness run --lib PATH.so -- CMD ARGS... CMD under any allocator
 //! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
+//! harness traces --out DIR                 write the generated trace suite (harness/traces/)
 //! ```
 //! The command's output passes through; its exit status becomes ours (128 + signal
 //! for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)` does).
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("traces") => traces(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -174,4 +176,30 @@ fn demo(args: &[String]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Writes every trace of the suite as `DIR/NAME.rep` (malloc-lab's file extension).
+fn traces(args: &[String]) -> ExitCode {
+    let [flag, dir] = args else {
+        return usage_error("usage: harness traces --out DIR");
+    };
+    if flag != "--out" {
+        return usage_error("usage: harness traces --out DIR");
+    }
+    for (name, about, make) in harness::trace::SUITE {
+        let path = std::path::Path::new(dir).join(format!("{name}.rep"));
+        let trace = make();
+        if let Err(e) =
+            std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, trace.to_text()))
+        {
+            eprintln!("harness: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        println!(
+            "{}: {} operations ({about})",
+            path.display(),
+            trace.ops.len()
+        );
+    }
+    ExitCode::SUCCESS
 }

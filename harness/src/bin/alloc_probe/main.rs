@@ -14,8 +14,10 @@ use std::process::ExitCode;
 
 pub type Outcome = Result<String, String>;
 
-/// Every probe: its name on the command line and its function.
-const PROBES: &[(&str, fn() -> Outcome)] = &[
+/// A probe: its name on the command line and its function.
+type Probe = (&'static str, fn() -> Outcome);
+
+const PROBES: &[Probe] = &[
     ("alignment", api::alignment),
     ("contents", api::contents),
     ("calloc", api::calloc),

@@ -11,17 +11,21 @@ use crate::{Outcome, ensure};
 
 const THREADS: usize = 8;
 
+/// A block passed between threads: address, size, fill byte.
+type Block = (usize, usize, u8);
+/// One mailbox per thread, for blocks another thread allocated and it must free.
+type Mailboxes = Arc<Vec<Mutex<Vec<Block>>>>;
+
 /// Eight threads allocate, fill, check and free; a share of each thread's blocks is
 /// freed by the next thread (cross-thread frees are common in real programs).
 pub fn threads() -> Outcome {
-    let handoff: Arc<Vec<Mutex<Vec<(usize, usize, u8)>>>> =
-        Arc::new((0..THREADS).map(|_| Mutex::new(Vec::new())).collect());
+    let handoff: Mailboxes = Arc::new((0..THREADS).map(|_| Mutex::new(Vec::new())).collect());
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let handoff = Arc::clone(&handoff);
             std::thread::spawn(move || -> Result<(), String> {
                 let mut rng = Rng::new(100 + t as u64);
-                let mut live: Vec<(usize, usize, u8)> = Vec::new();
+                let mut live: Vec<Block> = Vec::new();
                 for step in 0..20_000 {
                     let fill = (t * 31 + 1) as u8;
                     if live.len() < 200 && rng.chance(60) {
@@ -72,7 +76,7 @@ pub fn threads() -> Outcome {
     ))
 }
 
-fn release((p, size, fill): (usize, usize, u8)) -> Result<(), String> {
+fn release((p, size, fill): Block) -> Result<(), String> {
     let p = p as *mut u8;
     // SAFETY: `p` is a live block of `size` bytes, filled by its allocating thread.
     let bytes = unsafe { std::slice::from_raw_parts(p, size) };

@@ -4,6 +4,7 @@
 //! bench_alloc                      the demo: a seeded workload that shows the heap at each step
 //! bench_alloc --small N            allocate and free N small blocks (1-64 B), report ops/s
 //! bench_alloc --threads T [--small N]   the same, split over T threads
+//! bench_alloc --trace FILE         replay a malloc-lab trace: ops/s, peak payload, utilization
 //! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
 //! bench_alloc --invalid-free       free a stack address (a mymalloc heap exits 2)
 //! ```
@@ -22,6 +23,7 @@
 mod demo;
 mod misuse;
 mod small;
+mod trace;
 
 use core::ffi::{CStr, c_char, c_int};
 use core::fmt::Write as _;
@@ -32,10 +34,12 @@ use preload_kit::Out;
 const EXIT_USAGE: c_int = 2;
 
 const USAGE: &str = "\
-usage: bench_alloc [--small N] [--threads T] [--double-free | --invalid-free]
+usage: bench_alloc [--small N] [--threads T] [--trace FILE] [--double-free | --invalid-free]
   (no flags)      run the demo workload (seeded by MALLOC_DEBUG_SEED, default 42)
   --small N       allocate and free N small blocks (1-64 B), print time and ops/s
   --threads T     run the small-block workload on T threads (N defaults to 1000000)
+  --trace FILE    replay a malloc-lab trace (harness/traces/): ops/s, peak payload,
+                  peak footprint, utilization
   --double-free   free one block twice: a mymalloc heap must exit 3
   --invalid-free  free a pointer to the stack: a mymalloc heap must exit 2
 ";
@@ -44,6 +48,7 @@ usage: bench_alloc [--small N] [--threads T] [--double-free | --invalid-free]
 enum Mode {
     Demo,
     Small { blocks: usize, threads: usize },
+    Trace(&'static str),
     DoubleFree,
     InvalidFree,
     Help,
@@ -61,6 +66,7 @@ pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int 
     match parse(args) {
         Ok(Mode::Demo) => demo::run(seed),
         Ok(Mode::Small { blocks, threads }) => small::run(blocks, threads, seed),
+        Ok(Mode::Trace(path)) => trace::run(path),
         Ok(Mode::DoubleFree) => misuse::double_free(),
         Ok(Mode::InvalidFree) => misuse::invalid_free(),
         Ok(Mode::Help) => {
@@ -125,6 +131,7 @@ fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> 
         match arg {
             "--small" => blocks = Some(count(arg, args.next())?),
             "--threads" => threads = Some(count(arg, args.next())?),
+            "--trace" => mode = Mode::Trace(args.next().ok_or(Problem::NeedsPath(arg))?),
             "--double-free" => mode = Mode::DoubleFree,
             "--invalid-free" => mode = Mode::InvalidFree,
             "-h" | "--help" => return Ok(Mode::Help),
@@ -152,6 +159,7 @@ fn count(flag: &'static str, value: Option<&'static str>) -> Result<usize, Probl
 enum Problem {
     Unknown(&'static str),
     NeedsCount(&'static str),
+    NeedsPath(&'static str),
     Combined,
 }
 
@@ -160,7 +168,8 @@ impl core::fmt::Display for Problem {
         match self {
             Problem::Unknown(arg) => write!(f, "unknown argument {arg:?}"),
             Problem::NeedsCount(flag) => write!(f, "{flag} needs a whole number above 0"),
-            Problem::Combined => f.write_str("the misuse flags run alone"),
+            Problem::NeedsPath(flag) => write!(f, "{flag} needs a file"),
+            Problem::Combined => f.write_str("--trace and the misuse flags run alone"),
         }
     }
 }

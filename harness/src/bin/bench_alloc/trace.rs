@@ -1,0 +1,152 @@
+//! `--trace FILE`: replays a malloc-lab trace and reports throughput and memory use.
+//!
+//! - ops/s: operations replayed per second (the file is read and parsed first, off
+//!   the clock);
+//! - peak payload: the most bytes the trace had live at once;
+//! - peak footprint: the most memory the process held for them, measured as the peak
+//!   resident set (`getrusage`) less the resident set at start and less the harness's
+//!   own data (the trace and the table of blocks), so it works
+//!   for any allocator, brk- or mmap-based. Every payload is written in full, so the
+//!   pages an allocator hands out are really resident. The kernel keeps
+//!   resident-set counters in per-CPU batches, exact to a few hundred kilobytes, so
+//!   the suite's traces peak at megabytes, where that is a few percent;
+//! - utilization = peak payload / peak footprint (CS:APP's measure; 100% is perfect).
+
+use std::time::Instant;
+
+use harness::trace::{Op, Trace};
+
+/// Exit code for a trace that cannot be read or parsed (as for bad arguments).
+const EXIT_BAD_TRACE: i32 = 2;
+
+pub fn run(path: &str) -> i32 {
+    let baseline = resident_bytes();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("bench_alloc: cannot read trace {path}: {e}");
+            return EXIT_BAD_TRACE;
+        }
+    };
+    let trace = match Trace::parse(&text) {
+        Ok(trace) => trace,
+        Err(e) => {
+            eprintln!("bench_alloc: {path}: {e}");
+            return EXIT_BAD_TRACE;
+        }
+    };
+    let mut blocks: Vec<(*mut u8, usize)> = vec![(std::ptr::null_mut(), 0); trace.ids];
+    // The baseline was taken before reading the trace, so memory that parsing used and
+    // freed (resident, and reusable by the replay) cannot hide part of the footprint.
+    // What the harness itself keeps during the replay is subtracted; the text stays
+    // alive until the report so that this sum stays true.
+    let harness_bytes = text.capacity()
+        + trace.ops.capacity() * std::mem::size_of::<Op>()
+        + blocks.capacity() * std::mem::size_of::<(*mut u8, usize)>();
+    let mut live = 0usize;
+    let mut peak_payload = 0usize;
+    let started = Instant::now();
+    for (index, op) in trace.ops.iter().enumerate() {
+        let result = match *op {
+            Op::Alloc { id, size } => {
+                // SAFETY: plain malloc; checked before use.
+                let p = unsafe { libc::malloc(size) }.cast::<u8>();
+                place(&mut blocks[id], p, size, id)
+            }
+            Op::Realloc { id, size } => {
+                let (old, old_size) = blocks[id];
+                if !intact(old, old_size, id) {
+                    Err(format!("block {id} lost its contents before realloc"))
+                } else {
+                    // SAFETY: `old` is the live block of this id; realloc replaces it.
+                    let p = unsafe { libc::realloc(old.cast(), size) }.cast::<u8>();
+                    live -= old_size;
+                    if !p.is_null() && !intact(p, old_size.min(size), id) {
+                        Err(format!("realloc of block {id} did not keep its contents"))
+                    } else {
+                        place(&mut blocks[id], p, size, id)
+                    }
+                }
+            }
+            Op::Free { id } => {
+                let (p, size) = blocks[id];
+                blocks[id] = (std::ptr::null_mut(), 0);
+                live -= size;
+                if intact(p, size, id) {
+                    // SAFETY: `p` is the live block of this id, freed once.
+                    unsafe { libc::free(p.cast()) };
+                    Ok(0)
+                } else {
+                    Err(format!("block {id} lost its contents (overlap?)"))
+                }
+            }
+        };
+        match result {
+            Ok(added) => live += added,
+            Err(problem) => {
+                eprintln!(
+                    "bench_alloc: {path}: operation {} ({op:?}): {problem}",
+                    index + 1
+                );
+                return 1;
+            }
+        }
+        peak_payload = peak_payload.max(live);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let footprint = peak_resident_bytes()
+        .saturating_sub(baseline + harness_bytes)
+        .max(1);
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map_or(path.into(), |n| n.to_string_lossy());
+    println!(
+        "trace {name}: {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
+         peak footprint {footprint} B; utilization {:.1}%",
+        trace.ops.len(),
+        trace.ops.len() as f64 / seconds,
+        100.0 * peak_payload as f64 / footprint as f64
+    );
+    drop(text);
+    0
+}
+
+/// Stores a fresh block for `id`, written in full with the id's byte. Returns the bytes
+/// now live for it.
+fn place(slot: &mut (*mut u8, usize), p: *mut u8, size: usize, id: usize) -> Result<usize, String> {
+    if p.is_null() {
+        return Err(format!("the allocator returned NULL for {size} bytes"));
+    }
+    // SAFETY: the block holds `size` bytes.
+    unsafe { p.write_bytes(id as u8, size) };
+    *slot = (p, size);
+    Ok(size)
+}
+
+fn intact(p: *const u8, size: usize, id: usize) -> bool {
+    if size == 0 {
+        return true;
+    }
+    // SAFETY: callers pass a live block of at least `size` bytes. First and last byte
+    // only: a full scan would time the check rather than the allocator.
+    unsafe { p.read() == id as u8 && p.add(size - 1).read() == id as u8 }
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+fn peak_resident_bytes() -> usize {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss.max(0) as usize * 1024
+}

@@ -1,0 +1,388 @@
+//! Allocation traces in the CS:APP malloc-lab format, and the seeded generator of the
+//! suite in `harness/traces/`.
+//!
+//! ```text
+//! 20000        <- suggested heap size (a hint; unused here)
+//! 1000         <- number of distinct block ids
+//! 24000        <- number of operations below
+//! 1            <- weight (used when a grade averages several traces)
+//! a 0 512      <- allocate 512 bytes as block 0
+//! r 0 1024     <- resize block 0 to 1024 bytes
+//! f 0          <- free block 0
+//! ```
+//!
+//! `bench_alloc --trace FILE` replays one (see its `trace` module). The committed
+//! traces are this module's output: `harness traces --out harness/traces` writes them
+//! again, and a test checks that the committed files still match.
+
+use std::fmt::Write as _;
+
+use crate::rng::Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Alloc { id: usize, size: usize },
+    Realloc { id: usize, size: usize },
+    Free { id: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    pub heap_hint: usize,
+    pub ids: usize,
+    pub weight: u32,
+    pub ops: Vec<Op>,
+}
+
+/// A malformed trace: which line, and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub problem: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.problem)
+    }
+}
+
+impl Trace {
+    /// Parses a trace and checks that it is consistent: ids in range, no block
+    /// allocated twice, freed or resized before it exists.
+    pub fn parse(text: &str) -> Result<Trace, ParseError> {
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| (i + 1, line.trim()))
+            .filter(|(_, l)| !l.is_empty());
+        let mut header = |what: &str| -> Result<usize, ParseError> {
+            let (line, text) = lines.next().ok_or(ParseError {
+                line: 0,
+                problem: format!("missing header line: {what}"),
+            })?;
+            text.parse().map_err(|_| ParseError {
+                line,
+                problem: format!("expected the {what} (a whole number), found {text:?}"),
+            })
+        };
+        let heap_hint = header("heap size hint")?;
+        let ids = header("number of ids")?;
+        let count = header("number of operations")?;
+        let weight = header("weight")? as u32;
+        let mut live = vec![false; ids];
+        let mut ops = Vec::with_capacity(count);
+        let mut last_line = 4;
+        for (line, text) in lines {
+            last_line = line;
+            let fail = |problem: String| ParseError { line, problem };
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            let number = |index: usize, what: &str| -> Result<usize, ParseError> {
+                let field = fields
+                    .get(index)
+                    .ok_or_else(|| fail(format!("missing {what} in {text:?}")))?;
+                field
+                    .parse()
+                    .map_err(|_| fail(format!("{what} {field:?} is not a whole number")))
+            };
+            let expected_fields = match fields[0] {
+                "a" | "r" => 3,
+                "f" => 2,
+                other => {
+                    return Err(fail(format!(
+                        "unknown operation {other:?} (expected a, r or f)"
+                    )));
+                }
+            };
+            let id = number(1, "block id")?;
+            if fields.len() != expected_fields {
+                return Err(fail(format!(
+                    "expected {expected_fields} fields in {text:?}"
+                )));
+            }
+            let slot = live.get_mut(id).ok_or_else(|| {
+                fail(format!("block id {id} is not below the declared {ids} ids"))
+            })?;
+            let op = match fields[0] {
+                "a" if *slot => return Err(fail(format!("block {id} is allocated twice"))),
+                "a" => Op::Alloc {
+                    id,
+                    size: number(2, "size")?,
+                },
+                "r" if !*slot => {
+                    return Err(fail(format!(
+                        "block {id} is resized before it is allocated"
+                    )));
+                }
+                "r" => Op::Realloc {
+                    id,
+                    size: number(2, "size")?,
+                },
+                "f" if !*slot => {
+                    return Err(fail(format!("block {id} is freed but not allocated")));
+                }
+                _ => Op::Free { id },
+            };
+            *slot = !matches!(op, Op::Free { .. });
+            ops.push(op);
+        }
+        if ops.len() != count {
+            return Err(ParseError {
+                line: last_line,
+                problem: format!(
+                    "the header announces {count} operations but the trace has {}",
+                    ops.len()
+                ),
+            });
+        }
+        Ok(Trace {
+            heap_hint,
+            ids,
+            weight,
+            ops,
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut text = format!(
+            "{}\n{}\n{}\n{}\n",
+            self.heap_hint,
+            self.ids,
+            self.ops.len(),
+            self.weight
+        );
+        for op in &self.ops {
+            let _ = match op {
+                Op::Alloc { id, size } => writeln!(text, "a {id} {size}"),
+                Op::Realloc { id, size } => writeln!(text, "r {id} {size}"),
+                Op::Free { id } => writeln!(text, "f {id}"),
+            };
+        }
+        text
+    }
+}
+
+/// Builds a trace while tracking ids: allocate, resize, free, and free what is left.
+struct Builder {
+    ops: Vec<Op>,
+    live: Vec<usize>,
+    next_id: usize,
+    peak_hint: usize,
+    sizes: Vec<usize>,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder {
+            ops: Vec::new(),
+            live: Vec::new(),
+            next_id: 0,
+            peak_hint: 0,
+            sizes: Vec::new(),
+        }
+    }
+
+    fn alloc(&mut self, size: usize) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ops.push(Op::Alloc { id, size });
+        self.live.push(id);
+        self.sizes.push(size);
+        self.note_peak();
+        id
+    }
+
+    fn realloc(&mut self, id: usize, size: usize) {
+        self.ops.push(Op::Realloc { id, size });
+        self.sizes[id] = size;
+        self.note_peak();
+    }
+
+    fn free(&mut self, id: usize) {
+        self.ops.push(Op::Free { id });
+        self.live.retain(|&live| live != id);
+    }
+
+    fn free_at(&mut self, index: usize) {
+        let id = self.live.swap_remove(index);
+        self.ops.push(Op::Free { id });
+    }
+
+    fn note_peak(&mut self) {
+        let live: usize = self.live.iter().map(|&id| self.sizes[id]).sum();
+        self.peak_hint = self.peak_hint.max(live);
+    }
+
+    fn finish(mut self) -> Trace {
+        while let Some(id) = self.live.pop() {
+            self.ops.push(Op::Free { id });
+        }
+        Trace {
+            heap_hint: self.peak_hint,
+            ids: self.next_id,
+            weight: 1,
+            ops: self.ops,
+        }
+    }
+}
+
+/// A trace of the suite: its name, what it stresses, and the function that makes it.
+pub type Generator = (&'static str, &'static str, fn() -> Trace);
+
+/// The suite: each trace's name, what it stresses, and how it is made.
+///
+/// Each peaks at a few megabytes of live payload: footprints are measured from the
+/// resident set, whose kernel counters are exact only to a few hundred kilobytes.
+pub const SUITE: &[Generator] = &[
+    (
+        "random",
+        "random sizes (mostly small, some up to 16 KiB) and random lifetimes",
+        random,
+    ),
+    (
+        "binary",
+        "alternating small and large blocks; the large ones die, then larger ones come",
+        binary,
+    ),
+    (
+        "coalescing",
+        "runs of neighbours are freed, then requests as large as several of them",
+        coalescing,
+    ),
+    (
+        "realloc",
+        "a few buffers grow by realloc while small blocks come and go around them",
+        realloc,
+    ),
+];
+
+fn random() -> Trace {
+    let mut rng = Rng::new(1);
+    let mut b = Builder::new();
+    for _ in 0..36_000 {
+        if b.live.is_empty() || rng.chance(55) {
+            let size = if rng.chance(8) {
+                rng.between(1024, 16_384)
+            } else {
+                rng.between(1, 512)
+            };
+            b.alloc(size);
+        } else {
+            let index = rng.between(0, b.live.len() - 1);
+            b.free_at(index);
+        }
+    }
+    b.finish()
+}
+
+fn binary() -> Trace {
+    let mut b = Builder::new();
+    let mut large = Vec::new();
+    for _ in 0..6000 {
+        b.alloc(64);
+        large.push(b.alloc(448));
+    }
+    for id in large {
+        b.free(id);
+    }
+    for _ in 0..6000 {
+        b.alloc(512);
+    }
+    b.finish()
+}
+
+/// Each round allocates a run of small neighbours, a little larger each round than any
+/// block of the rounds before, frees the whole run, then asks for blocks larger than
+/// any one of them. So an old run can only be reused by merging its neighbours: a heap
+/// that cannot merge grows by a dead run every round, while the live payload (the last
+/// two rounds' large blocks) stays bounded.
+fn coalescing() -> Trace {
+    let mut rng = Rng::new(3);
+    let mut b = Builder::new();
+    let mut previous: Vec<usize> = Vec::new();
+    for round in 0..6 {
+        let low = 32 + 48 * round;
+        let run: Vec<usize> = (0..6000)
+            .map(|_| b.alloc(rng.between(low, low + 40)))
+            .collect();
+        for id in run {
+            b.free(id);
+        }
+        let large: Vec<usize> = (0..600).map(|_| b.alloc(rng.between(1000, 2000))).collect();
+        for id in previous {
+            b.free(id);
+        }
+        previous = large;
+    }
+    b.finish()
+}
+
+fn realloc() -> Trace {
+    let mut rng = Rng::new(4);
+    let mut b = Builder::new();
+    let buffers: Vec<usize> = (0..8).map(|_| b.alloc(64)).collect();
+    let mut sizes = [64usize; 8];
+    for step in 0..8000 {
+        let which = rng.between(0, 7);
+        sizes[which] += rng.between(16, 256);
+        b.realloc(buffers[which], sizes[which]);
+        if step % 3 == 0 {
+            b.alloc(rng.between(16, 128));
+        }
+        if step % 5 == 0 && b.live.len() > 8 {
+            let index = rng.between(8, b.live.len() - 1);
+            b.free_at(index);
+        }
+    }
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_traces_parse_back_to_themselves() {
+        for (name, _, make) in SUITE {
+            let trace = make();
+            assert_eq!(
+                Trace::parse(&trace.to_text()).as_ref(),
+                Ok(&trace),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        let bad = |text: &str| Trace::parse(text).unwrap_err().to_string();
+        assert_eq!(
+            bad("1\n2\n1\n1\nx 0 5\n"),
+            "line 5: unknown operation \"x\" (expected a, r or f)"
+        );
+        assert_eq!(
+            bad("1\n2\n2\n1\na 0 5\na 0 6\n"),
+            "line 6: block 0 is allocated twice"
+        );
+        assert_eq!(
+            bad("1\n2\n1\n1\nf 1\n"),
+            "line 5: block 1 is freed but not allocated"
+        );
+        assert_eq!(
+            bad("1\n2\n1\n1\na 7 5\n"),
+            "line 5: block id 7 is not below the declared 2 ids"
+        );
+        assert_eq!(
+            bad("1\n2\n1\n1\na 0 lots\n"),
+            "line 5: size \"lots\" is not a whole number"
+        );
+        assert_eq!(
+            bad("1\nfew\n"),
+            "line 2: expected the number of ids (a whole number), found \"few\""
+        );
+        assert_eq!(
+            bad("1\n2\n3\n1\na 0 5\n"),
+            "line 5: the header announces 3 operations but the trace has 1"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! The committed trace suite is exactly what the seeded generator makes, and
+//! `bench_alloc --trace` replays it and rejects malformed traces with the line named.
+
+use assert_cmd::Command;
+use harness::trace::SUITE;
+use predicates::prelude::*;
+
+#[test]
+fn committed_traces_match_the_generator() {
+    let dir = harness::phases::workspace_root().join("harness/traces");
+    for (name, _, make) in SUITE {
+        let path = dir.join(format!("{name}.rep"));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == make().to_text(),
+            "{} differs from the generator's output: run `cargo run -p harness --bin harness -- traces --out harness/traces`",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn replay_reports_throughput_and_utilization() {
+    let trace = harness::phases::workspace_root().join("harness/traces/random.rep");
+    Command::cargo_bin("bench_alloc")
+        .unwrap()
+        .arg("--trace")
+        .arg(trace)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(
+            r"^trace random.rep: 39428 ops in [0-9.]+ s, [0-9]+ ops/s; peak payload 3078664 B; peak footprint [0-9]+ B; utilization [0-9.]+%\n$",
+        )
+        .unwrap());
+}
+
+#[test]
+fn a_malformed_trace_is_rejected_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.rep");
+    std::fs::write(&path, "100\n2\n3\n1\na 0 10\nf 0\nf 0\n").unwrap();
+    Command::cargo_bin("bench_alloc")
+        .unwrap()
+        .arg("--trace")
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "line 7: block 0 is freed but not allocated",
+        ));
+}
+
+#[test]
+fn bad_arguments_get_usage_and_exit_2() {
+    Command::cargo_bin("bench_alloc")
+        .unwrap()
+        .arg("--small")
+        .arg("lots")
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--small needs a whole number above 0")
+                .and(predicate::str::contains("usage:")),
+        );
+    Command::cargo_bin("bench_alloc")
+        .unwrap()
+        .arg("--trace")
+        .assert()
+        .code(2);
+}
