@@ -24,10 +24,16 @@ impl Phase {
 }
 
 /// Every phase, in chapter order. Each passes every earlier phase's checks too.
-pub const PHASES: &[Phase] = &[Phase {
-    number: 1,
-    package: "phase1-sbrk-freelist",
-}];
+pub const PHASES: &[Phase] = &[
+    Phase {
+        number: 1,
+        package: "phase1-sbrk-freelist",
+    },
+    Phase {
+        number: 2,
+        package: "phase2-split-coalesce",
+    },
+];
 
 pub fn phase(number: u32) -> Option<Phase> {
     PHASES.iter().copied().find(|p| p.number == number)

@@ -65,3 +65,17 @@ fn phase1_demo_without_debug_log() {
     starts_empty(&transcript);
     snapshot(1, "demo", &transcript);
 }
+
+#[test]
+fn phase2_demo_with_debug_log() {
+    let transcript = demo_transcript(2, true);
+    starts_empty(&transcript);
+    snapshot(2, "demo-debug", &transcript);
+}
+
+#[test]
+fn phase2_demo_without_debug_log() {
+    let transcript = demo_transcript(2, false);
+    starts_empty(&transcript);
+    snapshot(2, "demo", &transcript);
+}

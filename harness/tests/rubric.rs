@@ -39,6 +39,11 @@ fn phase1_passes_its_rubric() {
     passes_its_rubric(1);
 }
 
+#[test]
+fn phase2_passes_its_rubric() {
+    passes_its_rubric(2);
+}
+
 /// The checks must be able to fail: phase 1 neither splits nor coalesces nor trims, so
 /// phase 2's behaviour checks must fail on it, each for the reason phase 2 fixes.
 #[test]

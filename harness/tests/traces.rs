@@ -68,3 +68,46 @@ fn bad_arguments_get_usage_and_exit_2() {
         .assert()
         .code(2);
 }
+
+/// Utilization from `bench_alloc --trace` under a phase's allocator.
+fn utilization(phase: u32, trace: &str) -> f64 {
+    harness::phases::build_all().expect("the phases build");
+    let lib = harness::phases::phase(phase)
+        .expect("the phase is registered")
+        .lib_path();
+    let path = harness::phases::workspace_root()
+        .join("harness/traces")
+        .join(trace);
+    let outcome = harness::runner::Run::new(harness::phases::bench_alloc_release())
+        .arg("--trace")
+        .arg(path)
+        .preload(Some(&lib))
+        .run()
+        .expect("bench_alloc starts");
+    assert!(
+        outcome.succeeded(),
+        "{trace} under phase {phase}: {outcome}"
+    );
+    let line = outcome.stdout_text();
+    let percent = line
+        .rsplit("utilization ")
+        .next()
+        .and_then(|s| s.trim().strip_suffix('%'));
+    percent
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no utilization in {line:?}"))
+}
+
+/// Phase 2's reason to exist, in memory rather than time (a comparison of footprints,
+/// which machine load does not change): where freed blocks must be split or merged to
+/// be reused, phase 2 needs far less memory than phase 1 for the same trace.
+#[test]
+fn phase2_uses_memory_better_than_phase1_where_splitting_and_coalescing_matter() {
+    for trace in ["random.rep", "coalescing.rep"] {
+        let (first, second) = (utilization(1, trace), utilization(2, trace));
+        assert!(
+            second >= first + 20.0,
+            "{trace}: phase 1 {first}%, phase 2 {second}%: expected a clear gain"
+        );
+    }
+}
