@@ -1,15 +1,15 @@
 //! The phase-2 heap: phase 1's arena and first fit, with splitting, coalescing and
 //! memory given back at the top.
 //!
-//! - `alloc` (fast path, [`SplitCoalesceHeap::alloc_block`]) takes the first free
-//!   block that is big enough and splits off the rest when the rest can be a block
-//!   of its own ([`SplitCoalesceHeap::take`]). `grow` (slow path) carves a new block
-//!   from the top of the heap when nothing fits.
-//! - `free` ([`SplitCoalesceHeap::release`]) merges the block with its free
-//!   neighbours, found in O(1) through the boundary tags (see [`crate::block`]). If
-//!   the merged block ends at the top of the heap it is not listed at all: it goes
-//!   back into the arena's uncarved room, and when that room exceeds the trim
-//!   threshold the break moves down.
+//! - `alloc` (fast path: `alloc_block`) takes the first free block that is big enough
+//!   and splits off the rest when the rest can be a block of its own (`take`). `grow`
+//!   (slow path) carves a new block from the top of the heap when nothing fits. The
+//!   free list keeps a bound on its largest block, so a search that cannot succeed is
+//!   skipped (see [`crate::free_list`]).
+//! - `free` (`release`) merges the block with its free neighbours, found in O(1)
+//!   through the boundary tags (see [`crate::block`]). If the merged block ends at the
+//!   top of the heap it is not listed at all: it goes back into the arena's uncarved
+//!   room, and when that room exceeds the trim threshold the break moves down.
 //! - `realloc` resizes in place when it can: shrinking splits the tail off, growing
 //!   takes in a free next block or the top of the heap. Only otherwise does it move.
 //!
@@ -866,6 +866,33 @@ mod tests {
     }
 
     #[test]
+    fn a_search_that_cannot_succeed_is_skipped() {
+        let mut heap = heap();
+        let blocks: Vec<_> = (0..100).map(|_| alloc(&mut heap, 32)).collect();
+        for &p in blocks.iter().step_by(2) {
+            heap.free(p).unwrap(); // 50 free 48-byte blocks between used ones
+        }
+        assert_eq!(heap.stats().free_blocks, 50);
+        let large = alloc(&mut heap, 1000); // walks all 50 in vain, then grows
+        assert!(addr(large) > addr(blocks[99]));
+        assert_eq!(
+            heap.free_list.size_bound(),
+            48,
+            "the failed search lowered the bound to the largest listed block"
+        );
+        let guard = alloc(&mut heap, 100); // too large for the holes: after `large`
+        heap.free(large).unwrap();
+        assert_eq!(
+            heap.free_list.size_bound(),
+            1024,
+            "a larger free block raises it"
+        );
+        assert_eq!(alloc(&mut heap, 1000), large);
+        heap.free(guard).unwrap();
+        heap.check().unwrap();
+    }
+
+    #[test]
     fn free_space_at_the_top_goes_back_to_the_arena() {
         let mut heap = heap();
         let a = alloc(&mut heap, 100);
@@ -1036,7 +1063,7 @@ mod tests {
     fn damaged_neighbours_are_reported_not_followed() {
         let mut heap = heap();
         let a = alloc(&mut heap, 100);
-        let b = alloc(&mut heap, 100);
+        let _b = alloc(&mut heap, 100);
         let _guard = alloc(&mut heap, 100);
         // An overflow out of `a` into `b`'s header.
         fill(a, 120, 0xee);
@@ -1050,13 +1077,18 @@ mod tests {
 
         let mut heap = self::heap();
         let a = alloc(&mut heap, 100);
-        let b2 = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 100);
         let _guard = alloc(&mut heap, 100);
         heap.free(a).unwrap();
-        // A write through the dangling `a` hits its footer.
+        // A write through the dangling `a` hits its footer, which `b`'s free reads.
         fill(a, 112, 0xee);
-        assert!(matches!(heap.free(b2), Err(Fault::Corruption { .. })));
-        let _ = b;
+        assert!(matches!(
+            heap.free(b),
+            Err(Fault::Corruption {
+                what: "the footer of the free block before this one is damaged",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1138,8 +1170,13 @@ mod tests {
         // A list that loops: c -> a -> a.
         assert_eq!(heap.free_list.head(), Some(c));
         a.set_next_in_list(Some(a));
-        assert!(heap.check().is_err());
-        let _ = c;
+        assert!(matches!(
+            heap.check(),
+            Err(Fault::Corruption {
+                what: "free list links disagree (next and prev)",
+                ..
+            })
+        ));
 
         let (mut heap, a, _, _) = setup();
         heap.free_list.unlink(a);
