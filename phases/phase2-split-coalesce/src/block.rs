@@ -40,12 +40,13 @@
 //! The smallest block ([`MIN_BLOCK`], 48 bytes) is what a free block needs: header,
 //! two links and a footer (40 bytes), rounded up to 16.
 //!
-//! Stale headers: a freed block merged into a free neighbour keeps its old header,
-//! marked free, inside the merged block's unused bytes. A second `free` of it then
-//! finds an intact header that says "free", which is reported as a double free, until
-//! the bytes are reused and overwritten. A header that ends up inside a *used* block
-//! (when `realloc` grows into the next block) is erased with [`Block::erase`], so that a
-//! pointer to it is an interior pointer, not a block.
+//! Stale headers: a freed block merged into a free neighbour, or given back to the top
+//! of the heap, keeps its old header, marked free, in bytes nobody uses. A second
+//! `free` of it finds an intact header that says "free" and is reported as a double
+//! free, until those bytes are handed out again and overwritten (or trimmed away: then
+//! the pointer is outside the heap). A header that `realloc` takes into the block it
+//! grows is erased with [`Block::erase`], so that a pointer to it is reported as an
+//! interior pointer, not taken for a block.
 
 use core::ptr::NonNull;
 
