@@ -70,7 +70,10 @@ _phase number action *args:
     case "$action" in
         test)
             show cargo test -p "$package"
-            show cargo test -p harness -- "phase$number"
+            # The harness's integration tests (tests/*.rs) name each test after its
+            # phase. Only those: a binary's own test target would take the filter
+            # as its arguments.
+            show cargo test -p harness --test '*' -- "phase$number"
             ;;
         build)
             show cargo build --release -p "$package"
