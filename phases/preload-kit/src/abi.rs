@@ -379,8 +379,11 @@ macro_rules! export_malloc {
             extern "C" fn before_fork() {
                 GLOBAL.before_fork()
             }
-            extern "C" fn after_fork() {
-                GLOBAL.after_fork()
+            extern "C" fn after_fork_in_parent() {
+                GLOBAL.after_fork_in_parent()
+            }
+            extern "C" fn after_fork_in_child() {
+                GLOBAL.after_fork_in_child()
             }
             /// Registers the fork handlers when the library is loaded (an `.init_array`
             /// constructor). Not under the heap lock: if `pthread_atfork` itself
@@ -391,8 +394,8 @@ macro_rules! export_malloc {
                 unsafe {
                     $crate::libc::pthread_atfork(
                         Some(before_fork),
-                        Some(after_fork),
-                        Some(after_fork),
+                        Some(after_fork_in_parent),
+                        Some(after_fork_in_child),
                     )
                 };
             }

@@ -56,9 +56,14 @@ impl<H: Heap> Global<H> {
         self.lock.hold_for_fork();
     }
 
-    /// `pthread_atfork` parent and child handler.
-    pub fn after_fork(&self) {
+    /// `pthread_atfork` parent handler.
+    pub fn after_fork_in_parent(&self) {
         self.lock.release_after_fork();
+    }
+
+    /// `pthread_atfork` child handler.
+    pub fn after_fork_in_child(&self) {
+        self.lock.reset_in_child();
     }
 }
 
