@@ -6,6 +6,7 @@
 //!   everything (the grader runs every check this way, so a crash costs one check).
 //! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
 
+pub mod bench;
 pub mod checks;
 pub mod phases;
 pub mod rng;

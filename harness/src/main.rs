@@ -5,6 +5,7 @@
 //! harness run --lib PATH.so -- CMD ARGS... CMD under any allocator
 //! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
 //! harness traces --out DIR                 write the generated trace suite (harness/traces/)
+//! harness bench [--reps N] [--quick] [--out FILE]   benchmark report (docs/benchmarks.md)
 //! ```
 //! The command's output passes through; its exit status becomes ours (128 + signal
 //! for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)` does).
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("traces") => traces(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -201,5 +203,44 @@ fn traces(args: &[String]) -> ExitCode {
             trace.ops.len()
         );
     }
+    ExitCode::SUCCESS
+}
+
+/// Runs every workload under every allocator and writes the report (by default over
+/// docs/benchmarks.md). Progress goes to stderr.
+fn bench(args: &[String]) -> ExitCode {
+    let mut options = harness::bench::Options {
+        reps: 5,
+        quick: false,
+    };
+    let mut out = phases::workspace_root().join("docs/benchmarks.md");
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--reps" => match rest.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => options.reps = n,
+                _ => return usage_error("--reps needs a whole number above 0"),
+            },
+            "--quick" => options.quick = true,
+            "--out" => match rest.next() {
+                Some(path) => out = PathBuf::from(path),
+                None => return usage_error("--out needs a file"),
+            },
+            other => return usage_error(&format!("unknown argument {other:?}")),
+        }
+    }
+    let results = match harness::bench::run(&options, |line| eprintln!("harness bench: {line}")) {
+        Ok(results) => results,
+        Err(problem) => {
+            eprintln!("harness: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = results.render(&harness::bench::describe_machine());
+    if let Err(e) = std::fs::write(&out, &report) {
+        eprintln!("harness: cannot write {}: {e}", out.display());
+        return ExitCode::from(2);
+    }
+    eprintln!("harness bench: wrote {}", out.display());
     ExitCode::SUCCESS
 }

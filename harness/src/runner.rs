@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{Read, Seek, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -119,21 +119,34 @@ impl Run {
             // A program that exits without reading its input closes the pipe: not an error.
             let _ = stdin.write_all(&self.stdin);
         }
-        let ending = loop {
-            if let Some(status) = child.try_wait()? {
-                break match (status.code(), status.signal()) {
-                    (Some(code), _) => Ending::Exited(code),
-                    (None, Some(signal)) => Ending::Signalled(signal),
-                    (None, None) => Ending::Exited(-1),
+        let pid = child.id() as libc::pid_t;
+        // Reaped with wait4 rather than std's wait, to learn the child's peak memory.
+        let (ending, usage) = loop {
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: waits without blocking for our own child, writing into locals.
+            let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if reaped == pid {
+                let ending = if libc::WIFEXITED(status) {
+                    Ending::Exited(libc::WEXITSTATUS(status))
+                } else if libc::WIFSIGNALED(status) {
+                    Ending::Signalled(libc::WTERMSIG(status))
+                } else {
+                    Ending::Exited(-1)
                 };
+                break (ending, Some(usage));
+            }
+            if reaped < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             if started.elapsed() >= self.timeout {
                 // SAFETY: killpg only sends a signal; the group is the child's own.
-                unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
                 let _ = child.wait();
-                break Ending::TimedOut(self.timeout);
+                break (Ending::TimedOut(self.timeout), None);
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         };
         let elapsed = started.elapsed();
         Ok(Outcome {
@@ -141,6 +154,7 @@ impl Run {
             stdout: read_all(&mut stdout_file)?,
             stderr: read_all(&mut stderr_file)?,
             elapsed,
+            peak_rss_kib: usage.map(|u| u.ru_maxrss.max(0) as u64),
         })
     }
 }
@@ -191,6 +205,8 @@ pub struct Outcome {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub elapsed: Duration,
+    /// The child's peak resident set (`ru_maxrss`), unless it timed out.
+    pub peak_rss_kib: Option<u64>,
 }
 
 impl Outcome {
@@ -261,6 +277,7 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.ending, Ending::Exited(3));
         assert_eq!(outcome.stdout_text(), "out\n");
+        assert!(outcome.peak_rss_kib.is_some_and(|kib| kib > 0));
         assert_eq!(outcome.to_string(), "exit 3: err");
     }
 
