@@ -378,31 +378,38 @@ fn walk_region(
 ) -> Result<(), Fault> {
     let mut addr = region.start;
     while addr < region.top {
-        if region.top - addr < MIN_BLOCK {
-            return Err(Fault::Corruption {
-                addr,
-                what: "a block runs past the top of the heap",
-            });
-        }
-        // SAFETY: `addr` is 16-aligned (region starts and block sizes are) and at least
-        // MIN_BLOCK bytes below the region's top.
-        let block = unsafe { Block::at(addr) };
-        if !block.header_is_intact() {
-            return Err(Fault::Corruption {
-                addr,
-                what: "block header overwritten",
-            });
-        }
-        if block.size() < MIN_BLOCK || block.size() > region.top - addr {
-            return Err(Fault::Corruption {
-                addr,
-                what: "block size out of range",
-            });
-        }
+        let block = checked_block_at(addr, region)?;
         visit(region, block)?;
         addr = block.next_in_heap();
     }
     Ok(())
+}
+
+/// The block whose header is at `addr` (16-aligned, in `[region.start, region.top)`),
+/// after checking that its header is intact and its size stays inside the region.
+fn checked_block_at(addr: usize, region: &Region) -> Result<Block, Fault> {
+    if region.top - addr < MIN_BLOCK {
+        return Err(Fault::Corruption {
+            addr,
+            what: "a block runs past the top of the heap",
+        });
+    }
+    // SAFETY: `addr` is 16-aligned (region starts and block sizes are) and at least
+    // MIN_BLOCK bytes below the region's top.
+    let block = unsafe { Block::at(addr) };
+    if !block.header_is_intact() {
+        return Err(Fault::Corruption {
+            addr,
+            what: "block header overwritten",
+        });
+    }
+    if block.size() < MIN_BLOCK || block.size() > region.top - addr {
+        return Err(Fault::Corruption {
+            addr,
+            what: "block size out of range",
+        });
+    }
+    Ok(block)
 }
 
 /// The block after `block` in `region`, its header checked; `None` when `block` ends
@@ -412,28 +419,7 @@ fn next_neighbour(block: Block, region: &Region) -> Result<Option<Block>, Fault>
     if addr >= region.top {
         return Ok(None);
     }
-    if region.top - addr < MIN_BLOCK {
-        return Err(Fault::Corruption {
-            addr,
-            what: "a block runs past the top of the heap",
-        });
-    }
-    // SAFETY: `addr` is 16-aligned (block addresses and sizes are) and at least
-    // MIN_BLOCK bytes below the region's top.
-    let next = unsafe { Block::at(addr) };
-    if !next.header_is_intact() {
-        return Err(Fault::Corruption {
-            addr,
-            what: "block header overwritten",
-        });
-    }
-    if next.size() < MIN_BLOCK || next.size() > region.top - addr {
-        return Err(Fault::Corruption {
-            addr,
-            what: "block size out of range",
-        });
-    }
-    Ok(Some(next))
+    checked_block_at(addr, region).map(Some)
 }
 
 /// The free block before `block`, found through its footer (so `block.prev_is_free()`
