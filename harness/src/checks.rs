@@ -261,6 +261,15 @@ pub static CATALOGUE: &[Check] = &[
         run: invalid_free,
     },
     Check {
+        id: "behaviour/reuse",
+        title: "freed memory is reused: 1M small blocks fit in 32 MiB",
+        area: Area::Behaviour,
+        since: 1,
+        points: 5,
+        timing: false,
+        run: reuse,
+    },
+    Check {
         id: "perf/small-1m",
         title: "bench_alloc --small 1000000 in under 2 s",
         area: Area::Performance,
@@ -608,6 +617,36 @@ fn double_free(subject: &Subject) -> Verdict {
 
 fn invalid_free(subject: &Subject) -> Verdict {
     misuse(subject, "--invalid-free", 2, "invalid pointer")
+}
+
+/// An allocator that never reuses freed memory passes every other phase-1 check (the
+/// programs are short-lived), so this one limits the data segment and runs
+/// `bench_alloc --small 1000000`, which never holds more than 10000 blocks of 1-64
+/// bytes at once (under 1 MiB). A million blocks that are never reused need 32 MiB at
+/// the very least (each has a header), so they cannot fit.
+///
+/// `RLIMIT_DATA` counts the brk heap and private writable mappings alike, so the
+/// check holds for mmap-based allocators too; address space reserved with
+/// `PROT_NONE` does not count.
+fn reuse(subject: &Subject) -> Verdict {
+    const LIMIT_KIB: usize = 32 * 1024;
+    let script = format!("ulimit -d {LIMIT_KIB} && exec \"$0\" --small 1000000");
+    match subject
+        .under_test("sh")
+        .args(["-c", &script])
+        .arg(subject.tool("bench_alloc"))
+        .run()
+    {
+        Ok(outcome) if outcome.succeeded() => Verdict::Pass(format!(
+            "1M blocks of 1-64 B, at most 10000 live, ran in a 32 MiB data segment ({})",
+            outcome.stdout_text().trim()
+        )),
+        Ok(outcome) => Verdict::Fail(format!(
+            "with the data segment limited to 32 MiB, bench_alloc --small 1000000 {outcome} \
+             (at most 10000 blocks are live at once: is freed memory reused?)"
+        )),
+        Err(e) => Verdict::Fail(format!("could not start sh: {e}")),
+    }
 }
 
 /// The spec's speed bar. Noise-tolerant: the best of up to three runs counts.

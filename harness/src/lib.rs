@@ -5,9 +5,11 @@
 //! - [`runner`]: runs one command under a preload with a time limit, capturing
 //!   everything (the grader runs every check this way, so a crash costs one check).
 //! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
+//! - [`grade`]: the grader: any `.so` against a phase's rubric of [`checks`], for points.
 
 pub mod bench;
 pub mod checks;
+pub mod grade;
 pub mod phases;
 pub mod rng;
 pub mod runner;

@@ -6,6 +6,8 @@
 //! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
 //! harness traces --out DIR                 write the generated trace suite (harness/traces/)
 //! harness bench [--reps N] [--quick] [--out FILE]   benchmark report (docs/benchmarks.md)
+//! harness grade --lib PATH.so --phase N    grade any allocator on phase N's rubric
+//! harness grade --dir FOLDER --phase N     grade a folder of submissions (`harness grade -h`)
 //! ```
 //! The command's output passes through; its exit status becomes ours (128 + signal
 //! for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)` does).
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("traces") => traces(&args[1..]),
+        Some("grade") => harness::grade::cli::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");

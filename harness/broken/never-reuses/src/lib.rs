@@ -1,0 +1,88 @@
+//! # DELIBERATELY BROKEN: `free` never gives a block back
+//!
+//! A test subject for `harness grade`, not an allocator to learn from. Phase 1's policy
+//! (its modules, included unchanged) with one defect: `free` checks the pointer and
+//! then keeps the block allocated for ever, so no memory is ever reused. Short programs
+//! cannot tell; `behaviour/reuse`, which runs a million small blocks in a 32 MiB data
+//! segment, must.
+
+#![no_std]
+
+#[path = "../../../../phases/phase1-sbrk-freelist/src/block.rs"]
+pub mod block;
+#[path = "../../../../phases/phase1-sbrk-freelist/src/free_list.rs"]
+pub mod free_list;
+#[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
+pub mod heap;
+
+use core::ptr::NonNull;
+
+use heap::FreeListHeap;
+use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+
+/// Written over the first payload word of a block the program freed, so that freeing it
+/// again is still reported (double frees are not this crate's defect).
+const FREED_MARK: usize = 0x6672_6565_645f_6f6b;
+
+pub struct NeverReuses(FreeListHeap);
+
+impl NeverReuses {
+    /// The payload size of the block at `ptr`, if phase 1 gave it out and the program
+    /// has not freed it yet.
+    fn live_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        let size = self.0.usable_size(ptr)?;
+        // SAFETY: phase 1 vouched for the block, whose payload is 16-byte aligned and at
+        // least 16 bytes long, so its first word is ours to read.
+        if unsafe { ptr.cast::<usize>().read() } == FREED_MARK {
+            return Err(Fault::DoubleFree {
+                addr: ptr.as_ptr() as usize,
+            });
+        }
+        Ok(size)
+    }
+}
+
+impl Heap for NeverReuses {
+    const NAME: &'static str = "broken-never-reuses";
+
+    fn new(config: &Config) -> Self {
+        NeverReuses(FreeListHeap::new(config))
+    }
+
+    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.0.alloc(size, align)
+    }
+
+    /// The defect: the block is marked, and stays allocated in phase 1's heap.
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        self.live_size(ptr)?;
+        // SAFETY: as in `live_size`: the block's first payload word is ours.
+        unsafe { ptr.cast::<usize>().write(FREED_MARK) };
+        Ok(())
+    }
+
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        self.live_size(ptr)
+    }
+
+    // `realloc` is the trait's default (allocate, copy, free) through the methods above,
+    // so a moved block is not reused either.
+
+    fn locate(&self, addr: usize) -> Location {
+        self.0.locate(addr)
+    }
+
+    fn dump_blocks(&self, out: &mut Out) {
+        self.0.dump_blocks(out)
+    }
+
+    fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+
+    fn check(&self) -> Result<(), Fault> {
+        self.0.check()
+    }
+}
+
+preload_kit::export_malloc!(NeverReuses);
