@@ -5,6 +5,8 @@
 #   just demo                        build phase 1, show its demo, run ls under it
 #   just phase1 test|build|demo|bench
 #   just phase1 run -- CMD ARGS...   CMD under phase 1's allocator
+#   just bench                       every phase against glibc and others (harness bench)
+#   just grade LIB.so N              grade any allocator on phase N's rubric
 #
 # `phase2` and `phase3` work the same way once their crates (phases/phase2-*/,
 # phases/phase3-*/) are in the workspace.
@@ -22,6 +24,14 @@ test:
 # Build phase 1, run the demo under it (with its debug log) and ls beside glibc's.
 demo:
     cargo run --release -p harness --bin harness -- demo
+
+# Benchmark every phase against glibc (and jemalloc, mimalloc, tcmalloc where installed); see docs/benchmarks.md.
+bench *args:
+    cargo run --release -p harness --bin harness -- bench "$@"
+
+# Grade any allocator .so on phase N's rubric, e.g. `just grade target/release/libphase1_sbrk_freelist.so 1`.
+grade lib phase:
+    cargo run --release -p harness --bin harness -- grade --lib {{quote(lib)}} --phase {{quote(phase)}}
 
 # Phase 1 (sbrk, free list, first fit): test | build | demo | bench | run -- CMD...
 phase1 action *args:
