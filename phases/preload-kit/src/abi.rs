@@ -232,11 +232,12 @@ pub fn write_stats<H: Heap>(heap: &H, out: &mut Out) {
     );
 }
 
-/// `heap_dump()`: every block in address order, then the stats line, on stderr.
+/// `heap_dump()`: every block in address order, then the stats line, on stderr. On a
+/// terminal the `USED` and `FREE` words are coloured (see [`crate::out::colour_dumps`]).
 pub fn heap_dump<H: Heap>(global: &Global<H>) {
     let saved_errno = os::errno();
     global.with(|state| {
-        let mut out = Out::stderr();
+        let mut out = Out::painted(crate::out::STDERR, crate::out::colour_dumps());
         state.heap.dump_blocks(&mut out);
         write_stats(&state.heap, &mut out);
     });

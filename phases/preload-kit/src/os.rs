@@ -116,6 +116,12 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
     }
 }
 
+/// Whether `fd` is a terminal (`isatty`). Does not allocate; may set `errno`.
+pub fn is_terminal(fd: i32) -> bool {
+    // SAFETY: isatty only queries the descriptor (an ioctl); any fd value is allowed.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
 /// Ends the process at once with `code`, running no atexit handlers (which may allocate).
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` never returns and has no preconditions.
