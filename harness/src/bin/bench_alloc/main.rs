@@ -5,6 +5,7 @@
 //! bench_alloc --small N            allocate and free N small blocks (1-64 B), report ops/s
 //! bench_alloc --threads T [--small N]   the same, split over T threads
 //! bench_alloc --trace FILE         replay a malloc-lab trace: ops/s, peak payload, utilization
+//!     [--dump-at-peak] [--stats-every N]   ...with heap dumps / stats for `harness pictures`
 //! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
 //! bench_alloc --invalid-free       free a stack address (a mymalloc heap exits 2)
 //! ```
@@ -40,6 +41,11 @@ usage: bench_alloc [--small N] [--threads T] [--trace FILE] [--double-free | --i
   --threads T     run the small-block workload on T threads (N defaults to 1000000)
   --trace FILE    replay a malloc-lab trace (harness/traces/): ops/s, peak payload,
                   peak footprint, utilization
+  --dump-at-peak  with --trace: heap_dump() before the first operation and right after
+                  the one that brings the live payload to its peak
+  --stats-every N with --trace: malloc_stats() before the first operation, after every
+                  Nth and after the last (each dump and stats line follows a
+                  [trace ops=K payload=P heap_dump|malloc_stats] line)
   --double-free   free one block twice: a mymalloc heap must exit 3
   --invalid-free  free a pointer to the stack: a mymalloc heap must exit 2
 ";
@@ -48,7 +54,7 @@ usage: bench_alloc [--small N] [--threads T] [--trace FILE] [--double-free | --i
 enum Mode {
     Demo,
     Small { blocks: usize, threads: usize },
-    Trace(&'static str),
+    Trace(&'static str, trace::Show),
     DoubleFree,
     InvalidFree,
     Help,
@@ -66,7 +72,7 @@ pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int 
     match parse(args) {
         Ok(Mode::Demo) => demo::run(seed),
         Ok(Mode::Small { blocks, threads }) => small::run(blocks, threads, seed),
-        Ok(Mode::Trace(path)) => trace::run(path),
+        Ok(Mode::Trace(path, show)) => trace::run(path, show),
         Ok(Mode::DoubleFree) => misuse::double_free(),
         Ok(Mode::InvalidFree) => misuse::invalid_free(),
         Ok(Mode::Help) => {
@@ -127,11 +133,14 @@ fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> 
     let mut mode = Mode::Demo;
     let mut blocks = None;
     let mut threads = None;
+    let mut show = trace::Show::default();
     while let Some(arg) = args.next() {
         match arg {
             "--small" => blocks = Some(count(arg, args.next())?),
             "--threads" => threads = Some(count(arg, args.next())?),
-            "--trace" => mode = Mode::Trace(args.next().ok_or(Problem::NeedsPath(arg))?),
+            "--trace" => mode = Mode::Trace(args.next().ok_or(Problem::NeedsPath(arg))?, show),
+            "--dump-at-peak" => show.dump_at_peak = true,
+            "--stats-every" => show.stats_every = Some(count(arg, args.next())?),
             "--double-free" => mode = Mode::DoubleFree,
             "--invalid-free" => mode = Mode::InvalidFree,
             "-h" | "--help" => return Ok(Mode::Help),
@@ -139,6 +148,8 @@ fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> 
         }
     }
     match (mode, blocks, threads) {
+        (Mode::Trace(path, _), None, None) => Ok(Mode::Trace(path, show)),
+        _ if show != trace::Show::default() => Err(Problem::TraceOnly),
         (Mode::Demo, None, None) => Ok(Mode::Demo),
         (Mode::Demo, blocks, threads) => Ok(Mode::Small {
             blocks: blocks.unwrap_or(1_000_000),
@@ -161,6 +172,7 @@ enum Problem {
     NeedsCount(&'static str),
     NeedsPath(&'static str),
     Combined,
+    TraceOnly,
 }
 
 impl core::fmt::Display for Problem {
@@ -170,6 +182,7 @@ impl core::fmt::Display for Problem {
             Problem::NeedsCount(flag) => write!(f, "{flag} needs a whole number above 0"),
             Problem::NeedsPath(flag) => write!(f, "{flag} needs a file"),
             Problem::Combined => f.write_str("--trace and the misuse flags run alone"),
+            Problem::TraceOnly => f.write_str("--dump-at-peak and --stats-every need --trace"),
         }
     }
 }

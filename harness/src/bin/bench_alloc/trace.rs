@@ -11,15 +11,44 @@
 //!   resident-set counters in per-CPU batches, exact to a few hundred kilobytes, so
 //!   the suite's traces peak at megabytes, where that is a few percent;
 //! - utilization = peak payload / peak footprint (CS:APP's measure; 100% is perfect).
+//!
+//! For `harness pictures`, the allocator's own view ([`Show`]): `--dump-at-peak` calls
+//! `heap_dump()` before the first operation and right after the one that brings the live
+//! payload to its peak (found by a first pass over the trace); `--stats-every N` calls
+//! `malloc_stats()` before the first operation, after every Nth and after the last. Each
+//! dump or stats line follows a `[trace ops=K payload=P heap_dump]` (or `malloc_stats`)
+//! line on stderr: K operations done, P bytes live. Neither allocates, so the heap they
+//! show holds the replay's blocks and the harness's own data (the trace text and the two
+//! tables, live throughout) and nothing else. The time they take counts in ops/s.
 
+use core::ffi::{CStr, c_void};
+use core::fmt::Write as _;
 use std::time::Instant;
 
 use harness::trace::{Op, Trace};
+use preload_kit::Out;
 
 /// Exit code for a trace that cannot be read or parsed (as for bad arguments).
 const EXIT_BAD_TRACE: i32 = 2;
 
-pub fn run(path: &str) -> i32 {
+/// What to show of the allocator's heap during a replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Show {
+    /// `--dump-at-peak`
+    pub dump_at_peak: bool,
+    /// `--stats-every N`
+    pub stats_every: Option<usize>,
+}
+
+pub fn run(path: &str, show: Show) -> i32 {
+    // Looked up first, so that whatever dlsym may allocate is not in the pictures.
+    let heap_dump = show
+        .dump_at_peak
+        .then(|| introspection(c"heap_dump"))
+        .flatten();
+    let malloc_stats = show
+        .stats_every
+        .and_then(|_| introspection(c"malloc_stats"));
     let baseline = resident_bytes();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -45,6 +74,21 @@ pub fn run(path: &str) -> i32 {
         + blocks.capacity() * std::mem::size_of::<(*mut u8, usize)>();
     let mut live = 0usize;
     let mut peak_payload = 0usize;
+    let peak_at = if heap_dump.is_some() {
+        ops_to_peak(&trace.ops, &mut blocks)
+    } else {
+        0
+    };
+    let report = |call: Option<(&str, extern "C" fn())>, ops: usize, live: usize| {
+        if let Some((name, call)) = call {
+            let mut out = Out::stderr();
+            let _ = writeln!(out, "[trace ops={ops} payload={live} {name}]");
+            out.flush();
+            call();
+        }
+    };
+    report(heap_dump, 0, 0);
+    report(malloc_stats, 0, 0);
     let started = Instant::now();
     for (index, op) in trace.ops.iter().enumerate() {
         let result = match *op {
@@ -92,6 +136,16 @@ pub fn run(path: &str) -> i32 {
             }
         }
         peak_payload = peak_payload.max(live);
+        let done = index + 1;
+        if done == peak_at {
+            report(heap_dump, done, live);
+        }
+        if show
+            .stats_every
+            .is_some_and(|n| done.is_multiple_of(n) || done == trace.ops.len())
+        {
+            report(malloc_stats, done, live);
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let footprint = peak_resident_bytes()
@@ -130,6 +184,40 @@ fn intact(p: *const u8, size: usize, id: usize) -> bool {
     // SAFETY: callers pass a live block of at least `size` bytes. First and last byte
     // only: a full scan would time the check rather than the allocator.
     unsafe { p.read() == id as u8 && p.add(size - 1).read() == id as u8 }
+}
+
+/// How many operations bring the live payload to its peak (the first time it is
+/// reached). Uses the size half of `blocks` as scratch and leaves it as it found it
+/// (all empty), so that this pass allocates nothing.
+fn ops_to_peak(ops: &[Op], blocks: &mut [(*mut u8, usize)]) -> usize {
+    let (mut live, mut peak, mut peak_at) = (0usize, 0usize, 0usize);
+    for (index, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Alloc { id, size } | Op::Realloc { id, size } => {
+                live = live - blocks[id].1 + size;
+                blocks[id].1 = size;
+            }
+            Op::Free { id } => live -= std::mem::take(&mut blocks[id].1),
+        }
+        if live > peak {
+            (peak, peak_at) = (live, index + 1);
+        }
+    }
+    blocks.fill((std::ptr::null_mut(), 0));
+    peak_at
+}
+
+/// One of mymalloc's introspection calls (`heap_dump`, `malloc_stats`), if the loaded
+/// allocator has it. Looked up at run time, as the demo does, so that the replay also
+/// runs on the C library's allocator.
+fn introspection(name: &'static CStr) -> Option<(&'static str, extern "C" fn())> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no preconditions.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    // SAFETY: mymalloc exports both as `extern "C" fn()` (and glibc's malloc_stats has
+    // the same signature).
+    let call = (!symbol.is_null())
+        .then(|| unsafe { core::mem::transmute::<*mut c_void, extern "C" fn()>(symbol) })?;
+    Some((name.to_str().unwrap_or("?"), call))
 }
 
 fn resident_bytes() -> usize {
