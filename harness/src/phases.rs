@@ -69,9 +69,12 @@ pub fn build_all() -> Result<(), String> {
             for phase in PHASES {
                 command.args(["-p", phase.package]);
             }
+            // `--lib` as well as the `--bin`s: naming only bins would make Cargo skip the
+            // phases' libraries, which are what this is for.
             command.args([
                 "-p",
                 "harness",
+                "--lib",
                 "--bin",
                 "bench_alloc",
                 "--bin",
