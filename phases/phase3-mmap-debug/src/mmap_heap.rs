@@ -1,0 +1,482 @@
+//! Phase 3 without its debug mode: phase 2's brk heap for small blocks, a mapping of
+//! its own for each large one.
+//!
+//! ```text
+//!   malloc(size)
+//!     size <  threshold  ->  phase 2's heap (crate::heap): split, coalesce, trim;
+//!                            grown with sbrk, then with mmap-backed regions when sbrk
+//!                            fails (Growth::BrkThenMmap)
+//!     size >= threshold  ->  its own mapping (crate::mappings), unmapped by free
+//!
+//!   free(p) / realloc(p) / malloc_usable_size(p)
+//!     p inside the brk heap's regions  ->  phase 2's heap, which checks p itself
+//!     anything else                    ->  the mapping registry, checked before use
+//! ```
+//!
+//! Why a threshold: a large block in the brk heap pins the break. Freed in the middle
+//! of the heap, its memory cannot go back to the OS until everything above it is
+//! freed; as a mapping, `free` returns it at once, and `realloc` resizes it with
+//! `mremap` without copying. Below the threshold, whole pages and two system calls
+//! per block would cost far more than they save. 128 KiB is glibc's default too.
+//!
+//! The fast path is phase 2's: one comparison with the threshold on `malloc`, and on
+//! `free` a check that the pointer lies in one of the heap's regions (usually one).
+
+use core::ptr::NonNull;
+
+use preload_kit::arena::Growth;
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+
+use crate::heap::{M_TRIM_THRESHOLD, SplitCoalesceHeap};
+use crate::mappings::{FREED_BLOCK, Mappings};
+
+/// Requests of this many bytes or more get their own mapping (glibc's default
+/// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
+pub const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// `mallopt`'s parameter number for the mmap threshold (glibc's `M_MMAP_THRESHOLD`).
+pub const M_MMAP_THRESHOLD: i32 = -3;
+
+pub struct MmapHeap {
+    /// Blocks below the threshold: phase 2's heap, unchanged.
+    brk: SplitCoalesceHeap,
+    /// Blocks at or above it.
+    mapped: Mappings,
+    mmap_threshold: usize,
+}
+
+impl MmapHeap {
+    /// An empty heap. `growth` is for its brk heap: `BrkThenMmap` when preloaded,
+    /// `MmapOnly` in unit tests (whose process has another allocator moving the break).
+    pub fn with_growth(config: &Config, growth: Growth) -> Self {
+        MmapHeap {
+            brk: SplitCoalesceHeap::with_growth(config, growth),
+            mapped: Mappings::new(),
+            mmap_threshold: config.mmap_threshold.unwrap_or(DEFAULT_MMAP_THRESHOLD),
+        }
+    }
+
+    fn is_large(&self, size: usize) -> bool {
+        size >= self.mmap_threshold
+    }
+
+    /// Slow path of [`Heap::alloc`] for a large request: a mapping, or the brk heap
+    /// if the kernel will not map (as glibc falls back too).
+    fn alloc_mapped(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.mapped
+            .map(size, align)
+            .or_else(|| self.brk.alloc(size, align))
+    }
+
+    /// The payload size of the used brk block at `ptr`, or the fault `free` would
+    /// report for it. (`usable_size` calls a freed block an invalid pointer, where
+    /// `realloc`, like `free`, must say "double free". Asking `free` for its verdict
+    /// changes nothing: it fails at the same first check, before touching the heap.)
+    fn brk_block_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        match self.brk.usable_size(ptr) {
+            Ok(size) => Ok(size),
+            Err(fault) => Err(self.brk.free(ptr).err().unwrap_or(fault)),
+        }
+    }
+
+    /// `realloc` of a brk block to a large size: into a mapping of its own.
+    fn move_to_mapping(
+        &mut self,
+        ptr: NonNull<u8>,
+        size: usize,
+    ) -> Result<Option<NonNull<u8>>, Fault> {
+        let old_size = self.brk_block_size(ptr)?;
+        let Some(moved) = self.mapped.map(size, MIN_ALIGN) else {
+            // No mapping to be had: the brk heap may still manage.
+            return self.brk.realloc(ptr, size);
+        };
+        // SAFETY: the old block is live with `old_size` bytes, the new mapping is
+        // fresh with at least `size`; they are distinct.
+        unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), old_size.min(size)) };
+        self.brk.free(ptr)?;
+        Ok(Some(moved))
+    }
+
+    /// `realloc` of a mapped block to a size below the threshold: into the brk heap.
+    fn move_to_brk(&mut self, addr: usize, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        let old_len = self.mapped.len_of(addr)?;
+        let Some(moved) = self.brk.alloc(size, MIN_ALIGN) else {
+            return Ok(None);
+        };
+        // SAFETY: the registry says `addr` starts a live mapping of `old_len` bytes;
+        // the new block is live with at least `size` bytes, and not inside it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(addr as *const u8, moved.as_ptr(), old_len.min(size))
+        };
+        self.mapped.unmap(addr)?;
+        Ok(Some(moved))
+    }
+}
+
+impl Heap for MmapHeap {
+    const NAME: &'static str = "phase3-mmap-debug";
+
+    fn new(config: &Config) -> Self {
+        MmapHeap::with_growth(config, Growth::BrkThenMmap)
+    }
+
+    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if self.is_large(size) {
+            return self.alloc_mapped(size, align);
+        }
+        self.brk.alloc(size, align)
+    }
+
+    /// A fresh mapping is zero already: only brk blocks are cleared.
+    fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
+        if self.is_large(size)
+            && let Some(block) = self.mapped.map(size, MIN_ALIGN)
+        {
+            return Some(block);
+        }
+        self.brk.alloc_zeroed(size)
+    }
+
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        let addr = ptr.as_ptr() as usize;
+        if self.brk.owns(addr) {
+            return self.brk.free(ptr);
+        }
+        self.mapped.unmap(addr)
+    }
+
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        if self.brk.owns(addr) {
+            return self.brk.usable_size(ptr);
+        }
+        match self.mapped.len_of(addr) {
+            Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
+                addr,
+                why: FREED_BLOCK,
+            }),
+            result => result,
+        }
+    }
+
+    /// Small to small: phase 2's realloc (in place when it can). Large to large:
+    /// `mremap`. Across the threshold: a move, into a mapping or out of one.
+    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        match (self.brk.owns(addr), self.is_large(size)) {
+            (true, false) => self.brk.realloc(ptr, size),
+            (true, true) => self.move_to_mapping(ptr, size),
+            (false, true) => self.mapped.resize(addr, size),
+            (false, false) => self.move_to_brk(addr, size),
+        }
+    }
+
+    fn locate(&self, addr: usize) -> Location {
+        match self.brk.locate(addr) {
+            Location::Outside(_) => match self.mapped.locate(addr) {
+                Some((index, offset)) => Location::Mapping { index, offset },
+                None => Location::Outside(addr),
+            },
+            location => location,
+        }
+    }
+
+    /// The brk heap's blocks in address order, then `[MMAP #n len USED]` for each
+    /// mapping in the order they were made.
+    fn dump_blocks(&self, out: &mut Out) {
+        self.brk.dump_blocks(out);
+        self.mapped.dump(out);
+    }
+
+    /// Mapped blocks count as used blocks. Fragmentation is the brk heap's: a mapping
+    /// has no free space inside to fragment.
+    fn stats(&self) -> Stats {
+        let (blocks, bytes) = self.mapped.totals();
+        let brk = self.brk.stats();
+        Stats {
+            used_blocks: brk.used_blocks + blocks,
+            used_bytes: brk.used_bytes + bytes,
+            ..brk
+        }
+    }
+
+    /// Phase 2's invariants for the brk heap, and the registry's (see
+    /// [`Mappings::check`]).
+    fn check(&self) -> Result<(), Fault> {
+        self.brk.check()?;
+        self.mapped.check()
+    }
+
+    /// `M_MMAP_THRESHOLD`: any size from 0 (every block mapped) up; a negative value is
+    /// refused. `M_TRIM_THRESHOLD` goes to the brk heap. Anything else: 0, not honoured.
+    fn set_option(&mut self, param: i32, value: i32) -> bool {
+        match param {
+            M_MMAP_THRESHOLD => match usize::try_from(value) {
+                Ok(threshold) => {
+                    self.mmap_threshold = threshold;
+                    true
+                }
+                Err(_) => false,
+            },
+            M_TRIM_THRESHOLD => self.brk.set_option(param, value),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preload_kit::os::page_size;
+    use std::vec::Vec;
+
+    fn heap() -> MmapHeap {
+        MmapHeap::with_growth(&Config::DEFAULT, Growth::MmapOnly)
+    }
+
+    fn addr(p: NonNull<u8>) -> usize {
+        p.as_ptr() as usize
+    }
+
+    fn fill(p: NonNull<u8>, size: usize, byte: u8) {
+        // SAFETY: callers pass a live block of at least `size` bytes.
+        unsafe { p.as_ptr().write_bytes(byte, size) }
+    }
+
+    fn holds(p: NonNull<u8>, size: usize, byte: u8) -> bool {
+        // SAFETY: callers pass a live block of at least `size` bytes.
+        unsafe { core::slice::from_raw_parts(p.as_ptr(), size) }
+            .iter()
+            .all(|&b| b == byte)
+    }
+
+    #[test]
+    fn large_blocks_get_mappings_and_small_ones_the_brk_heap() {
+        let mut heap = heap();
+        let small = heap.alloc(100, MIN_ALIGN).unwrap();
+        let below = heap.alloc(DEFAULT_MMAP_THRESHOLD - 1, MIN_ALIGN).unwrap();
+        let large = heap.alloc(DEFAULT_MMAP_THRESHOLD, MIN_ALIGN).unwrap();
+        assert!(heap.brk.owns(addr(small)) && heap.brk.owns(addr(below)));
+        assert!(!heap.brk.owns(addr(large)));
+        assert_eq!(
+            heap.locate(addr(large) + 16),
+            Location::Mapping {
+                index: 1,
+                offset: 16
+            }
+        );
+        assert_eq!(heap.usable_size(large), Ok(DEFAULT_MMAP_THRESHOLD));
+        let stats = heap.stats();
+        assert_eq!(stats.used_blocks, 3);
+        heap.check().unwrap();
+        heap.free(large).unwrap();
+        assert_eq!(heap.stats().used_blocks, 2);
+        assert_eq!(
+            heap.free(large),
+            Err(Fault::DoubleFree { addr: addr(large) })
+        );
+        assert_eq!(
+            heap.usable_size(large),
+            Err(Fault::InvalidPointer {
+                addr: addr(large),
+                why: FREED_BLOCK
+            })
+        );
+        heap.free(small).unwrap();
+        heap.free(below).unwrap();
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn calloc_of_a_large_block_is_zero_without_clearing() {
+        let mut heap = heap();
+        let p = heap.alloc_zeroed(1 << 20).unwrap();
+        assert!(!heap.brk.owns(addr(p)));
+        assert!(holds(p, 1 << 20, 0));
+        heap.free(p).unwrap();
+    }
+
+    #[test]
+    fn realloc_moves_across_the_threshold_and_remaps_above_it() {
+        let mut heap = heap();
+        let p = heap.alloc(1000, MIN_ALIGN).unwrap();
+        fill(p, 1000, 1);
+        let up = heap.realloc(p, 200_000).unwrap().unwrap();
+        assert!(!heap.brk.owns(addr(up)), "grew into a mapping");
+        assert!(holds(up, 1000, 1));
+        assert_eq!(heap.free(p), Err(Fault::DoubleFree { addr: addr(p) }));
+        fill(up, 200_000, 2);
+        let bigger = heap.realloc(up, 3 << 20).unwrap().unwrap();
+        assert!(!heap.brk.owns(addr(bigger)));
+        assert!(holds(bigger, 200_000, 2));
+        assert_eq!(heap.usable_size(bigger), Ok(3 << 20));
+        let down = heap.realloc(bigger, 5000).unwrap().unwrap();
+        assert!(heap.brk.owns(addr(down)), "shrank into the brk heap");
+        assert!(holds(down, 5000, 2));
+        assert!(heap.free(bigger).is_err(), "the mapping is gone");
+        assert_eq!(heap.stats().used_blocks, 1);
+        heap.free(down).unwrap();
+        heap.check().unwrap();
+        assert_eq!(heap.stats(), Stats::default());
+    }
+
+    #[test]
+    fn realloc_of_a_freed_block_is_a_double_free_on_either_side() {
+        let mut heap = heap();
+        let small = heap.alloc(100, MIN_ALIGN).unwrap();
+        let _guard = heap.alloc(100, MIN_ALIGN).unwrap();
+        let large = heap.alloc(200_000, MIN_ALIGN).unwrap();
+        heap.free(small).unwrap();
+        heap.free(large).unwrap();
+        for size in [10, 300_000] {
+            assert_eq!(
+                heap.realloc(small, size),
+                Err(Fault::DoubleFree { addr: addr(small) })
+            );
+            assert_eq!(
+                heap.realloc(large, size),
+                Err(Fault::DoubleFree { addr: addr(large) })
+            );
+        }
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn the_threshold_follows_the_environment_and_mallopt() {
+        let config = Config {
+            mmap_threshold: Some(4096),
+            ..Config::DEFAULT
+        };
+        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let p = heap.alloc(5000, MIN_ALIGN).unwrap();
+        assert!(!heap.brk.owns(addr(p)));
+        assert!(heap.set_option(M_MMAP_THRESHOLD, 1 << 20));
+        let q = heap.alloc(500_000, MIN_ALIGN).unwrap();
+        assert!(heap.brk.owns(addr(q)));
+        assert!(heap.set_option(M_MMAP_THRESHOLD, 0));
+        let r = heap.alloc(1, MIN_ALIGN).unwrap();
+        assert!(!heap.brk.owns(addr(r)), "threshold 0: everything is mapped");
+        assert_eq!(heap.usable_size(r), Ok(page_size()));
+        assert!(!heap.set_option(M_MMAP_THRESHOLD, -1));
+        assert!(heap.set_option(M_TRIM_THRESHOLD, 0));
+        assert!(!heap.set_option(-2, 0), "M_TOP_PAD is not supported");
+        assert!(!heap.set_option(12345, 0));
+        for block in [p, q, r] {
+            heap.free(block).unwrap();
+        }
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn large_aligned_blocks_are_aligned() {
+        let mut heap = heap();
+        for align in [32, 4096, 1 << 16, 1 << 20] {
+            let p = heap.alloc(300_000, align).unwrap();
+            assert_eq!(addr(p) % align, 0);
+            assert!(!heap.brk.owns(addr(p)));
+            fill(p, 300_000, 3);
+            heap.free(p).unwrap();
+        }
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn pointers_into_mapped_blocks_are_invalid_not_followed() {
+        let mut heap = heap();
+        let p = heap.alloc(200_000, MIN_ALIGN).unwrap();
+        let inside = NonNull::new(p.as_ptr().wrapping_add(100_000)).unwrap();
+        assert_eq!(
+            heap.free(inside),
+            Err(Fault::InvalidPointer {
+                addr: addr(inside),
+                why: "inside a mapped block, not its start"
+            })
+        );
+        assert!(heap.realloc(inside, 10).is_err());
+        assert!(heap.usable_size(inside).is_err());
+        heap.free(p).unwrap();
+    }
+
+    #[test]
+    fn the_dump_lists_mappings_after_the_brk_blocks() {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsRawFd;
+        let mut heap = heap();
+        let _a = heap.alloc(100, MIN_ALIGN).unwrap();
+        let _b = heap.alloc(256 * 1024, MIN_ALIGN).unwrap();
+        let path =
+            std::env::temp_dir().join(std::format!("phase3-dump-{}.txt", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        {
+            let mut out = Out::new(file.as_raw_fd());
+            heap.dump_blocks(&mut out);
+        }
+        let mut text = std::string::String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "[BLOCK 0x0 128 USED]\n[MMAP #1 262144 USED]\n");
+        assert_eq!(heap.stats().used_bytes, 128 + 262_144);
+    }
+
+    /// A seeded workload across the threshold (set low, so that many blocks are
+    /// mapped): contents survive every realloc, and the check passes throughout.
+    #[test]
+    fn random_workload_across_the_threshold() {
+        let config = Config {
+            mmap_threshold: Some(20_000),
+            ..Config::DEFAULT
+        };
+        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for step in 0..6000 {
+            let byte = step as u8;
+            let size = match next() % 10 {
+                0..=1 => (next() % 60_000) as usize + 1,
+                _ => (next() % 500) as usize + 1,
+            };
+            match next() % 4 {
+                0 if !live.is_empty() => {
+                    let (p, size, byte) = live.swap_remove(next() as usize % live.len());
+                    assert!(holds(p, size, byte));
+                    heap.free(p).unwrap();
+                }
+                1 if !live.is_empty() => {
+                    let i = next() as usize % live.len();
+                    let (p, old, old_byte) = live[i];
+                    let q = heap.realloc(p, size).unwrap().unwrap();
+                    assert!(holds(q, old.min(size), old_byte), "realloc lost bytes");
+                    fill(q, size, byte);
+                    live[i] = (q, size, byte);
+                }
+                _ => {
+                    let p = heap.alloc(size, MIN_ALIGN).unwrap();
+                    fill(p, size, byte);
+                    live.push((p, size, byte));
+                }
+            }
+            if step % 50 == 0 {
+                heap.check().unwrap();
+            }
+        }
+        for (p, size, byte) in live.drain(..) {
+            assert!(holds(p, size, byte));
+            heap.free(p).unwrap();
+        }
+        heap.check().unwrap();
+        assert_eq!(heap.stats(), Stats::default());
+    }
+}
