@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The checks are [`crate::checks::CATALOGUE`]'s, the same ones the test suite holds
-//! the reference phases to. Each runs its programs in processes of their own, under
+//! the reference phases to, and from phase 2 on the malloc lab's performance index
+//! ([`perf::TRACES`], the one check that earns points in proportion). Each runs its programs in processes of their own, under
 //! the allocator's preload and a time limit, so a crash or a hang costs that one check
 //! and its line says what happened ("crashed with SIGSEGV", "timed out after 30 s").
 //!
@@ -20,11 +21,13 @@
 //! - [`cli`]: the `harness grade` command line.
 //! - [`batch`]: a folder of submissions (`.so` files, or crates to build), and the CSV.
 //! - [`json`]: Gradescope's `results.json` (and Cargo's build messages).
+//! - [`perf`]: the malloc lab's performance index on the trace suite, for partial points.
 
 pub mod batch;
 pub mod cli;
 pub mod elf;
 pub mod json;
+pub mod perf;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -68,13 +71,21 @@ impl Options {
         }
     }
 
-    /// The checks these options select, in catalogue order.
+    /// The checks these options select, in rubric order.
     pub fn checks(&self) -> Vec<&'static Check> {
-        checks::rubric(self.phase)
+        rubric(self.phase)
+            .into_iter()
             .filter(|check| !(self.skip_timing && check.timing))
             .filter(|check| self.only.is_empty() || self.only.iter().any(|o| selects(o, check.id)))
             .collect()
     }
+}
+
+/// The checks the grader runs for phase `phase`: the catalogue's rubric, then the
+/// grader's own partial-credit checks ([`perf::TRACES`]).
+pub fn rubric(phase: u32) -> Vec<&'static Check> {
+    let own = [&perf::TRACES].into_iter().filter(|c| c.since <= phase);
+    checks::rubric(phase).chain(own).collect()
 }
 
 /// Two at a time on a two-core machine, at most four: the checks' programs start
@@ -101,6 +112,9 @@ pub struct Graded {
     pub elapsed: Duration,
     /// How many times it ran (more than 1 only for a timing check that failed first).
     pub attempts: u32,
+    /// Points earned by a passing check that scores in proportion ([`perf::TRACES`]);
+    /// `None` for the usual all-or-nothing check.
+    pub partial: Option<u32>,
 }
 
 impl std::fmt::Debug for Graded {
@@ -110,6 +124,7 @@ impl std::fmt::Debug for Graded {
             .field("verdict", &self.verdict)
             .field("elapsed", &self.elapsed)
             .field("attempts", &self.attempts)
+            .field("partial", &self.partial)
             .finish()
     }
 }
@@ -118,7 +133,7 @@ impl Graded {
     /// Points earned; `None` for a skipped check (it counts for nothing either way).
     pub fn earned(&self) -> Option<u32> {
         match self.verdict {
-            Verdict::Pass(_) => Some(self.check.points),
+            Verdict::Pass(_) => Some(self.partial.unwrap_or(self.check.points)),
             Verdict::Fail(_) => Some(0),
             Verdict::Skip(_) => None,
         }
@@ -458,25 +473,35 @@ fn store(slot: &Mutex<Option<Graded>>, graded: Graded) {
     *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(graded);
 }
 
+/// Runs a check: its verdict, and its partial points if it scores in proportion.
+fn run_check(check: &'static Check, subject: &Subject) -> (Verdict, Option<u32>) {
+    if std::ptr::eq(check, &perf::TRACES) {
+        perf::grade(subject)
+    } else {
+        (checks::run_check(check, subject), None)
+    }
+}
+
 fn run_once(check: &'static Check, subject: &Subject) -> Graded {
     let started = Instant::now();
-    let verdict = checks::run_check(check, subject);
+    let (verdict, partial) = run_check(check, subject);
     Graded {
         check,
         verdict,
         elapsed: started.elapsed(),
         attempts: 1,
+        partial,
     }
 }
 
 fn run_timing(check: &'static Check, subject: &Subject) -> Graded {
     let started = Instant::now();
     let mut attempts = 0;
-    let verdict = loop {
+    let (verdict, partial) = loop {
         attempts += 1;
-        let verdict = checks::run_check(check, subject);
+        let (verdict, partial) = run_check(check, subject);
         if !matches!(verdict, Verdict::Fail(_)) || attempts >= TIMING_ATTEMPTS {
-            break verdict;
+            break (verdict, partial);
         }
     };
     Graded {
@@ -484,6 +509,7 @@ fn run_timing(check: &'static Check, subject: &Subject) -> Graded {
         verdict,
         elapsed: started.elapsed(),
         attempts,
+        partial,
     }
 }
 
@@ -492,8 +518,8 @@ fn run_timing(check: &'static Check, subject: &Subject) -> Graded {
 /// that introduces it. Ends with the points each phase's rubric is worth.
 pub fn checks_markdown(phase: Option<u32>) -> String {
     let listed: Vec<&Check> = match phase {
-        Some(n) => checks::rubric(n).collect(),
-        None => checks::CATALOGUE.iter().collect(),
+        Some(n) => rubric(n),
+        None => rubric(*BOOK_PHASES.end()),
     };
     let mut out = String::from("| check | what it shows | since phase | points |\n");
     out.push_str("|---|---|---|---|\n");
@@ -511,13 +537,13 @@ pub fn checks_markdown(phase: Option<u32>) -> String {
         None => BOOK_PHASES.collect(),
     };
     for n in phases {
-        let rubric: Vec<&Check> = checks::rubric(n).collect();
-        let points: u32 = rubric.iter().map(|c| c.points).sum();
-        let timing: u32 = rubric.iter().filter(|c| c.timing).map(|c| c.points).sum();
+        let checks = rubric(n);
+        let points: u32 = checks.iter().map(|c| c.points).sum();
+        let timing: u32 = checks.iter().filter(|c| c.timing).map(|c| c.points).sum();
         let _ = writeln!(
             out,
             "Phase {n} rubric: {} checks, {points} points ({timing} of them for timing).",
-            rubric.len()
+            checks.len()
         );
     }
     out
@@ -555,6 +581,7 @@ mod tests {
             verdict,
             elapsed: Duration::ZERO,
             attempts: 1,
+            partial: None,
         }
     }
 
