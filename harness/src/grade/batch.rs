@@ -312,7 +312,8 @@ pub fn summary(rows: &[Row]) -> String {
             ),
             Err(problem) => ("-".to_string(), problem.clone()),
         };
-        let _ = writeln!(out, "{:<width$}  {score:>9}  {detail}", row.name);
+        let line = format!("{:<width$}  {score:>9}  {detail}", row.name);
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
