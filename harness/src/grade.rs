@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::checks::{self, Check, Subject, Verdict};
-use crate::runner::Run;
+use crate::runner::{Ending, Run};
 use json::Json;
 
 /// The phases of the book; `--phase` takes one of these.
@@ -345,19 +345,30 @@ pub fn validate(lib: &Path, tools: &Path) -> Result<(), String> {
     // `alloc_probe` without a probe name prints its usage: enough to load the library.
     let outcome = Run::new(&probe)
         .preload(Some(&preloadable))
-        .timeout(Duration::from_secs(30))
+        .timeout(LOAD_LIMIT)
         .run()
         .map_err(|e| format!("cannot run {}: {e}", probe.display()))?;
     let stderr = outcome.stderr_text();
-    match stderr.lines().find(|l| l.contains("cannot be preloaded")) {
-        Some(refusal) => Err(format!(
+    if let Some(refusal) = stderr.lines().find(|l| l.contains("cannot be preloaded")) {
+        return Err(format!(
             "{}: the dynamic loader refuses to preload it: {}",
             lib.display(),
             refusal.trim()
-        )),
-        None => Ok(()),
+        ));
     }
+    // Every check would wait out its time limit: say it once instead.
+    if let Ending::TimedOut(limit) = outcome.ending {
+        return Err(format!(
+            "{}: a program under it hangs before it starts (alloc_probe printed nothing in {} s)",
+            lib.display(),
+            limit.as_secs()
+        ));
+    }
+    Ok(())
 }
+
+/// How long a trivial program may take to start under the library being validated.
+const LOAD_LIMIT: Duration = Duration::from_secs(10);
 
 /// `LD_PRELOAD` splits its value at spaces and colons, so a library whose path holds
 /// one is preloaded from a copy in `scratch`. Relative paths are made absolute (checks
