@@ -310,15 +310,64 @@ pub static CATALOGUE: &[Check] = &[
         4,
         "trim"
     ),
+    probe_check!(
+        "behaviour/mmap-large",
+        "large blocks get mappings of their own, unmapped on free",
+        Area::Behaviour,
+        3,
+        6,
+        "mmap-large"
+    ),
+    Check {
+        id: "behaviour/mmap-threshold",
+        title: "the mmap threshold follows MALLOC_MMAP_THRESHOLD_ and mallopt",
+        area: Area::Behaviour,
+        since: 3,
+        points: 4,
+        timing: false,
+        run: mmap_threshold,
+    },
+    probe_check!(
+        "behaviour/sbrk-failure",
+        "the heap keeps growing when sbrk fails",
+        Area::Behaviour,
+        3,
+        5,
+        "brk-blocked"
+    ),
+    Check {
+        id: "misuse/overflow",
+        title: "debug mode catches a one-byte overflow, exit 3",
+        area: Area::Misuse,
+        since: 3,
+        points: 4,
+        timing: false,
+        run: debug_overflow,
+    },
+    Check {
+        id: "misuse/use-after-free",
+        title: "debug mode catches a write after free, exit 3",
+        area: Area::Misuse,
+        since: 3,
+        points: 4,
+        timing: false,
+        run: debug_use_after_free,
+    },
 ];
 
 /// Runs `alloc_probe NAME` under the allocator: its own verdict line decides.
 fn probe(subject: &Subject, name: &str) -> Verdict {
-    match subject
-        .under_test(subject.tool("alloc_probe"))
-        .arg(name)
-        .run()
-    {
+    probe_verdict(
+        subject
+            .under_test(subject.tool("alloc_probe"))
+            .arg(name)
+            .run(),
+    )
+}
+
+/// The verdict of one `alloc_probe` run: its last line, `ok: …` or `FAIL: …`.
+fn probe_verdict(run: std::io::Result<Outcome>) -> Verdict {
+    match run {
         Err(e) => Verdict::Fail(format!("could not start alloc_probe: {e}")),
         Ok(outcome) => {
             let stdout = outcome.stdout_text();
@@ -587,11 +636,19 @@ fn gcc(subject: &Subject) -> Verdict {
 /// Runs a bench_alloc misuse mode: the process must exit with `code` and say `words`
 /// on its last line of stderr.
 fn misuse(subject: &Subject, flag: &str, code: i32, words: &str) -> Verdict {
-    let outcome = match subject
-        .under_test(subject.tool("bench_alloc"))
-        .arg(flag)
-        .run()
-    {
+    misuse_verdict(
+        subject
+            .under_test(subject.tool("bench_alloc"))
+            .arg(flag)
+            .run(),
+        code,
+        words,
+    )
+}
+
+/// The verdict of one misuse run: exit `code`, and `words` on the last line of stderr.
+fn misuse_verdict(run: std::io::Result<Outcome>, code: i32, words: &str) -> Verdict {
+    let outcome = match run {
         Ok(outcome) => outcome,
         Err(e) => return Verdict::Fail(format!("could not start bench_alloc: {e}")),
     };
@@ -680,6 +737,67 @@ fn small_blocks_speed(subject: &Subject) -> Verdict {
         )),
         None => Verdict::Fail("no run finished".into()),
     }
+}
+
+/// The threshold from the environment and from `mallopt` (`alloc_probe mmap-threshold`
+/// under `MALLOC_MMAP_THRESHOLD_=65536`); and a malformed value reported once on
+/// stderr and ignored, the default in force (`alloc_probe mmap-threshold-default`).
+fn mmap_threshold(subject: &Subject) -> Verdict {
+    let probe_with = |name: &str, threshold: &str| {
+        subject
+            .under_test(subject.tool("alloc_probe"))
+            .arg(name)
+            .env("MALLOC_MMAP_THRESHOLD_", threshold)
+            .run()
+    };
+    let honoured = probe_verdict(probe_with("mmap-threshold", "65536"));
+    let Verdict::Pass(note) = honoured else {
+        return honoured;
+    };
+    let malformed = probe_with("mmap-threshold-default", "lots");
+    let warnings = match &malformed {
+        Ok(outcome) => outcome
+            .stderr_text()
+            .lines()
+            .filter(|line| line.contains("MALLOC_MMAP_THRESHOLD_"))
+            .count(),
+        Err(_) => 0,
+    };
+    match probe_verdict(malformed) {
+        Verdict::Pass(_) if warnings == 1 => Verdict::Pass(format!(
+            "{note}; MALLOC_MMAP_THRESHOLD_=lots reported once and the default used"
+        )),
+        Verdict::Pass(_) => Verdict::Fail(format!(
+            "MALLOC_MMAP_THRESHOLD_=lots was ignored, but stderr named it {warnings} times \
+             (once expected)"
+        )),
+        Verdict::Fail(problem) => Verdict::Fail(format!(
+            "with MALLOC_MMAP_THRESHOLD_=lots (malformed, so the default): {problem}"
+        )),
+        skip => skip,
+    }
+}
+
+/// A bench_alloc misuse mode under `MALLOC_DEBUG=1`: must exit 3 naming `words`.
+fn debug_misuse(subject: &Subject, flag: &str, words: &str) -> Verdict {
+    misuse_verdict(
+        subject
+            .under_test(subject.tool("bench_alloc"))
+            .arg(flag)
+            .env("MALLOC_DEBUG", "1")
+            .env("MALLOC_DEBUG_SEED", "42")
+            .run(),
+        3,
+        words,
+    )
+}
+
+fn debug_overflow(subject: &Subject) -> Verdict {
+    debug_misuse(subject, "--overflow", "buffer overflow")
+}
+
+fn debug_use_after_free(subject: &Subject) -> Verdict {
+    debug_misuse(subject, "--use-after-free", "use after free")
 }
 
 /// Where the release builds of the harness tools are (built by [`phases::build_all`]).

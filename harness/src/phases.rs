@@ -33,6 +33,10 @@ pub const PHASES: &[Phase] = &[
         number: 2,
         package: "phase2-split-coalesce",
     },
+    Phase {
+        number: 3,
+        package: "phase3-mmap-debug",
+    },
 ];
 
 pub fn phase(number: u32) -> Option<Phase> {

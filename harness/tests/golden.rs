@@ -79,3 +79,34 @@ fn phase2_demo_without_debug_log() {
     starts_empty(&transcript);
     snapshot(2, "demo", &transcript);
 }
+
+/// Step 8's 256 KiB block is a mapping of its own: the dump lists it after the brk
+/// heap's blocks as `[MMAP #1 …]` (262144 bytes: 64 whole pages; with the debug
+/// mode's 24 bytes of guards, one page more).
+fn shows_the_large_block_as_a_mapping(transcript: &str, len: usize) {
+    let step8 = transcript
+        .split("== 8.")
+        .nth(1)
+        .and_then(|rest| rest.split("== 9.").next())
+        .unwrap_or("");
+    assert!(
+        step8.contains(&format!("[MMAP #1 {len} USED]")),
+        "step 8 shows no mapping of {len} bytes:\n{step8}"
+    );
+}
+
+#[test]
+fn phase3_demo_with_debug_log() {
+    let transcript = demo_transcript(3, true);
+    starts_empty(&transcript);
+    shows_the_large_block_as_a_mapping(&transcript, 266_240);
+    snapshot(3, "demo-debug", &transcript);
+}
+
+#[test]
+fn phase3_demo_without_debug_log() {
+    let transcript = demo_transcript(3, false);
+    starts_empty(&transcript);
+    shows_the_large_block_as_a_mapping(&transcript, 262_144);
+    snapshot(3, "demo", &transcript);
+}

@@ -44,6 +44,11 @@ fn phase2_passes_its_rubric() {
     passes_its_rubric(2);
 }
 
+#[test]
+fn phase3_passes_its_rubric() {
+    passes_its_rubric(3);
+}
+
 /// The checks must be able to fail: phase 1 neither splits nor coalesces nor trims, so
 /// phase 2's behaviour checks must fail on it, each for the reason phase 2 fixes.
 #[test]
@@ -61,6 +66,35 @@ fn phase1_fails_the_phase2_behaviour_checks() {
         assert!(
             matches!(verdict, Verdict::Fail(_)),
             "{} should fail on phase 1, got {verdict:?}",
+            check.id
+        );
+    }
+}
+
+/// Phase 2 puts every block in one brk heap and has no debug mode, so phase 3's checks
+/// must fail on it: large blocks are not mappings, the threshold means nothing, the
+/// heap stops when sbrk does, and an overflow or a write after free goes unseen.
+#[test]
+fn phase2_fails_the_phase3_checks() {
+    phases::build_all().expect("the phases build");
+    let scratch = tempfile::tempdir().expect("a scratch folder");
+    let lib = phases::phase(2).expect("phase 2").lib_path();
+    let subject = Subject {
+        lib,
+        tools: checks::release_tools(),
+        scratch: scratch.path().into(),
+    };
+    let phase3_checks: Vec<_> = checks::CATALOGUE
+        .iter()
+        .filter(|check| check.since == 3)
+        .collect();
+    assert!(phase3_checks.len() >= 5);
+    for check in phase3_checks {
+        let verdict = checks::run_check(check, &subject);
+        println!("{:<28} {verdict:?}", check.id);
+        assert!(
+            matches!(verdict, Verdict::Fail(_)),
+            "{} should fail on phase 2, got {verdict:?}",
             check.id
         );
     }

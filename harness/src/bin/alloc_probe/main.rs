@@ -8,6 +8,7 @@
 
 mod api;
 mod behaviour;
+mod mapped;
 mod threads;
 
 use std::process::ExitCode;
@@ -32,6 +33,13 @@ const PROBES: &[Probe] = &[
     ("coalesce", behaviour::coalesce),
     ("realloc-in-place", behaviour::realloc_in_place),
     ("trim", behaviour::trim),
+    ("mmap-large", mapped::mmap_large),
+    ("mmap-threshold", mapped::mmap_threshold),
+    ("mmap-threshold-default", mapped::mmap_threshold_default),
+    ("brk-blocked", mapped::brk_blocked),
+    ("underflow", mapped::underflow),
+    ("mmap-double-free", mapped::mmap_double_free),
+    ("mmap-interior-free", mapped::mmap_interior_free),
 ];
 
 fn main() -> ExitCode {

@@ -8,6 +8,8 @@
 //!     [--dump-at-peak] [--stats-every N]   ...with heap dumps / stats for `harness pictures`
 //! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
 //! bench_alloc --invalid-free       free a stack address (a mymalloc heap exits 2)
+//! bench_alloc --overflow           write one byte past a block, free it (phase 3's debug mode exits 3)
+//! bench_alloc --use-after-free     write to a freed block, check the heap (phase 3's debug mode exits 3)
 //! ```
 //!
 //! Every workload calls `malloc` and friends by their C names, so it runs on whatever
@@ -35,7 +37,8 @@ use preload_kit::Out;
 const EXIT_USAGE: c_int = 2;
 
 const USAGE: &str = "\
-usage: bench_alloc [--small N] [--threads T] [--trace FILE] [--double-free | --invalid-free]
+usage: bench_alloc [--small N] [--threads T] [--trace FILE]
+                   [--double-free | --invalid-free | --overflow | --use-after-free]
   (no flags)      run the demo workload (seeded by MALLOC_DEBUG_SEED, default 42)
   --small N       allocate and free N small blocks (1-64 B), print time and ops/s
   --threads T     run the small-block workload on T threads (N defaults to 1000000)
@@ -48,6 +51,10 @@ usage: bench_alloc [--small N] [--threads T] [--trace FILE] [--double-free | --i
                   [trace ops=K payload=P heap_dump|malloc_stats] line)
   --double-free   free one block twice: a mymalloc heap must exit 3
   --invalid-free  free a pointer to the stack: a mymalloc heap must exit 2
+  --overflow      write one byte past the end of a 20-byte block, then free it:
+                  phase 3's debug mode (MALLOC_DEBUG=1) must exit 3
+  --use-after-free  write into a freed block, then allocate and call heap_check():
+                  phase 3's debug mode must exit 3
 ";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -57,6 +64,8 @@ enum Mode {
     Trace(&'static str, trace::Show),
     DoubleFree,
     InvalidFree,
+    Overflow,
+    UseAfterFree,
     Help,
 }
 
@@ -75,6 +84,8 @@ pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int 
         Ok(Mode::Trace(path, show)) => trace::run(path, show),
         Ok(Mode::DoubleFree) => misuse::double_free(),
         Ok(Mode::InvalidFree) => misuse::invalid_free(),
+        Ok(Mode::Overflow) => misuse::overflow(),
+        Ok(Mode::UseAfterFree) => misuse::use_after_free(),
         Ok(Mode::Help) => {
             Out::new(1).bytes(USAGE.as_bytes());
             0
@@ -143,6 +154,8 @@ fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> 
             "--stats-every" => show.stats_every = Some(count(arg, args.next())?),
             "--double-free" => mode = Mode::DoubleFree,
             "--invalid-free" => mode = Mode::InvalidFree,
+            "--overflow" => mode = Mode::Overflow,
+            "--use-after-free" => mode = Mode::UseAfterFree,
             "-h" | "--help" => return Ok(Mode::Help),
             other => return Err(Problem::Unknown(other)),
         }
