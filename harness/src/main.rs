@@ -6,6 +6,7 @@
 //! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
 //! harness traces --out DIR                 write the generated trace suite (harness/traces/)
 //! harness bench [--reps N] [--quick] [--out FILE]   benchmark report (docs/benchmarks.md)
+//! harness pictures --out DIR               the book's heap maps and footprint chart (SVG)
 //! harness grade --lib PATH.so --phase N    grade any allocator on phase N's rubric
 //! harness grade --dir FOLDER --phase N     grade a folder of submissions (`harness grade -h`)
 //! ```
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         Some("traces") => traces(&args[1..]),
         Some("grade") => harness::grade::cli::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("pictures") => pictures(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -245,5 +247,31 @@ fn bench(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     }
     eprintln!("harness bench: wrote {}", out.display());
+    ExitCode::SUCCESS
+}
+
+/// Draws the book's pictures (see `harness::pictures`) into DIR (docs/src/pictures).
+fn pictures(args: &[String]) -> ExitCode {
+    let [flag, dir] = args else {
+        return usage_error("usage: harness pictures --out DIR");
+    };
+    if flag != "--out" {
+        return usage_error("usage: harness pictures --out DIR");
+    }
+    eprintln!("harness: building the phases and running bench_alloc under each...");
+    let pictures = match harness::pictures::draw_all() {
+        Ok(pictures) => pictures,
+        Err(problem) => {
+            eprintln!("harness: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(problem) = harness::pictures::write(&pictures, std::path::Path::new(dir)) {
+        eprintln!("harness: {problem}");
+        return ExitCode::from(2);
+    }
+    for picture in &pictures {
+        println!("{dir}/{}", picture.file);
+    }
     ExitCode::SUCCESS
 }
