@@ -6,6 +6,7 @@
 //! bench_alloc --threads T [--small N]   the same, split over T threads
 //! bench_alloc --trace FILE         replay a malloc-lab trace: ops/s, peak payload, utilization
 //!     [--dump-at-peak] [--stats-every N]   ...with heap dumps / stats for `harness pictures`
+//! bench_alloc --ops 'a 0 64, f 0'  a few calls named on the command line, then a heap dump
 //! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
 //! bench_alloc --invalid-free       free a stack address (a mymalloc heap exits 2)
 //! bench_alloc --overflow           write one byte past a block, free it (phase 3's debug mode exits 3)
@@ -25,6 +26,7 @@
 
 mod demo;
 mod misuse;
+mod ops;
 mod small;
 mod trace;
 
@@ -49,6 +51,8 @@ usage: bench_alloc [--small N] [--threads T] [--trace FILE]
   --stats-every N with --trace: malloc_stats() before the first operation, after every
                   Nth and after the last (each dump and stats line follows a
                   [trace ops=K payload=P heap_dump|malloc_stats] line)
+  --ops OPS       run a few calls, then heap_dump(): OPS is like 'a 0 64, a 1 128, f 0'
+                  (trace lines separated by commas: a ID SIZE, r ID SIZE, f ID)
   --double-free   free one block twice: a mymalloc heap must exit 3
   --invalid-free  free a pointer to the stack: a mymalloc heap must exit 2
   --overflow      write one byte past the end of a 20-byte block, then free it:
@@ -62,6 +66,7 @@ enum Mode {
     Demo,
     Small { blocks: usize, threads: usize },
     Trace(&'static str, trace::Show),
+    Ops(&'static str),
     DoubleFree,
     InvalidFree,
     Overflow,
@@ -82,6 +87,7 @@ pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int 
         Ok(Mode::Demo) => demo::run(seed),
         Ok(Mode::Small { blocks, threads }) => small::run(blocks, threads, seed),
         Ok(Mode::Trace(path, show)) => trace::run(path, show),
+        Ok(Mode::Ops(text)) => ops::run(text),
         Ok(Mode::DoubleFree) => misuse::double_free(),
         Ok(Mode::InvalidFree) => misuse::invalid_free(),
         Ok(Mode::Overflow) => misuse::overflow(),
@@ -150,6 +156,7 @@ fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> 
             "--small" => blocks = Some(count(arg, args.next())?),
             "--threads" => threads = Some(count(arg, args.next())?),
             "--trace" => mode = Mode::Trace(args.next().ok_or(Problem::NeedsPath(arg))?, show),
+            "--ops" => mode = Mode::Ops(args.next().ok_or(Problem::NeedsOps)?),
             "--dump-at-peak" => show.dump_at_peak = true,
             "--stats-every" => show.stats_every = Some(count(arg, args.next())?),
             "--double-free" => mode = Mode::DoubleFree,
@@ -184,6 +191,7 @@ enum Problem {
     Unknown(&'static str),
     NeedsCount(&'static str),
     NeedsPath(&'static str),
+    NeedsOps,
     Combined,
     TraceOnly,
 }
@@ -194,7 +202,8 @@ impl core::fmt::Display for Problem {
             Problem::Unknown(arg) => write!(f, "unknown argument {arg:?}"),
             Problem::NeedsCount(flag) => write!(f, "{flag} needs a whole number above 0"),
             Problem::NeedsPath(flag) => write!(f, "{flag} needs a file"),
-            Problem::Combined => f.write_str("--trace and the misuse flags run alone"),
+            Problem::NeedsOps => f.write_str("--ops needs operations, e.g. 'a 0 64, f 0'"),
+            Problem::Combined => f.write_str("--trace, --ops and the misuse flags run alone"),
             Problem::TraceOnly => f.write_str("--dump-at-peak and --stats-every need --trace"),
         }
     }
