@@ -6,11 +6,13 @@
 //!   everything (the grader runs every check this way, so a crash costs one check).
 //! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
 //! - [`grade`]: the grader: any `.so` against a phase's rubric of [`checks`], for points.
+//! - [`phase_diff`]: the diff of one phase's sources to the next, committed in `docs/src/`.
 //! - [`pictures`]: the book's heap maps and footprint chart, drawn from heap dumps.
 
 pub mod bench;
 pub mod checks;
 pub mod grade;
+pub mod phase_diff;
 pub mod phases;
 pub mod pictures;
 pub mod rng;

@@ -9,6 +9,7 @@
 //! harness pictures --out DIR               the book's heap maps and footprint chart (SVG)
 //! harness grade --lib PATH.so --phase N    grade any allocator on phase N's rubric
 //! harness grade --dir FOLDER --phase N     grade a folder of submissions (`harness grade -h`)
+//! harness phase-diff --phase N             write docs/src/phase(N-1)-to-phaseN.diff
 //! ```
 //! The command's output passes through; its exit status becomes ours (128 + signal
 //! for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)` does).
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Some("traces") => traces(&args[1..]),
         Some("grade") => harness::grade::cli::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("phase-diff") => phase_diff(&args[1..]),
         Some("pictures") => pictures(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -274,4 +276,33 @@ fn pictures(args: &[String]) -> ExitCode {
         println!("{dir}/{}", picture.file);
     }
     ExitCode::SUCCESS
+}
+
+/// Writes the diff of phase N-1's sources to phase N's into `docs/src/`, where the
+/// chapter on phase N links to it (see `harness::phase_diff`).
+fn phase_diff(args: &[String]) -> ExitCode {
+    let usage = "usage: harness phase-diff --phase N (N = 2, 3)";
+    let [flag, number] = args else {
+        return usage_error(usage);
+    };
+    let phase = number.parse().ok().and_then(phases::phase);
+    let (Some(to), true) = (phase, flag == "--phase") else {
+        return usage_error(usage);
+    };
+    let Some(from) = harness::phase_diff::previous(to) else {
+        return usage_error("phase 1 has no phase before it to diff against");
+    };
+    let out = harness::phase_diff::file_for(to);
+    let written = harness::phase_diff::generate(from, to)
+        .and_then(|diff| std::fs::write(&out, diff).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => {
+            println!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("harness: {}: {problem}", out.display());
+            ExitCode::from(2)
+        }
+    }
 }
