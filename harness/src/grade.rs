@@ -81,11 +81,14 @@ impl Options {
     }
 }
 
-/// The checks the grader runs for phase `phase`: the catalogue's rubric, then the
-/// grader's own partial-credit checks ([`perf::TRACES`]).
+/// The checks the grader runs for phase `phase`: the catalogue's rubric and the
+/// grader's own partial-credit checks ([`perf::TRACES`]), grouped by the phase that
+/// introduces them (catalogue order within a phase).
 pub fn rubric(phase: u32) -> Vec<&'static Check> {
     let own = [&perf::TRACES].into_iter().filter(|c| c.since <= phase);
-    checks::rubric(phase).chain(own).collect()
+    let mut checks: Vec<&'static Check> = checks::rubric(phase).chain(own).collect();
+    checks.sort_by_key(|check| check.since);
+    checks
 }
 
 /// Two at a time on a two-core machine, at most four: the checks' programs start
