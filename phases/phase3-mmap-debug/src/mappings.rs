@@ -277,24 +277,22 @@ impl Mappings {
                 });
             }
             total = total.saturating_add(mapped.len);
-        }
-        if total != self.mapped_bytes {
-            return Err(Fault::Corruption {
-                addr: 0,
-                what: "mapped byte count disagrees with the registry",
-            });
-        }
-        for freed in self.recently_unmapped.iter() {
-            if self
-                .registry
-                .entries()
-                .any(|(start, m)| freed.overlaps(start, m.len))
+            if let Some(freed) = self
+                .recently_unmapped
+                .iter()
+                .find(|freed| freed.overlaps(start, mapped.len))
             {
                 return Err(Fault::Corruption {
                     addr: freed.start,
                     what: "an unmapped block overlaps a live mapping",
                 });
             }
+        }
+        if total != self.mapped_bytes {
+            return Err(Fault::Corruption {
+                addr: 0,
+                what: "mapped byte count disagrees with the registry",
+            });
         }
         Ok(())
     }
@@ -525,6 +523,34 @@ mod tests {
         assert_eq!(mappings.map(usize::MAX - 4096, 16), None);
         assert_eq!(mappings.map(100, 1 << 62), None);
         mappings.check().unwrap();
+    }
+
+    #[test]
+    fn the_check_finds_broken_invariants() {
+        let mut mappings = Mappings::new();
+        let a = mappings.map(100_000, 16).unwrap().as_ptr() as usize;
+        mappings.check().unwrap();
+        mappings.mapped_bytes += 4096;
+        assert_eq!(
+            mappings.check(),
+            Err(Fault::Corruption {
+                addr: 0,
+                what: "mapped byte count disagrees with the registry"
+            })
+        );
+        mappings.mapped_bytes -= 4096;
+        mappings.recently_unmapped.remember(Mapping {
+            start: a + 4096,
+            len: 4096,
+            number: 7,
+        });
+        assert_eq!(
+            mappings.check(),
+            Err(Fault::Corruption {
+                addr: a + 4096,
+                what: "an unmapped block overlaps a live mapping"
+            })
+        );
     }
 
     #[test]
