@@ -43,7 +43,11 @@ use harness::phases;
 use harness::runner::{Ending, Run};
 
 /// Chapters with a test of their own below.
-const NAMED: &[&str] = &["ch00-taking-over-malloc.md", "ch01-sbrk-freelist.md"];
+const NAMED: &[&str] = &[
+    "ch00-taking-over-malloc.md",
+    "ch01-sbrk-freelist.md",
+    "ch02-split-coalesce.md",
+];
 
 #[test]
 fn ch00_taking_over_malloc_on_phase1() {
@@ -53,6 +57,11 @@ fn ch00_taking_over_malloc_on_phase1() {
 #[test]
 fn ch01_sbrk_freelist_phase1() {
     check_chapter("ch01-sbrk-freelist.md");
+}
+
+#[test]
+fn ch02_split_coalesce_phase2() {
+    check_chapter("ch02-split-coalesce.md");
 }
 
 /// Every other page of the book, so that a new chapter is checked from the day it is
