@@ -110,25 +110,27 @@ pub struct Sample {
     pub utilization: Option<f64>,
 }
 
-/// Reads bench_alloc's report line: `…: 0.081 s, 24831273 ops/s` (small) or
-/// `… in 0.0016 s, 7339203 ops/s; …; utilization 51.8%` (trace).
+/// Reads bench_alloc's report line: `…: 0.081 s, 24831273 ops/s; peak RSS 2304 KiB`
+/// (small) or `… in 0.0016 s, 7339203 ops/s; …; utilization 51.8%; peak RSS 9420 KiB`
+/// (trace).
 pub fn parse_sample(stdout: &str) -> Option<Sample> {
     let line = stdout.lines().rev().find(|l| l.contains("ops/s"))?;
     let seconds_text = line.split(" s,").next()?.rsplit(' ').next()?;
     let ops_text = line.split(" ops/s").next()?.rsplit(' ').next()?;
-    let utilization = line
-        .rsplit("utilization ")
-        .next()
-        .and_then(|u| u.trim().strip_suffix('%')?.parse().ok());
+    let after = |label: &str, end: &str| -> Option<f64> {
+        line.split(label)
+            .nth(1)?
+            .split(end)
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
     Some(Sample {
         seconds: seconds_text.parse().ok()?,
         ops_per_sec: ops_text.parse().ok()?,
-        peak_rss_kib: 0,
-        utilization: if line.contains("utilization") {
-            utilization
-        } else {
-            None
-        },
+        peak_rss_kib: after("peak RSS ", " KiB")? as u64,
+        utilization: after("utilization ", "%"),
     })
 }
 
@@ -258,7 +260,7 @@ impl Results {
         let _ = writeln!(
             md,
             "How to read: *time vs glibc* is glibc's median rate divided by the allocator's \
-             (2.00x = twice as slow); *peak RSS* is the whole process's peak resident memory; *utilization* is peak \
+             (2.00x = twice as slow); *peak RSS* is bench_alloc's peak resident memory (`VmHWM`); *utilization* is peak \
              live payload / peak footprint (CS:APP's measure, 100% is perfect; the footprint \
              comes from the resident set, exact to a few hundred KiB). The workloads are \
              `bench_alloc`'s: see `bench_alloc --help` and `harness/traces/`.\n"
@@ -399,18 +401,26 @@ mod tests {
     #[test]
     fn reads_both_report_lines() {
         let small =
-            parse_sample("small: 1000000 blocks of 1-64 B on 1 thread: 0.081 s, 24831273 ops/s\n")
+            parse_sample("small: 1000000 blocks of 1-64 B on 1 thread: 0.081 s, 24831273 ops/s; peak RSS 2304 KiB\n")
                 .unwrap();
         assert_eq!(
-            (small.seconds, small.ops_per_sec, small.utilization),
-            (0.081, 24831273.0, None)
+            (
+                small.seconds,
+                small.ops_per_sec,
+                small.utilization,
+                small.peak_rss_kib
+            ),
+            (0.081, 24831273.0, None, 2304)
         );
         let trace = parse_sample(
             "trace random.rep: 39428 ops in 0.0027 s, 14803879 ops/s; peak payload 3078664 B; \
-             peak footprint 3422401 B; utilization 90.0%\n",
+             peak footprint 3422401 B; utilization 90.0%; peak RSS 9420 KiB\n",
         )
         .unwrap();
-        assert_eq!((trace.seconds, trace.utilization), (0.0027, Some(90.0)));
+        assert_eq!(
+            (trace.seconds, trace.utilization, trace.peak_rss_kib),
+            (0.0027, Some(90.0), 9420)
+        );
         assert!(parse_sample("no numbers here").is_none());
     }
 

@@ -205,7 +205,9 @@ pub struct Outcome {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub elapsed: Duration,
-    /// The child's peak resident set (`ru_maxrss`), unless it timed out.
+    /// The child's `ru_maxrss`, unless it timed out. Linux carries it across `execve`, so
+    /// it is at least the harness's own resident set when the child was started: an
+    /// upper bound, not the child's own peak (a program reports that from `VmHWM`).
     pub peak_rss_kib: Option<u64>,
 }
 

@@ -29,7 +29,7 @@ fn replay_reports_throughput_and_utilization() {
         .assert()
         .success()
         .stdout(predicate::str::is_match(
-            r"^trace random.rep: 39428 ops in [0-9.]+ s, [0-9]+ ops/s; peak payload 3078664 B; peak footprint [0-9]+ B; utilization [0-9.]+%\n$",
+            r"^trace random.rep: 39428 ops in [0-9.]+ s, [0-9]+ ops/s; peak payload 3078664 B; peak footprint [0-9]+ B; utilization [0-9.]+%; peak RSS [0-9]+ KiB\n$",
         )
         .unwrap());
 }
@@ -73,7 +73,9 @@ fn bad_arguments_get_usage_and_exit_2() {
 /// because the footprint is read from the resident set, which outside effects (late
 /// page faults, kernel counter batching) can only inflate.
 fn utilization(phase: u32, trace: &str, runs: usize) -> f64 {
-    (0..runs).map(|_| one_utilization(phase, trace)).fold(0.0, f64::max)
+    (0..runs)
+        .map(|_| one_utilization(phase, trace))
+        .fold(0.0, f64::max)
 }
 
 fn one_utilization(phase: u32, trace: &str) -> f64 {
@@ -95,12 +97,8 @@ fn one_utilization(phase: u32, trace: &str) -> f64 {
         "{trace} under phase {phase}: {outcome}"
     );
     let line = outcome.stdout_text();
-    let percent = line
-        .rsplit("utilization ")
-        .next()
-        .and_then(|s| s.trim().strip_suffix('%'));
-    percent
-        .and_then(|p| p.parse().ok())
+    harness::bench::parse_sample(&line)
+        .and_then(|sample| sample.utilization)
         .unwrap_or_else(|| panic!("no utilization in {line:?}"))
 }
 

@@ -30,7 +30,7 @@ pub fn alignment() -> Outcome {
     let mut blocks = Vec::new();
     for size in (0..2048).chain([4095, 4096, 10_000, 100_000, 1 << 20]) {
         // SAFETY: plain malloc.
-        let p = unsafe { libc::malloc(size) };
+        let p = unsafe { crate::c::malloc(size) };
         ensure!(!p.is_null(), "malloc({size}) returned NULL");
         ensure!(
             (p as usize).is_multiple_of(16),
@@ -40,7 +40,7 @@ pub fn alignment() -> Outcome {
     }
     for p in blocks {
         // SAFETY: each block came from malloc above and is freed once.
-        unsafe { libc::free(p) };
+        unsafe { crate::c::free(p) };
     }
     Ok("2053 sizes from 0 to 1 MiB all 16-byte aligned".into())
 }
@@ -78,7 +78,7 @@ pub fn contents() -> Outcome {
                     rng.between(0, 300)
                 };
                 // SAFETY: plain malloc.
-                let p = unsafe { libc::malloc(size) }.cast::<u8>();
+                let p = unsafe { crate::c::malloc(size) }.cast::<u8>();
                 ensure!(!p.is_null(), "malloc({size}) returned NULL at step {step}");
                 let block = Live {
                     p,
@@ -96,7 +96,7 @@ pub fn contents() -> Outcome {
                     block.size
                 );
                 // SAFETY: the block is live and freed once.
-                unsafe { libc::free(block.p.cast()) };
+                unsafe { crate::c::free(block.p.cast()) };
             }
             _ if !live.is_empty() => {
                 let index = rng.between(0, live.len() - 1);
@@ -108,7 +108,7 @@ pub fn contents() -> Outcome {
                     block.size
                 );
                 // SAFETY: the block is live; realloc's result replaces it.
-                let p = unsafe { libc::realloc(block.p.cast(), new_size) }.cast::<u8>();
+                let p = unsafe { crate::c::realloc(block.p.cast(), new_size) }.cast::<u8>();
                 ensure!(!p.is_null(), "realloc to {new_size} returned NULL");
                 let kept = Live {
                     p,
@@ -137,7 +137,7 @@ pub fn contents() -> Outcome {
             block.size
         );
         // SAFETY: the block is live and freed once.
-        unsafe { libc::free(block.p.cast()) };
+        unsafe { crate::c::free(block.p.cast()) };
     }
     Ok("60000 random malloc/free/realloc steps kept every block's contents".into())
 }
@@ -148,7 +148,7 @@ pub fn calloc() -> Outcome {
         let mut dirty = Vec::new();
         for size in [24, 100, 1000, 5000] {
             // SAFETY: plain malloc; written only when not null.
-            let p = unsafe { libc::malloc(size) }.cast::<u8>();
+            let p = unsafe { crate::c::malloc(size) }.cast::<u8>();
             ensure!(!p.is_null(), "malloc({size}) returned NULL");
             // SAFETY: p holds `size` bytes.
             unsafe { p.write_bytes(0xa5, size) };
@@ -156,11 +156,11 @@ pub fn calloc() -> Outcome {
         }
         for p in dirty {
             // SAFETY: freed once.
-            unsafe { libc::free(p.cast()) };
+            unsafe { crate::c::free(p.cast()) };
         }
         for (count, size) in [(3, 8), (10, 10), (100, 10), (5, 1000)] {
             // SAFETY: plain calloc.
-            let p = unsafe { libc::calloc(count, size) }.cast::<u8>();
+            let p = unsafe { crate::c::calloc(count, size) }.cast::<u8>();
             ensure!(!p.is_null(), "calloc({count}, {size}) returned NULL");
             // SAFETY: calloc returned count * size bytes.
             let bytes = unsafe { std::slice::from_raw_parts(p, count * size) };
@@ -169,12 +169,12 @@ pub fn calloc() -> Outcome {
                 "calloc({count}, {size}) returned memory that is not zero"
             );
             // SAFETY: freed once.
-            unsafe { libc::free(p.cast()) };
+            unsafe { crate::c::free(p.cast()) };
         }
     }
     set_errno(0);
     // SAFETY: calloc must detect the overflow and return NULL.
-    let p = black_box(unsafe { libc::calloc(black_box(usize::MAX / 2), 3) });
+    let p = black_box(unsafe { crate::c::calloc(black_box(usize::MAX / 2), 3) });
     ensure!(
         p.is_null(),
         "calloc(SIZE_MAX/2, 3) overflowed and returned a block"
@@ -190,7 +190,7 @@ pub fn calloc() -> Outcome {
 pub fn realloc() -> Outcome {
     // SAFETY: each call follows realloc's contract; results are checked before use.
     unsafe {
-        let p = libc::realloc(std::ptr::null_mut(), 100).cast::<u8>();
+        let p = crate::c::realloc(std::ptr::null_mut(), 100).cast::<u8>();
         ensure!(
             !p.is_null(),
             "realloc(NULL, 100) returned NULL (it must act as malloc)"
@@ -202,7 +202,7 @@ pub fn realloc() -> Outcome {
         };
         fill(&block);
         for new_size in [200, 50, 5000, 10, 70_000, 300] {
-            let q = libc::realloc(block.p.cast(), new_size).cast::<u8>();
+            let q = crate::c::realloc(block.p.cast(), new_size).cast::<u8>();
             ensure!(!q.is_null(), "realloc to {new_size} returned NULL");
             let kept = Live {
                 p: q,
@@ -222,7 +222,10 @@ pub fn realloc() -> Outcome {
             fill(&block);
         }
         set_errno(0);
-        let failed = black_box(libc::realloc(block.p.cast(), black_box(usize::MAX - 64)));
+        let failed = black_box(crate::c::realloc(
+            block.p.cast(),
+            black_box(usize::MAX - 64),
+        ));
         ensure!(failed.is_null(), "realloc to SIZE_MAX-64 returned a block");
         ensure!(
             errno() == libc::ENOMEM,
@@ -233,7 +236,7 @@ pub fn realloc() -> Outcome {
             intact(&block),
             "a failed realloc damaged the original block"
         );
-        let gone = libc::realloc(block.p.cast(), 0);
+        let gone = crate::c::realloc(block.p.cast(), 0);
         ensure!(
             gone.is_null(),
             "realloc(p, 0) returned {gone:?}; glibc frees and returns NULL"
@@ -246,7 +249,7 @@ pub fn realloc() -> Outcome {
             overflow.is_null() && errno() == libc::ENOMEM,
             "reallocarray overflow was not NULL with ENOMEM"
         );
-        libc::free(array);
+        crate::c::free(array);
     }
     Ok("realloc(NULL), grow, shrink, failure keeps the block, realloc(p, 0) frees, reallocarray overflow".into())
 }
@@ -267,19 +270,19 @@ pub fn memalign() -> Outcome {
                     "posix_memalign({align}, {size}) gave {p:?}"
                 );
                 (p as *mut u8).write_bytes(1, size);
-                let q = libc::aligned_alloc(align, size);
+                let q = crate::c::aligned_alloc(align, size);
                 ensure!(
                     !q.is_null() && (q as usize).is_multiple_of(align),
                     "aligned_alloc({align}, {size}) gave {q:?}"
                 );
-                let r = libc::memalign(align, size);
+                let r = crate::c::memalign(align, size);
                 ensure!(
                     !r.is_null() && (r as usize).is_multiple_of(align),
                     "memalign({align}, {size}) gave {r:?}"
                 );
-                libc::free(p);
-                libc::free(q);
-                libc::free(r);
+                crate::c::free(p);
+                crate::c::free(q);
+                crate::c::free(r);
             }
         }
         let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
@@ -297,8 +300,8 @@ pub fn memalign() -> Outcome {
             libc::malloc_usable_size(pv) >= page,
             "pvalloc(100) is not a whole page"
         );
-        libc::free(v);
-        libc::free(pv);
+        crate::c::free(v);
+        crate::c::free(pv);
         let mut p: *mut c_void = std::ptr::null_mut();
         ensure!(
             libc::posix_memalign(&mut p, 24, 10) == libc::EINVAL,
@@ -309,7 +312,7 @@ pub fn memalign() -> Outcome {
             "posix_memalign(4) did not return EINVAL"
         );
         set_errno(0);
-        let bad = black_box(libc::aligned_alloc(black_box(24), 48));
+        let bad = black_box(crate::c::aligned_alloc(black_box(24), 48));
         ensure!(
             bad.is_null() && errno() == libc::EINVAL,
             "aligned_alloc(24, …) was not NULL with EINVAL"
@@ -329,7 +332,7 @@ pub fn usable_size() -> Outcome {
             "malloc_usable_size(NULL) is not 0"
         );
         for size in [0usize, 1, 15, 16, 17, 100, 1000, 100_000] {
-            let p = libc::malloc(size);
+            let p = crate::c::malloc(size);
             ensure!(!p.is_null(), "malloc({size}) returned NULL");
             let usable = libc::malloc_usable_size(p);
             ensure!(
@@ -337,7 +340,7 @@ pub fn usable_size() -> Outcome {
                 "malloc_usable_size says {usable} for a {size}-byte block"
             );
             (p as *mut u8).write_bytes(0x5a, usable);
-            libc::free(p);
+            crate::c::free(p);
         }
     }
     Ok("usable size at least the request, and all of it writable".into())
@@ -353,7 +356,7 @@ pub fn huge() -> Outcome {
     ] {
         set_errno(0);
         // SAFETY: malloc must fail cleanly for sizes no machine has.
-        let p = black_box(unsafe { libc::malloc(black_box(size)) });
+        let p = black_box(unsafe { crate::c::malloc(black_box(size)) });
         ensure!(
             p.is_null(),
             "malloc({size:#x}) returned {p:?} instead of NULL"
@@ -365,7 +368,7 @@ pub fn huge() -> Outcome {
         );
     }
     // SAFETY: as above, for the memalign family.
-    let p = black_box(unsafe { libc::aligned_alloc(4096, black_box(usize::MAX - 100)) });
+    let p = black_box(unsafe { crate::c::aligned_alloc(4096, black_box(usize::MAX - 100)) });
     ensure!(
         p.is_null(),
         "aligned_alloc(4096, SIZE_MAX-100) returned a block"
@@ -373,9 +376,9 @@ pub fn huge() -> Outcome {
     // The heap still works afterwards.
     // SAFETY: plain malloc and free.
     unsafe {
-        let p = libc::malloc(100);
+        let p = crate::c::malloc(100);
         ensure!(!p.is_null(), "malloc(100) failed after the huge requests");
-        libc::free(p);
+        crate::c::free(p);
     }
     Ok("sizes near SIZE_MAX fail with NULL and ENOMEM, and the heap still works".into())
 }
@@ -384,12 +387,12 @@ pub fn errno_kept() -> Outcome {
     // SAFETY: free(NULL) is a no-op; p is freed once.
     unsafe {
         set_errno(libc::EBADF);
-        libc::free(std::ptr::null_mut());
+        crate::c::free(std::ptr::null_mut());
         ensure!(errno() == libc::EBADF, "free(NULL) changed errno");
-        let p = libc::malloc(64);
+        let p = crate::c::malloc(64);
         ensure!(!p.is_null(), "malloc(64) returned NULL");
         set_errno(libc::EBADF);
-        libc::free(p);
+        crate::c::free(p);
         ensure!(errno() == libc::EBADF, "free changed errno to {}", errno());
     }
     Ok("free and free(NULL) keep errno".into())

@@ -13,7 +13,7 @@ fn program_break() -> usize {
 
 fn malloc(size: usize) -> Result<usize, String> {
     // SAFETY: plain malloc.
-    let p = unsafe { libc::malloc(size) };
+    let p = unsafe { crate::c::malloc(size) };
     if p.is_null() {
         Err(format!("malloc({size}) returned NULL"))
     } else {
@@ -23,7 +23,7 @@ fn malloc(size: usize) -> Result<usize, String> {
 
 fn free(p: usize) {
     // SAFETY: callers free each of their blocks once.
-    unsafe { libc::free(p as *mut libc::c_void) }
+    unsafe { crate::c::free(p as *mut libc::c_void) }
 }
 
 /// A freed 100 KiB block (kept off the top of the heap by a small block after it)
@@ -96,14 +96,14 @@ pub fn realloc_in_place() -> Outcome {
     unsafe { (block as *mut u8).write_bytes(7, 2000) };
     free(neighbour);
     // SAFETY: `block` is live; realloc's result replaces it.
-    let grown = unsafe { libc::realloc(block as *mut libc::c_void, 3800) } as usize;
+    let grown = unsafe { crate::c::realloc(block as *mut libc::c_void, 3800) } as usize;
     ensure!(grown != 0, "realloc to 3800 returned NULL");
     // SAFETY: the grown block holds at least 2000 kept bytes.
     let kept = unsafe { std::slice::from_raw_parts(grown as *const u8, 2000) }
         .iter()
         .all(|&b| b == 7);
     // SAFETY: as above.
-    let shrunk = unsafe { libc::realloc(grown as *mut libc::c_void, 1000) } as usize;
+    let shrunk = unsafe { crate::c::realloc(grown as *mut libc::c_void, 1000) } as usize;
     free(shrunk);
     free(fence);
     ensure!(kept, "realloc lost the contents");

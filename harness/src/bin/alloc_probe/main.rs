@@ -70,3 +70,56 @@ macro_rules! ensure {
         }
     };
 }
+
+/// The C allocator, called so that the compiler cannot see through it.
+///
+/// LLVM knows what `malloc`, `calloc` and `free` mean: it deletes a `malloc`/`free`
+/// pair whose block is never used, folds a check that `calloc`'s memory is zero to
+/// `true`, and so on, and then a probe tests nothing. Every probe calls the allocator
+/// through these wrappers, which hide arguments and results behind `black_box`.
+pub mod c {
+    use std::ffi::c_void;
+    use std::hint::black_box;
+
+    /// # Safety
+    /// As `malloc(3)`.
+    pub unsafe fn malloc(size: usize) -> *mut c_void {
+        // SAFETY: forwarded contract.
+        black_box(unsafe { libc::malloc(black_box(size)) })
+    }
+
+    /// # Safety
+    /// As `calloc(3)`.
+    pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
+        // SAFETY: forwarded contract.
+        black_box(unsafe { libc::calloc(black_box(count), black_box(size)) })
+    }
+
+    /// # Safety
+    /// As `realloc(3)`.
+    pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+        // SAFETY: forwarded contract.
+        black_box(unsafe { libc::realloc(black_box(p), black_box(size)) })
+    }
+
+    /// # Safety
+    /// As `free(3)`.
+    pub unsafe fn free(p: *mut c_void) {
+        // SAFETY: forwarded contract.
+        unsafe { libc::free(black_box(p)) }
+    }
+
+    /// # Safety
+    /// As `aligned_alloc(3)`.
+    pub unsafe fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+        // SAFETY: forwarded contract.
+        black_box(unsafe { libc::aligned_alloc(black_box(align), black_box(size)) })
+    }
+
+    /// # Safety
+    /// As `memalign(3)`.
+    pub unsafe fn memalign(align: usize, size: usize) -> *mut c_void {
+        // SAFETY: forwarded contract.
+        black_box(unsafe { libc::memalign(black_box(align), black_box(size)) })
+    }
+}

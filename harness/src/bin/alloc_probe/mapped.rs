@@ -26,7 +26,7 @@ fn page_size() -> usize {
 
 fn malloc(size: usize) -> Result<*mut u8, String> {
     // SAFETY: plain malloc.
-    let p = unsafe { libc::malloc(size) }.cast::<u8>();
+    let p = unsafe { crate::c::malloc(size) }.cast::<u8>();
     if p.is_null() {
         Err(format!("malloc({size}) returned NULL"))
     } else {
@@ -36,7 +36,7 @@ fn malloc(size: usize) -> Result<*mut u8, String> {
 
 fn free(p: *mut u8) {
     // SAFETY: callers free each of their blocks once.
-    unsafe { libc::free(p.cast::<c_void>()) }
+    unsafe { crate::c::free(p.cast::<c_void>()) }
 }
 
 fn fill(p: *mut u8, size: usize, byte: u8) {
@@ -125,7 +125,7 @@ pub fn mmap_large() -> Outcome {
         "freeing one large block damaged another"
     );
     // SAFETY: `second` is live; realloc's result replaces it.
-    let grown = unsafe { libc::realloc(second.cast(), 3 * LARGE) }.cast::<u8>();
+    let grown = unsafe { crate::c::realloc(second.cast(), 3 * LARGE) }.cast::<u8>();
     ensure!(
         !grown.is_null(),
         "realloc of a 1 MiB block to 3 MiB returned NULL"
@@ -136,7 +136,7 @@ pub fn mmap_large() -> Outcome {
         "a block grown to 3 MiB is inside the brk heap"
     );
     // SAFETY: `grown` is live; realloc's result replaces it.
-    let shrunk = unsafe { libc::realloc(grown.cast(), 1000) }.cast::<u8>();
+    let shrunk = unsafe { crate::c::realloc(grown.cast(), 1000) }.cast::<u8>();
     ensure!(
         !shrunk.is_null(),
         "realloc of 3 MiB down to 1000 bytes returned NULL"
@@ -249,7 +249,7 @@ pub fn brk_blocked() -> Outcome {
     }
     for i in 0..BLOCKS {
         // SAFETY: plain malloc.
-        let p = unsafe { libc::malloc(SIZE) }.cast::<u8>();
+        let p = unsafe { crate::c::malloc(SIZE) }.cast::<u8>();
         if p.is_null() {
             blocks.drain(..).for_each(free);
             // SAFETY: the blocker is our own one-page mapping.

@@ -31,7 +31,7 @@ pub fn threads() -> Outcome {
                     if live.len() < 200 && rng.chance(60) {
                         let size = rng.between(1, 512);
                         // SAFETY: plain malloc; written only when not null.
-                        let p = unsafe { libc::malloc(size) }.cast::<u8>();
+                        let p = unsafe { crate::c::malloc(size) }.cast::<u8>();
                         ensure!(!p.is_null(), "thread {t}: malloc({size}) returned NULL");
                         // SAFETY: the block holds `size` bytes.
                         unsafe { p.write_bytes(fill, size) };
@@ -85,7 +85,7 @@ fn release((p, size, fill): Block) -> Result<(), String> {
         "a {size}-byte block lost its contents (threads overlap?)"
     );
     // SAFETY: freed exactly once.
-    unsafe { libc::free(p.cast()) };
+    unsafe { crate::c::free(p.cast()) };
     Ok(())
 }
 
@@ -102,7 +102,7 @@ pub fn fork() -> Outcome {
                 while !stop.load(Ordering::Relaxed) {
                     let size = rng.between(1, 4000);
                     // SAFETY: plain malloc and free.
-                    unsafe { libc::free(libc::malloc(size)) };
+                    unsafe { crate::c::free(crate::c::malloc(size)) };
                 }
             })
         })
@@ -115,11 +115,11 @@ pub fn fork() -> Outcome {
         if pid == 0 {
             // SAFETY: in the child: allocate, free, exit without running atexit handlers.
             unsafe {
-                let p = libc::malloc(100);
-                let q = libc::calloc(10, 1000);
+                let p = crate::c::malloc(100);
+                let q = crate::c::calloc(10, 1000);
                 let ok = !p.is_null() && !q.is_null();
-                libc::free(p);
-                libc::free(q);
+                crate::c::free(p);
+                crate::c::free(q);
                 libc::_exit(if ok { 0 } else { 1 });
             }
         }

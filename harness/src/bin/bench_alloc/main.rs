@@ -25,6 +25,7 @@
 #![no_main]
 
 mod demo;
+mod memory;
 mod misuse;
 mod ops;
 mod small;

@@ -38,8 +38,9 @@ pub fn run(blocks: usize, threads: usize, seed: u64) -> i32 {
     let ops = 2.0 * blocks as f64;
     let plural = if threads == 1 { "" } else { "s" };
     println!(
-        "small: {blocks} blocks of 1-64 B on {threads} thread{plural}: {seconds:.3} s, {:.0} ops/s",
-        ops / seconds
+        "small: {blocks} blocks of 1-64 B on {threads} thread{plural}: {seconds:.3} s, {:.0} ops/s; peak RSS {} KiB",
+        ops / seconds,
+        crate::memory::peak_resident_bytes() / 1024
     );
     if broken > 0 {
         eprintln!("bench_alloc: {broken} blocks did not keep their contents or were NULL");

@@ -4,7 +4,7 @@
 //!   the clock);
 //! - peak payload: the most bytes the trace had live at once;
 //! - peak footprint: the most memory the process held for them, measured as the peak
-//!   resident set (`getrusage`) less the resident set at start and less the harness's
+//!   resident set (`VmHWM`, see `memory`) less the resident set at start and less the harness's
 //!   own data (the trace and the table of blocks), so it works
 //!   for any allocator, brk- or mmap-based. Every payload is written in full, so the
 //!   pages an allocator hands out are really resident. The kernel keeps
@@ -26,6 +26,8 @@ use core::fmt::Write as _;
 use std::time::Instant;
 
 use harness::trace::{Op, Trace};
+
+use crate::memory::{peak_resident_bytes, resident_bytes};
 use preload_kit::Out;
 
 /// Exit code for a trace that cannot be read or parsed (as for bad arguments).
@@ -156,10 +158,11 @@ pub fn run(path: &str, show: Show) -> i32 {
         .map_or(path.into(), |n| n.to_string_lossy());
     println!(
         "trace {name}: {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
-         peak footprint {footprint} B; utilization {:.1}%",
+         peak footprint {footprint} B; utilization {:.1}%; peak RSS {} KiB",
         trace.ops.len(),
         trace.ops.len() as f64 / seconds,
-        100.0 * peak_payload as f64 / footprint as f64
+        100.0 * peak_payload as f64 / footprint as f64,
+        peak_resident_bytes() / 1024
     );
     drop(text);
     0
@@ -218,23 +221,4 @@ fn introspection(name: &'static CStr) -> Option<(&'static str, extern "C" fn())>
     let call = (!symbol.is_null())
         .then(|| unsafe { core::mem::transmute::<*mut c_void, extern "C" fn()>(symbol) })?;
     Some((name.to_str().unwrap_or("?"), call))
-}
-
-fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
-}
-
-fn peak_resident_bytes() -> usize {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; RUSAGE_SELF is always valid.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss.max(0) as usize * 1024
 }
