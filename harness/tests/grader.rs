@@ -235,6 +235,32 @@ fn phase2_rubric_on_phase1_loses_exactly_the_phase2_behaviour_checks() {
     );
 }
 
+/// The performance index is a timing check, so its points are never asserted; but
+/// its measurement must work: every trace replays, and bench_alloc's report is read
+/// (utilization is a ratio of bytes, not of time).
+#[test]
+fn phase2_trace_suite_is_measured() {
+    build();
+    let scratch = scratch();
+    let subject = checks::Subject {
+        lib: phase_lib(2),
+        tools: checks::release_tools(),
+        scratch: scratch.path().into(),
+    };
+    let index = grade::perf::measure(&subject).unwrap_or_else(|problem| panic!("{problem}"));
+    assert_eq!(
+        index.replays.len(),
+        harness::trace::SUITE.len(),
+        "{index:?}"
+    );
+    assert!(
+        index.utilization > 0.3 && index.utilization <= 1.0,
+        "phase 2 coalesces: its utilization is well above 30%: {index:?}"
+    );
+    assert!(index.throughput > 0.0 && index.reference > 0.0, "{index:?}");
+    assert!((0.0..=1.0).contains(&index.p), "{index:?}");
+}
+
 // ---------------------------------------------------------------------------------
 // The command line.
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use crate::bench::parse_sample;
 use crate::checks::{Area, Check, Subject, Verdict};
 use crate::runner::{Run, signal_name};
-use crate::trace::SUITE;
+use crate::trace::{SUITE, Trace};
 
 /// The weight of utilization in the index (the lab's choice).
 pub const W: f64 = 0.6;
@@ -129,19 +129,9 @@ pub fn grade(subject: &Subject) -> (Verdict, Option<u32>) {
     }
 }
 
-/// Writes the suite into the scratch folder and replays it under the allocator and
-/// under glibc.
+/// Replays the suite under the allocator and under glibc.
 pub fn measure(subject: &Subject) -> Result<Index, String> {
-    std::fs::create_dir_all(&subject.scratch)
-        .map_err(|e| format!("cannot create {}: {e}", subject.scratch.display()))?;
-    let mut files = Vec::new();
-    for (name, _, make) in SUITE {
-        let trace = make();
-        let path = subject.scratch.join(format!("{name}.rep"));
-        std::fs::write(&path, trace.to_text())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        files.push((*name, trace.ops.len(), path));
-    }
+    let files = suite_files(&subject.scratch)?;
     let bench = subject.tool("bench_alloc");
     let mut tested = Vec::new();
     let mut glibc = Vec::new();
@@ -153,6 +143,33 @@ pub fn measure(subject: &Subject) -> Result<Index, String> {
         );
     }
     Ok(Index::from_replays(tested, &glibc))
+}
+
+/// The suite's files with their operation counts: the committed ones in
+/// `harness/traces/` (a test keeps them equal to the generator's output), or, for a
+/// harness binary used outside the repository, the generator's output written into
+/// `scratch`.
+fn suite_files(scratch: &Path) -> Result<Vec<(&'static str, usize, PathBuf)>, String> {
+    let committed = crate::phases::workspace_root()
+        .join("harness")
+        .join("traces");
+    let mut files = Vec::new();
+    for (name, _, make) in SUITE {
+        let file = committed.join(format!("{name}.rep"));
+        let read = std::fs::read_to_string(&file).ok();
+        match read.as_deref().map(Trace::parse) {
+            Some(Ok(trace)) => files.push((*name, trace.ops.len(), file)),
+            _ => {
+                let trace = make();
+                let path = scratch.join(format!("{name}.rep"));
+                std::fs::create_dir_all(scratch)
+                    .and_then(|()| std::fs::write(&path, trace.to_text()))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                files.push((*name, trace.ops.len(), path));
+            }
+        }
+    }
+    Ok(files)
 }
 
 fn replay(
@@ -185,11 +202,15 @@ fn replay(
             };
             return Err(format!("trace {name}: bench_alloc --trace {how}"));
         }
-        let sample = parse_sample(&outcome.stdout_text())
-            .filter(|s| s.ops_per_sec > 0.0)
-            .ok_or_else(|| format!("trace {name}: bench_alloc printed no measurement"))?;
-        rates.push(sample.ops_per_sec);
-        utilizations.push(sample.utilization.unwrap_or(0.0) / 100.0);
+        let stdout = outcome.stdout_text();
+        let (rate, utilization) = parse_sample(&stdout)
+            .and_then(|s| Some((s.ops_per_sec, s.utilization?)))
+            .filter(|(rate, _)| *rate > 0.0)
+            .ok_or_else(|| {
+                format!("trace {name}: no throughput and utilization in bench_alloc's {stdout:?}")
+            })?;
+        rates.push(rate);
+        utilizations.push(utilization / 100.0);
         if outcome.elapsed >= SHORT {
             break;
         }
