@@ -147,8 +147,6 @@ fn phase1_align8_loses_the_alignment_checks() {
 }
 
 #[test]
-#[ignore = "alloc_probe's calloc probe is compiled away: LLVM knows calloc's memory is \
-            zero and folds the check (needs black_box around calloc in api.rs)"]
 fn phase1_calloc_dirty_loses_the_calloc_check() {
     let report = grade(&broken_lib("calloc-dirty"), 1);
     assert_fails_exactly(&report, &["api/calloc"], &[]);
@@ -212,8 +210,6 @@ fn phase1_no_lock_loses_the_thread_checks() {
 }
 
 #[test]
-#[ignore = "alloc_probe's fork probe is compiled away: LLVM removes the child's and the \
-            busy threads' malloc/free pairs (needs black_box in threads.rs)"]
 fn phase1_fork_deadlock_loses_the_fork_check() {
     let report = grade(&broken_lib("fork-deadlock"), 1);
     assert_fails_exactly(&report, &["threads/fork"], &[]);
