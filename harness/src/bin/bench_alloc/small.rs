@@ -18,21 +18,27 @@ const POOL: usize = 1_000;
 
 pub fn run(blocks: usize, threads: usize, seed: u64) -> i32 {
     let started = Instant::now();
-    let share = blocks / threads;
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            let count = if t == 0 {
-                share + blocks % threads
-            } else {
-                share
-            };
-            let seed = seed.wrapping_add(t as u64);
-            std::thread::spawn(move || workload(count, seed))
-        })
-        .collect();
     let mut broken = 0;
-    for worker in workers {
-        broken += worker.join().unwrap_or(1);
+    if threads == 1 {
+        // On the main thread, so the process stays single-threaded, as the programs it
+        // stands for are (allocators, glibc's included, take a cheaper path then).
+        broken = workload(blocks, seed);
+    } else {
+        let share = blocks / threads;
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let count = if t == 0 {
+                    share + blocks % threads
+                } else {
+                    share
+                };
+                let seed = seed.wrapping_add(t as u64);
+                std::thread::spawn(move || workload(count, seed))
+            })
+            .collect();
+        for worker in workers {
+            broken += worker.join().unwrap_or(1);
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let ops = 2.0 * blocks as f64;
