@@ -86,7 +86,7 @@ pub fn free<H: Heap>(global: &Global<H>, p: Ptr) {
     let Some(block) = NonNull::new(p.cast::<u8>()) else {
         return;
     };
-    let saved_errno = os::errno();
+    let _errno_kept = os::KeepErrno::new();
     global.with(|state| {
         // Log first: once freed, the block may be merged and its offset means less.
         after_call(state, |heap, out| {
@@ -96,7 +96,6 @@ pub fn free<H: Heap>(global: &Global<H>, p: Ptr) {
             fail(&state.heap, "free", fault);
         }
     });
-    set_errno(saved_errno);
 }
 
 pub fn calloc<H: Heap>(global: &Global<H>, count: usize, size: usize) -> Ptr {

@@ -119,7 +119,12 @@ impl Arena {
     /// The region whose carved part holds `addr`. Regions are few (one, normally), so a
     /// scan from the newest is fast.
     pub fn region_of(&self, addr: usize) -> Option<&Region> {
-        self.regions().iter().rev().find(|r| r.holds(addr))
+        // The newest region first, on its own: it holds nearly every block, and this
+        // runs on every free.
+        match self.newest() {
+            Some(newest) if newest.holds(addr) => Some(newest),
+            _ => self.regions().iter().rev().find(|r| r.holds(addr)),
+        }
     }
 
     /// The heap offset of `addr`, if it lies anywhere in the arena's regions.

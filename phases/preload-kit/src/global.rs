@@ -40,15 +40,25 @@ impl<H: Heap> Global<H> {
         let _guard = self.lock.acquire();
         // SAFETY: the lock is held, so this is the only reference to the state.
         let slot = unsafe { &mut *self.state.get() };
-        let state = slot.get_or_insert_with(|| {
-            let config = Config::from_env();
-            State {
-                heap: H::new(&config),
-                config,
-                calls: 0,
-            }
-        });
+        let state = match slot {
+            Some(state) => state,
+            None => Self::build(slot),
+        };
         f(state)
+    }
+
+    /// The first call's work, kept out of line: a heap's state is kilobytes (the
+    /// arena's region table, phase 3's tables), and building it inline would give every
+    /// call a frame that size, with a stack probe per page.
+    #[cold]
+    #[inline(never)]
+    fn build(slot: &mut Option<State<H>>) -> &mut State<H> {
+        let config = Config::from_env();
+        slot.insert(State {
+            heap: H::new(&config),
+            config,
+            calls: 0,
+        })
     }
 
     /// `pthread_atfork` prepare handler: hold the lock across `fork`.

@@ -10,6 +10,13 @@
 //!   state 0: free     1: held, nobody waiting     2: held, someone may be sleeping
 //! ```
 //!
+//! While the process has a single thread, nobody can contend, so the lock skips its
+//! atomic read-modify-write instructions (each costs about as much as a whole glibc
+//! `malloc` fast path) and uses plain stores. glibc's allocator does the same, and
+//! exports the flag it uses: `__libc_single_threaded`, cleared by `pthread_create`
+//! before the new thread runs and never set again. A thread cannot appear while this
+//! lock is held, since the heap's code never creates one.
+//!
 //! Fork: only the forking thread survives in the child. If another thread held the
 //! lock at that instant, the child's lock would stay held forever and its first
 //! `malloc` would deadlock. The `pthread_atfork` handlers (registered by
@@ -38,7 +45,14 @@ impl Lock {
     }
 
     pub fn acquire(&self) -> Guard<'_> {
-        if self
+        if single_threaded() {
+            debug_assert_eq!(
+                self.state.load(Ordering::Relaxed),
+                FREE,
+                "the allocator re-entered itself"
+            );
+            self.state.store(HELD, Ordering::Relaxed);
+        } else if self
             .state
             .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
@@ -71,7 +85,11 @@ impl Lock {
     }
 
     fn release(&self) {
-        if self.state.swap(FREE, Ordering::Release) == CONTENDED {
+        // Still single-threaded: nobody can be waiting. (The flag only ever goes from
+        // true to false, and not while the lock is held.)
+        if single_threaded() {
+            self.state.store(FREE, Ordering::Relaxed);
+        } else if self.state.swap(FREE, Ordering::Release) == CONTENDED {
             futex_wake_one(&self.state);
         }
     }
@@ -108,6 +126,18 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.lock.release();
     }
+}
+
+unsafe extern "C" {
+    /// glibc's "this process has one thread" flag (`<sys/single_threaded.h>`, glibc 2.32).
+    static __libc_single_threaded: core::ffi::c_char;
+}
+
+fn single_threaded() -> bool {
+    // SAFETY: glibc defines the flag for the life of the process; it is a byte that only
+    // this thread can change while no other thread exists. A volatile read, so the
+    // compiler does not keep a stale copy across calls that may create threads.
+    unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
 }
 
 /// Sleeps while `*word == expected` (returns at once if it is not, or on any wake-up:

@@ -18,6 +18,41 @@ pub fn set_errno(value: i32) {
     unsafe { *libc::__errno_location() = value }
 }
 
+/// Keeps the calling thread's `errno` as it was when made, restoring it when dropped:
+/// `free` and the report functions must not change what the program sees. One lookup of
+/// errno's address serves both ends (it sits on `free`'s fast path).
+pub struct KeepErrno {
+    location: *mut i32,
+    value: i32,
+}
+
+impl KeepErrno {
+    pub fn new() -> KeepErrno {
+        // SAFETY: `__errno_location` always returns a valid pointer to this thread's
+        // errno, which lives as long as the thread (and so as this guard).
+        let location = unsafe { libc::__errno_location() };
+        // SAFETY: as above.
+        KeepErrno {
+            location,
+            value: unsafe { *location },
+        }
+    }
+}
+
+impl Default for KeepErrno {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KeepErrno {
+    fn drop(&mut self) {
+        // SAFETY: the pointer is this thread's errno (a guard never leaves its thread:
+        // it holds a raw pointer, so it is neither Send nor Sync).
+        unsafe { *self.location = self.value }
+    }
+}
+
 /// The current program break: where the brk heap ends now.
 pub fn current_break() -> usize {
     // SAFETY: `sbrk(0)` only reads the break; it cannot fail or move memory.
