@@ -29,6 +29,10 @@ use crate::free_list::FreeList;
 /// glibc's default `M_TRIM_THRESHOLD`. `MALLOC_TRIM_THRESHOLD_` and `mallopt` change it.
 pub const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
 
+/// How high the trim threshold may climb by itself (see [`SplitCoalesceHeap::grow`]):
+/// glibc lets its dynamic thresholds reach 32 MiB too.
+pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
+
 /// `mallopt`'s parameter number for the trim threshold (glibc's `M_TRIM_THRESHOLD`).
 pub const M_TRIM_THRESHOLD: i32 = -1;
 
@@ -37,6 +41,11 @@ pub struct SplitCoalesceHeap {
     free_list: FreeList,
     /// See [`DEFAULT_TRIM_THRESHOLD`]; `usize::MAX` never trims.
     trim_threshold: usize,
+    /// Set by `MALLOC_TRIM_THRESHOLD_` or `mallopt`: then the threshold never moves.
+    trim_threshold_fixed: bool,
+    /// The last thing that happened at the top was a trim: memory went back to the OS
+    /// and has not been asked for again.
+    just_trimmed: bool,
     /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
     used_blocks: usize,
     used_bytes: usize,
@@ -53,6 +62,8 @@ impl SplitCoalesceHeap {
             arena: Arena::new(growth),
             free_list: FreeList::new(),
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
+            trim_threshold_fixed: config.trim_threshold.is_some(),
+            just_trimmed: false,
             used_blocks: 0,
             used_bytes: 0,
             free_blocks: 0,
@@ -69,11 +80,12 @@ impl SplitCoalesceHeap {
 
     /// The region whose memory, `[start, end)`, holds `addr`.
     fn region_around(&self, addr: usize) -> Option<&Region> {
-        self.arena
-            .regions()
-            .iter()
-            .rev()
-            .find(|r| r.start <= addr && addr < r.end)
+        let around = |r: &&Region| r.start <= addr && addr < r.end;
+        // The newest region first, on its own: it holds nearly every block.
+        match self.arena.newest() {
+            Some(newest) if around(&newest) => Some(newest),
+            _ => self.arena.regions().iter().rev().find(around),
+        }
     }
 
     fn is_newest(&self, region: &Region) -> bool {
@@ -121,8 +133,21 @@ impl SplitCoalesceHeap {
     /// Slow path of [`Heap::alloc`]: no free block fits, so carve a new `size`-byte
     /// block from the top of the heap, moving the program break when the top is used
     /// up.
+    ///
+    /// Moving the break up right after trimming it down means the program's use of
+    /// memory swings by more than the trim threshold: giving memory back and faulting it
+    /// in again on every swing costs far more than keeping it. So the threshold doubles
+    /// (up to [`MAX_DYNAMIC_TRIM_THRESHOLD`], and only if the user did not set it), as
+    /// glibc's dynamic thresholds do.
     fn grow(&mut self, size: usize) -> Option<Block> {
+        let moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
         let addr = self.arena.carve(size)?.as_ptr() as usize;
+        if moves_break {
+            if self.just_trimmed && !self.trim_threshold_fixed {
+                self.trim_threshold = (self.trim_threshold * 2).min(MAX_DYNAMIC_TRIM_THRESHOLD);
+            }
+            self.just_trimmed = false;
+        }
         // SAFETY: the arena just carved `size >= MIN_BLOCK` bytes at `addr`, 16-aligned.
         let block = unsafe { Block::at(addr) };
         // The block below the top is never free (it would have gone back into the
@@ -265,7 +290,7 @@ impl SplitCoalesceHeap {
             .newest()
             .is_some_and(|top| top.room() > self.trim_threshold)
         {
-            self.arena.trim(self.trim_threshold);
+            self.just_trimmed |= self.arena.trim(self.trim_threshold) > 0;
         }
     }
 
@@ -713,6 +738,7 @@ impl Heap for SplitCoalesceHeap {
             return false;
         }
         self.trim_threshold = usize::try_from(value).unwrap_or(usize::MAX);
+        self.trim_threshold_fixed = true;
         true
     }
 }
