@@ -32,10 +32,8 @@ impl KeepErrno {
         // errno, which lives as long as the thread (and so as this guard).
         let location = unsafe { libc::__errno_location() };
         // SAFETY: as above.
-        KeepErrno {
-            location,
-            value: unsafe { *location },
-        }
+        let value = unsafe { *location };
+        KeepErrno { location, value }
     }
 }
 
