@@ -33,6 +33,14 @@ pub const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
 /// glibc lets its dynamic thresholds reach 32 MiB too.
 pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
 
+/// Why a pointer is refused when it lies in no region of this heap. Phase 3 routes
+/// such pointers to its mappings on this answer.
+pub const OUTSIDE_THE_HEAP: &str = "not inside the heap";
+
+/// Why `usable_size` refuses a block that was freed. Phase 3's debug layer recognises a
+/// double free by it.
+pub const FREED_BLOCK: &str = "the block was freed";
+
 /// `mallopt`'s parameter number for the trim threshold (glibc's `M_TRIM_THRESHOLD`).
 pub const M_TRIM_THRESHOLD: i32 = -1;
 
@@ -354,7 +362,7 @@ impl SplitCoalesceHeap {
         let addr = ptr.as_ptr() as usize;
         let invalid = |why| Fault::InvalidPointer { addr, why };
         let Some(region) = self.region_around(addr) else {
-            return Err(invalid("not inside the heap"));
+            return Err(invalid(OUTSIDE_THE_HEAP));
         };
         if !addr.is_multiple_of(MIN_ALIGN) {
             return Err(invalid("not 16-byte aligned, so not the start of a block"));
@@ -519,7 +527,7 @@ impl Heap for SplitCoalesceHeap {
             Ok((block, _)) => Ok(block.payload_size()),
             Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
                 addr,
-                why: "the block was freed",
+                why: FREED_BLOCK,
             }),
             Err(fault) => Err(fault),
         }
@@ -1009,7 +1017,7 @@ mod tests {
         assert!(matches!(
             heap.free(outside),
             Err(Fault::InvalidPointer {
-                why: "not inside the heap",
+                why: OUTSIDE_THE_HEAP,
                 ..
             })
         ));
@@ -1019,7 +1027,7 @@ mod tests {
         assert!(matches!(
             heap.usable_size(p),
             Err(Fault::InvalidPointer {
-                why: "the block was freed",
+                why: FREED_BLOCK,
                 ..
             })
         ));

@@ -47,7 +47,7 @@ use core::ptr::NonNull;
 
 use preload_kit::{Config, Fault, Heap, MIN_ALIGN, Out, libc, os};
 
-use crate::mappings::FREED_BLOCK;
+use crate::heap::{FREED_BLOCK, OUTSIDE_THE_HEAP};
 use crate::table::AddrTable;
 
 /// Bytes before the program's pointer: the check word and the leading canary. A
@@ -307,7 +307,7 @@ impl DebugLayer {
         else {
             return Fault::InvalidPointer {
                 addr: user,
-                why: "not inside the heap",
+                why: OUTSIDE_THE_HEAP,
             };
         };
         match heap.usable_size(below) {
@@ -691,7 +691,7 @@ mod tests {
         assert!(matches!(
             debug.free(&mut heap, stack),
             Err(Fault::InvalidPointer {
-                why: "not inside the heap",
+                why: OUTSIDE_THE_HEAP,
                 ..
             })
         ));

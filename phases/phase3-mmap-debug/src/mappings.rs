@@ -34,15 +34,12 @@ use core::ptr::NonNull;
 
 use preload_kit::{Fault, Out, os};
 
+use crate::heap::OUTSIDE_THE_HEAP;
 use crate::table::AddrTable;
 
 /// How many unmapped blocks are remembered for reporting double frees. Older ones are
 /// forgotten: a double free that late is reported as a pointer that is not ours.
 pub const RECENT: usize = 64;
-
-/// What `usable_size` says about a block that was freed (phase 2's brk heap uses the
-/// same words): the debug layer recognises a double free by it.
-pub const FREED_BLOCK: &str = "the block was freed";
 
 /// A registry entry: what the block's header would hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,7 +217,7 @@ impl Mappings {
             },
             None => Fault::InvalidPointer {
                 addr,
-                why: "not inside the heap",
+                why: OUTSIDE_THE_HEAP,
             },
         }
     }
@@ -435,7 +432,7 @@ mod tests {
         assert!(matches!(
             mappings.unmap(stack),
             Err(Fault::InvalidPointer {
-                why: "not inside the heap",
+                why: OUTSIDE_THE_HEAP,
                 ..
             })
         ));

@@ -27,8 +27,8 @@ use core::ptr::NonNull;
 use preload_kit::arena::Growth;
 use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
 
-use crate::heap::{M_TRIM_THRESHOLD, SplitCoalesceHeap};
-use crate::mappings::{FREED_BLOCK, Mappings};
+use crate::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
+use crate::mappings::Mappings;
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
 /// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
@@ -137,12 +137,17 @@ impl Heap for MmapHeap {
         self.brk.alloc_zeroed(size)
     }
 
+    /// The brk heap is asked first, without a separate ownership test: its own check
+    /// finds the region anyway, and small blocks are nearly every free. Only a pointer
+    /// it calls [`OUTSIDE_THE_HEAP`] goes on to the mappings.
     fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        let addr = ptr.as_ptr() as usize;
-        if self.brk.owns(addr) {
-            return self.brk.free(ptr);
+        match self.brk.free(ptr) {
+            Err(Fault::InvalidPointer {
+                why: OUTSIDE_THE_HEAP,
+                ..
+            }) => self.mapped.unmap(ptr.as_ptr() as usize),
+            result => result,
         }
-        self.mapped.unmap(addr)
     }
 
     fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
