@@ -47,6 +47,22 @@ pub fn contenders() -> Vec<Contender> {
             env: Vec::new(),
         });
     }
+    // Phase 3's debug mode, to show what it costs. Its full heap check takes time in
+    // proportion to the live blocks; run on every call (the default) it would take
+    // hours here, so it runs every 1000th call, as the name says.
+    if let Some(phase) = phases::phase(3) {
+        all.push(Contender {
+            name: format!("{} debug (check every 1000 calls)", phase.package),
+            lib: Some(phase.lib_path()),
+            env: [
+                ("MALLOC_DEBUG", "1"),
+                ("MALLOC_DEBUG_SEED", "42"),
+                ("MALLOC_CHECK_EVERY", "1000"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .to_vec(),
+        });
+    }
     for (name, path) in SYSTEM_ALLOCATORS {
         if Path::new(path).is_file() {
             all.push(Contender {
