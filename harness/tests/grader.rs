@@ -461,6 +461,10 @@ fn phase1_a_crate_folder_is_built_and_graded() {
             .replace(
                 "../../../../phases/",
                 &format!("{}/phases/", root.display()),
+            )
+            .replace(
+                "../../phase1_with_a_defect.rs",
+                &format!("{}/harness/broken/phase1_with_a_defect.rs", root.display()),
             );
     std::fs::write(student.join("src/lib.rs"), source).unwrap();
     std::fs::write(

@@ -14,16 +14,17 @@ pub mod block;
 pub mod free_list;
 #[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
 pub mod heap;
+#[path = "../../phase1_with_a_defect.rs"]
+pub mod phase1_with_a_defect;
 
 use core::ptr::NonNull;
 
 use heap::FreeListHeap;
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use phase1_with_a_defect::{Defect, WithDefect, alloc_then_zero, move_block};
+use preload_kit::{Fault, Heap, MIN_ALIGN};
 
 /// How far past phase 1's payload the program's block starts.
 const OFFSET: usize = 8;
-
-pub struct Align8(FreeListHeap);
 
 /// Phase 1's payload pointer for a pointer the program holds, and the offset between
 /// them. Shifted blocks are exactly those 8 bytes off a 16-byte boundary.
@@ -39,49 +40,43 @@ fn unshifted(ptr: NonNull<u8>) -> (NonNull<u8>, usize) {
     }
 }
 
-impl Heap for Align8 {
+pub enum Align8 {}
+
+impl Defect for Align8 {
     const NAME: &'static str = "broken-align8";
 
-    fn new(config: &Config) -> Self {
-        Align8(FreeListHeap::new(config))
-    }
-
     /// The defect: an ordinary request gets phase 1's block, 8 bytes in.
-    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+    fn alloc(heap: &mut FreeListHeap, size: usize, align: usize) -> Option<NonNull<u8>> {
         if align > MIN_ALIGN {
-            return self.0.alloc(size, align);
+            return heap.alloc(size, align);
         }
-        let block = self.0.alloc(size.checked_add(OFFSET)?, MIN_ALIGN)?;
+        let block = heap.alloc(size.checked_add(OFFSET)?, MIN_ALIGN)?;
         // SAFETY: the block holds `size + OFFSET` bytes, so `OFFSET` bytes in is inside it.
         Some(unsafe { block.add(OFFSET) })
     }
 
-    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        self.0.free(unshifted(ptr).0)
+    fn free(heap: &mut FreeListHeap, ptr: NonNull<u8>) -> Result<(), Fault> {
+        heap.free(unshifted(ptr).0)
     }
 
-    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+    fn usable_size(heap: &mut FreeListHeap, ptr: NonNull<u8>) -> Result<usize, Fault> {
         let (inner, offset) = unshifted(ptr);
-        Ok(self.0.usable_size(inner)? - offset)
+        Ok(heap.usable_size(inner)? - offset)
     }
 
-    // `realloc` and `alloc_zeroed` are the trait's defaults, through the methods above.
-
-    fn locate(&self, addr: usize) -> Location {
-        self.0.locate(addr)
+    /// Through the shifted `alloc`, so `calloc` is misaligned too.
+    fn alloc_zeroed(heap: &mut FreeListHeap, size: usize) -> Option<NonNull<u8>> {
+        alloc_then_zero::<Self>(heap, size)
     }
 
-    fn dump_blocks(&self, out: &mut Out) {
-        self.0.dump_blocks(out)
-    }
-
-    fn stats(&self) -> Stats {
-        self.0.stats()
-    }
-
-    fn check(&self) -> Result<(), Fault> {
-        self.0.check()
+    /// Through the shifted `alloc`, so a moved block is misaligned too.
+    fn realloc(
+        heap: &mut FreeListHeap,
+        ptr: NonNull<u8>,
+        size: usize,
+    ) -> Result<Option<NonNull<u8>>, Fault> {
+        move_block::<Self>(heap, ptr, size)
     }
 }
 
-preload_kit::export_malloc!(Align8);
+preload_kit::export_malloc!(WithDefect<Align8>);

@@ -14,65 +14,32 @@ pub mod block;
 pub mod free_list;
 #[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
 pub mod heap;
+#[path = "../../phase1_with_a_defect.rs"]
+pub mod phase1_with_a_defect;
 
 use core::ptr::NonNull;
 
 use heap::FreeListHeap;
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use phase1_with_a_defect::{Defect, WithDefect};
+use preload_kit::{Heap, MIN_ALIGN};
 
 /// From this size on, `calloc` wrongly takes the block to be fresh from the OS.
 const ASSUMED_FRESH: usize = 4096;
 
-pub struct CallocDirty(FreeListHeap);
+pub enum CallocDirty {}
 
-impl Heap for CallocDirty {
+impl Defect for CallocDirty {
     const NAME: &'static str = "broken-calloc-dirty";
 
-    fn new(config: &Config) -> Self {
-        CallocDirty(FreeListHeap::new(config))
-    }
-
-    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.0.alloc(size, align)
-    }
-
     /// The defect: no `write_bytes(0, size)` for a large block.
-    fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
-        let block = self.0.alloc(size, MIN_ALIGN)?;
+    fn alloc_zeroed(heap: &mut FreeListHeap, size: usize) -> Option<NonNull<u8>> {
+        let block = heap.alloc(size, MIN_ALIGN)?;
         if size < ASSUMED_FRESH {
             // SAFETY: the block holds at least `size` writable bytes.
             unsafe { block.as_ptr().write_bytes(0, size) };
         }
         Some(block)
     }
-
-    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        self.0.free(ptr)
-    }
-
-    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
-        self.0.usable_size(ptr)
-    }
-
-    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
-        self.0.realloc(ptr, size)
-    }
-
-    fn locate(&self, addr: usize) -> Location {
-        self.0.locate(addr)
-    }
-
-    fn dump_blocks(&self, out: &mut Out) {
-        self.0.dump_blocks(out)
-    }
-
-    fn stats(&self) -> Stats {
-        self.0.stats()
-    }
-
-    fn check(&self) -> Result<(), Fault> {
-        self.0.check()
-    }
 }
 
-preload_kit::export_malloc!(CallocDirty);
+preload_kit::export_malloc!(WithDefect<CallocDirty>);

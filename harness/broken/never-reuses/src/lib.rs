@@ -14,75 +14,59 @@ pub mod block;
 pub mod free_list;
 #[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
 pub mod heap;
+#[path = "../../phase1_with_a_defect.rs"]
+pub mod phase1_with_a_defect;
 
 use core::ptr::NonNull;
 
 use heap::FreeListHeap;
-use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+use phase1_with_a_defect::{Defect, WithDefect, move_block};
+use preload_kit::{Fault, Heap};
 
 /// Written over the first payload word of a block the program freed, so that freeing it
 /// again is still reported (double frees are not this crate's defect).
 const FREED_MARK: usize = 0x6672_6565_645f_6f6b;
 
-pub struct NeverReuses(FreeListHeap);
-
-impl NeverReuses {
-    /// The payload size of the block at `ptr`, if phase 1 gave it out and the program
-    /// has not freed it yet.
-    fn live_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
-        let size = self.0.usable_size(ptr)?;
-        // SAFETY: phase 1 vouched for the block, whose payload is 16-byte aligned and at
-        // least 16 bytes long, so its first word is ours to read.
-        if unsafe { ptr.cast::<usize>().read() } == FREED_MARK {
-            return Err(Fault::DoubleFree {
-                addr: ptr.as_ptr() as usize,
-            });
-        }
-        Ok(size)
+/// The payload size of the block at `ptr`, if phase 1 gave it out and the program has
+/// not freed it yet.
+fn live_size(heap: &mut FreeListHeap, ptr: NonNull<u8>) -> Result<usize, Fault> {
+    let size = heap.usable_size(ptr)?;
+    // SAFETY: phase 1 vouched for the block, whose payload is 16-byte aligned and at
+    // least 16 bytes long, so its first word is ours to read.
+    if unsafe { ptr.cast::<usize>().read() } == FREED_MARK {
+        return Err(Fault::DoubleFree {
+            addr: ptr.as_ptr() as usize,
+        });
     }
+    Ok(size)
 }
 
-impl Heap for NeverReuses {
+pub enum NeverReuses {}
+
+impl Defect for NeverReuses {
     const NAME: &'static str = "broken-never-reuses";
 
-    fn new(config: &Config) -> Self {
-        NeverReuses(FreeListHeap::new(config))
-    }
-
-    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.0.alloc(size, align)
-    }
-
     /// The defect: the block is marked, and stays allocated in phase 1's heap.
-    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        self.live_size(ptr)?;
+    fn free(heap: &mut FreeListHeap, ptr: NonNull<u8>) -> Result<(), Fault> {
+        live_size(heap, ptr)?;
         // SAFETY: as in `live_size`: the block's first payload word is ours.
         unsafe { ptr.cast::<usize>().write(FREED_MARK) };
         Ok(())
     }
 
-    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
-        self.live_size(ptr)
+    fn usable_size(heap: &mut FreeListHeap, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        live_size(heap, ptr)
     }
 
-    // `realloc` is the trait's default (allocate, copy, free) through the methods above,
-    // so a moved block is not reused either.
-
-    fn locate(&self, addr: usize) -> Location {
-        self.0.locate(addr)
-    }
-
-    fn dump_blocks(&self, out: &mut Out) {
-        self.0.dump_blocks(out)
-    }
-
-    fn stats(&self) -> Stats {
-        self.0.stats()
-    }
-
-    fn check(&self) -> Result<(), Fault> {
-        self.0.check()
+    /// Allocate, copy, free through the hooks above, so a moved block is not reused
+    /// either.
+    fn realloc(
+        heap: &mut FreeListHeap,
+        ptr: NonNull<u8>,
+        size: usize,
+    ) -> Result<Option<NonNull<u8>>, Fault> {
+        move_block::<Self>(heap, ptr, size)
     }
 }
 
-preload_kit::export_malloc!(NeverReuses);
+preload_kit::export_malloc!(WithDefect<NeverReuses>);

@@ -14,56 +14,27 @@ pub mod block;
 pub mod free_list;
 #[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
 pub mod heap;
+#[path = "../../phase1_with_a_defect.rs"]
+pub mod phase1_with_a_defect;
 
 use core::ptr::NonNull;
 
 use heap::FreeListHeap;
-use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+use phase1_with_a_defect::{Defect, WithDefect};
+use preload_kit::{Fault, Heap};
 
-pub struct NoDoubleFreeCheck(FreeListHeap);
+pub enum NoDoubleFreeCheck {}
 
-impl Heap for NoDoubleFreeCheck {
+impl Defect for NoDoubleFreeCheck {
     const NAME: &'static str = "broken-no-double-free-check";
 
-    fn new(config: &Config) -> Self {
-        NoDoubleFreeCheck(FreeListHeap::new(config))
-    }
-
-    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.0.alloc(size, align)
-    }
-
     /// The defect: `Fault::DoubleFree` is swallowed.
-    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        match self.0.free(ptr) {
+    fn free(heap: &mut FreeListHeap, ptr: NonNull<u8>) -> Result<(), Fault> {
+        match heap.free(ptr) {
             Err(Fault::DoubleFree { .. }) => Ok(()),
             other => other,
         }
     }
-
-    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
-        self.0.usable_size(ptr)
-    }
-
-    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
-        self.0.realloc(ptr, size)
-    }
-
-    fn locate(&self, addr: usize) -> Location {
-        self.0.locate(addr)
-    }
-
-    fn dump_blocks(&self, out: &mut Out) {
-        self.0.dump_blocks(out)
-    }
-
-    fn stats(&self) -> Stats {
-        self.0.stats()
-    }
-
-    fn check(&self) -> Result<(), Fault> {
-        self.0.check()
-    }
 }
 
-preload_kit::export_malloc!(NoDoubleFreeCheck);
+preload_kit::export_malloc!(WithDefect<NoDoubleFreeCheck>);

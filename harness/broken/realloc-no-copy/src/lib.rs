@@ -13,60 +13,35 @@ pub mod block;
 pub mod free_list;
 #[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
 pub mod heap;
+#[path = "../../phase1_with_a_defect.rs"]
+pub mod phase1_with_a_defect;
 
 use core::ptr::NonNull;
 
 use heap::FreeListHeap;
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use phase1_with_a_defect::{Defect, WithDefect};
+use preload_kit::{Fault, Heap, MIN_ALIGN};
 
-pub struct ReallocNoCopy(FreeListHeap);
+pub enum ReallocNoCopy {}
 
-impl Heap for ReallocNoCopy {
+impl Defect for ReallocNoCopy {
     const NAME: &'static str = "broken-realloc-no-copy";
 
-    fn new(config: &Config) -> Self {
-        ReallocNoCopy(FreeListHeap::new(config))
-    }
-
-    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.0.alloc(size, align)
-    }
-
-    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        self.0.free(ptr)
-    }
-
-    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
-        self.0.usable_size(ptr)
-    }
-
     /// The defect: allocate, free, and no `copy_nonoverlapping` in between.
-    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
-        if size <= self.0.usable_size(ptr)? {
+    fn realloc(
+        heap: &mut FreeListHeap,
+        ptr: NonNull<u8>,
+        size: usize,
+    ) -> Result<Option<NonNull<u8>>, Fault> {
+        if size <= heap.usable_size(ptr)? {
             return Ok(Some(ptr));
         }
-        let Some(moved) = self.0.alloc(size, MIN_ALIGN) else {
+        let Some(moved) = heap.alloc(size, MIN_ALIGN) else {
             return Ok(None);
         };
-        self.0.free(ptr)?;
+        heap.free(ptr)?;
         Ok(Some(moved))
-    }
-
-    fn locate(&self, addr: usize) -> Location {
-        self.0.locate(addr)
-    }
-
-    fn dump_blocks(&self, out: &mut Out) {
-        self.0.dump_blocks(out)
-    }
-
-    fn stats(&self) -> Stats {
-        self.0.stats()
-    }
-
-    fn check(&self) -> Result<(), Fault> {
-        self.0.check()
     }
 }
 
-preload_kit::export_malloc!(ReallocNoCopy);
+preload_kit::export_malloc!(WithDefect<ReallocNoCopy>);
