@@ -192,12 +192,9 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Results,
                     command = command.env(key, value);
                 }
                 let sample = match command.run() {
-                    Ok(outcome) if outcome.succeeded() => {
-                        parse_sample(&outcome.stdout_text()).map(|s| Sample {
-                            peak_rss_kib: outcome.peak_rss_kib.unwrap_or(0),
-                            ..s
-                        })
-                    }
+                    // The peak RSS is bench_alloc's own (VmHWM), not the runner's
+                    // ru_maxrss, which Linux carries over from this process.
+                    Ok(outcome) if outcome.succeeded() => parse_sample(&outcome.stdout_text()),
                     Ok(outcome) => {
                         failures.push(format!(
                             "{} on {}: {outcome}",
