@@ -47,6 +47,7 @@ const NAMED: &[&str] = &[
     "ch00-taking-over-malloc.md",
     "ch01-sbrk-freelist.md",
     "ch02-split-coalesce.md",
+    "ch03-mmap-debug.md",
 ];
 
 #[test]
@@ -62,6 +63,11 @@ fn ch01_sbrk_freelist_phase1() {
 #[test]
 fn ch02_split_coalesce_phase2() {
     check_chapter("ch02-split-coalesce.md");
+}
+
+#[test]
+fn ch03_mmap_debug_phase3() {
+    check_chapter("ch03-mmap-debug.md");
 }
 
 /// Every other page of the book, so that a new chapter is checked from the day it is
