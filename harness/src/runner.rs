@@ -135,6 +135,11 @@ impl Run {
                 } else {
                     Ending::Exited(-1)
                 };
+                // Whatever the command started and left behind (a forked child that
+                // is stuck on the lock of the allocator under test, say) goes with it:
+                // a check must not leave processes running.
+                // SAFETY: killpg only sends a signal; the group is the child's own.
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
                 break (ending, Some(usage));
             }
             if reaped < 0 {
@@ -298,6 +303,27 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.ending, Ending::TimedOut(Duration::from_millis(200)));
         assert!(outcome.elapsed < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn what_the_command_leaves_running_is_ended_with_it() {
+        let outcome = Run::new("sh")
+            .args(["-c", "sleep 30 & echo $!"])
+            .run()
+            .unwrap();
+        assert_eq!(outcome.ending, Ending::Exited(0));
+        let straggler = outcome.stdout_text().trim().to_string();
+        std::thread::sleep(Duration::from_millis(200));
+        // Gone, or dead and waiting for init to reap it ("Z" in its stat line).
+        let stat = std::fs::read_to_string(format!("/proc/{straggler}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.chars().next());
+        assert!(
+            matches!(state, None | Some('Z')),
+            "sleep {straggler} still runs: {stat}"
+        );
     }
 
     #[test]
