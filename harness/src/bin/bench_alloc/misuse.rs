@@ -72,8 +72,10 @@ pub fn use_after_free() -> i32 {
     // block is in the brk heap, which keeps at least its trim threshold), so the
     // write itself cannot fault.
     unsafe { std::hint::black_box(block).add(40).write_volatile(0x5a) };
+    // One more call, so a debug mode that checks after every call catches the write
+    // here. Through black_box: the compiler would delete an unused malloc/free pair.
     // SAFETY: plain malloc and free.
-    unsafe { libc::free(libc::malloc(64)) };
+    unsafe { libc::free(std::hint::black_box(libc::malloc(std::hint::black_box(64)))) };
     if let Some(heap_check) = find_heap_check() {
         heap_check();
     }
