@@ -740,13 +740,7 @@ mod tests {
     fn random_workload_keeps_contents_and_invariants() {
         let (mut debug, mut heap) = setup();
         let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..5000 {
             let byte = step as u8;
             let size = match next() % 20 {

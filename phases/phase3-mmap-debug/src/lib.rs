@@ -73,6 +73,8 @@ pub mod debug;
 pub mod mappings;
 pub mod mmap_heap;
 pub mod table;
+#[cfg(test)]
+mod test_support;
 
 use core::ptr::NonNull;
 
@@ -195,29 +197,7 @@ mod tests {
 
     /// The dump of `heap`, as text.
     fn dump(heap: &MmapDebugHeap) -> std::string::String {
-        use std::io::{Read, Seek};
-        use std::os::fd::AsRawFd;
-        let path = std::env::temp_dir().join(std::format!(
-            "phase3-lib-dump-{}-{:?}.txt",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        {
-            let mut out = Out::new(file.as_raw_fd());
-            heap.dump_blocks(&mut out);
-        }
-        let mut text = std::string::String::new();
-        file.rewind().unwrap();
-        file.read_to_string(&mut text).unwrap();
-        text
+        crate::test_support::printed(|out| heap.dump_blocks(out))
     }
 
     #[test]

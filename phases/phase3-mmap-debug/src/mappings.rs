@@ -552,41 +552,15 @@ mod tests {
 
     #[test]
     fn the_dump_numbers_mappings_in_creation_order() {
-        use std::io::{Read, Seek};
-        use std::os::fd::AsRawFd;
         let mut mappings = Mappings::new();
         let a = mappings.map(300_000, 16).unwrap().as_ptr() as usize;
         let _b = mappings.map(262_144, 16).unwrap();
         let _c = mappings.map(1, 16).unwrap();
         mappings.unmap(a).unwrap();
-        let mut file = tempfile();
-        {
-            let mut out = Out::new(file.as_raw_fd());
-            mappings.dump(&mut out);
-        }
-        let mut text = std::string::String::new();
-        file.rewind().unwrap();
-        file.read_to_string(&mut text).unwrap();
+        let text = crate::test_support::printed(|out| mappings.dump(out));
         assert_eq!(
             text,
             std::format!("[MMAP #2 262144 USED]\n[MMAP #3 {} USED]\n", page_size())
         );
-    }
-
-    fn tempfile() -> std::fs::File {
-        let path = std::env::temp_dir().join(std::format!(
-            "phase3-mappings-{}-{:?}.txt",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        file
     }
 }

@@ -404,28 +404,10 @@ mod tests {
 
     #[test]
     fn the_dump_lists_mappings_after_the_brk_blocks() {
-        use std::io::{Read, Seek};
-        use std::os::fd::AsRawFd;
         let mut heap = heap();
         let _a = heap.alloc(100, MIN_ALIGN).unwrap();
         let _b = heap.alloc(256 * 1024, MIN_ALIGN).unwrap();
-        let path =
-            std::env::temp_dir().join(std::format!("phase3-dump-{}.txt", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        {
-            let mut out = Out::new(file.as_raw_fd());
-            heap.dump_blocks(&mut out);
-        }
-        let mut text = std::string::String::new();
-        file.rewind().unwrap();
-        file.read_to_string(&mut text).unwrap();
+        let text = crate::test_support::printed(|out| heap.dump_blocks(out));
         assert_eq!(text, "[BLOCK 0x0 128 USED]\n[MMAP #1 262144 USED]\n");
         assert_eq!(heap.stats().used_bytes, 128 + 262_144);
     }
@@ -440,13 +422,7 @@ mod tests {
         };
         let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
         let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..6000 {
             let byte = step as u8;
             let size = match next() % 10 {
