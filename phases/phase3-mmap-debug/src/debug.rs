@@ -763,7 +763,11 @@ mod tests {
                     live[i] = (q, size.max(1), byte);
                 }
                 _ => {
-                    let align = if next().is_multiple_of(8) { 64 } else { MIN_ALIGN };
+                    let align = if next().is_multiple_of(8) {
+                        64
+                    } else {
+                        MIN_ALIGN
+                    };
                     let p = debug.alloc(&mut heap, size, align).unwrap();
                     // SAFETY: the block holds `size` bytes.
                     unsafe { p.as_ptr().write_bytes(byte, size) };
