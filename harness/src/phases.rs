@@ -65,17 +65,13 @@ pub fn build_all() -> Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut command = Command::new(cargo);
-            command
-                .current_dir(workspace_root())
-                .args(["build", "--release", "--quiet"]);
-            for phase in PHASES {
-                command.args(["-p", phase.package]);
-            }
+            let mut args: Vec<&str> = PHASES
+                .iter()
+                .flat_map(|phase| ["-p", phase.package])
+                .collect();
             // `--lib` as well as the `--bin`s: naming only bins would make Cargo skip the
             // phases' libraries, which are what this is for.
-            command.args([
+            args.extend([
                 "-p",
                 "harness",
                 "--lib",
@@ -84,19 +80,29 @@ pub fn build_all() -> Result<(), String> {
                 "--bin",
                 "alloc_probe",
             ]);
-            let output = command
-                .output()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "cargo build failed:\n{}",
-                    String::from_utf8_lossy(&output.stderr)
-                ))
-            }
+            cargo_build_release(&args)
         })
         .clone()
+}
+
+/// `cargo build --release --quiet ARGS` in the workspace, with the Cargo that runs us
+/// (if any). Returns Cargo's complaint on failure.
+pub fn cargo_build_release(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--quiet"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cargo build failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
 }
 
 /// The release build of `bench_alloc` (built by [`build_all`]).

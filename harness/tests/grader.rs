@@ -38,22 +38,12 @@ fn build() {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         phases::build_all()?;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
-        command
-            .current_dir(phases::workspace_root())
-            .args(["build", "--release", "--quiet"]);
-        for name in BROKEN {
-            command.args(["-p", &format!("broken-{name}")]);
-        }
-        let output = command
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        let packages: Vec<String> = BROKEN.iter().map(|name| format!("broken-{name}")).collect();
+        let args: Vec<&str> = packages
+            .iter()
+            .flat_map(|package| ["-p", package.as_str()])
+            .collect();
+        phases::cargo_build_release(&args)
     });
     if let Err(problem) = built {
         panic!("cannot build the allocators: {problem}");
