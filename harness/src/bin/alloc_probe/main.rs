@@ -8,6 +8,7 @@
 
 mod api;
 mod behaviour;
+mod fits;
 mod mapped;
 mod threads;
 
@@ -40,6 +41,8 @@ const PROBES: &[Probe] = &[
     ("underflow", mapped::underflow),
     ("mmap-double-free", mapped::mmap_double_free),
     ("mmap-interior-free", mapped::mmap_interior_free),
+    ("good-fit", fits::good_fit),
+    ("bounded-search", fits::bounded_search),
 ];
 
 fn main() -> ExitCode {
