@@ -81,6 +81,11 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         }
     }
 
+    /// The free index, for a later phase's reports (phase 4 dumps its bins).
+    pub fn free_index(&self) -> &L {
+        &self.free_list
+    }
+
     /// Is `addr` inside memory this heap got from the OS (carved into blocks or not)?
     /// Cheap (regions are few): phase 3 asks it to route a pointer to this heap, whose
     /// `free` then says what is wrong with it if it is not a live block.

@@ -28,6 +28,7 @@ use preload_kit::arena::Growth;
 use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
 
 use crate::mappings::Mappings;
+use split_coalesce::free_list::{FreeIndex, FreeList};
 use split_coalesce::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
@@ -37,15 +38,17 @@ pub const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
 /// `mallopt`'s parameter number for the mmap threshold (glibc's `M_MMAP_THRESHOLD`).
 pub const M_MMAP_THRESHOLD: i32 = -3;
 
-pub struct MmapHeap {
+/// Generic over how the brk heap finds its free blocks, as phase 2's heap is: phase 3
+/// keeps phase 2's list ([`FreeList`]); phase 4 brings its bins.
+pub struct MmapHeap<L: FreeIndex = FreeList> {
     /// Blocks below the threshold: phase 2's heap, unchanged.
-    brk: SplitCoalesceHeap,
+    brk: SplitCoalesceHeap<L>,
     /// Blocks at or above it.
     mapped: Mappings,
     mmap_threshold: usize,
 }
 
-impl MmapHeap {
+impl<L: FreeIndex> MmapHeap<L> {
     /// An empty heap. `growth` is for its brk heap: `BrkThenMmap` when preloaded,
     /// `MmapOnly` in unit tests (whose process has another allocator moving the break).
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
@@ -54,6 +57,11 @@ impl MmapHeap {
             mapped: Mappings::new(),
             mmap_threshold: config.mmap_threshold.unwrap_or(DEFAULT_MMAP_THRESHOLD),
         }
+    }
+
+    /// The brk heap, for a later phase's reports (its free index).
+    pub fn brk(&self) -> &SplitCoalesceHeap<L> {
+        &self.brk
     }
 
     fn is_large(&self, size: usize) -> bool {
@@ -113,7 +121,7 @@ impl MmapHeap {
     }
 }
 
-impl Heap for MmapHeap {
+impl<L: FreeIndex> Heap for MmapHeap<L> {
     const NAME: &'static str = "phase3-mmap-debug";
 
     fn new(config: &Config) -> Self {
@@ -352,7 +360,7 @@ mod tests {
             mmap_threshold: Some(4096),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let mut heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
         let p = heap.alloc(5000, MIN_ALIGN).unwrap();
         assert!(!heap.brk.owns(addr(p)));
         assert!(heap.set_option(M_MMAP_THRESHOLD, 1 << 20));
@@ -420,7 +428,7 @@ mod tests {
             mmap_threshold: Some(20_000),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let mut heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
         let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
         let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..6000 {
