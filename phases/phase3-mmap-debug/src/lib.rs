@@ -88,6 +88,11 @@ impl<L: FreeIndex> MmapDebugHeap<L> {
         }
     }
 
+    /// See [`MmapHeap::follow_freed_mappings`]: off in phase 3, on in phase 4.
+    pub fn follow_freed_mappings(&mut self) {
+        self.heap.follow_freed_mappings();
+    }
+
     /// The heap without its debug layer, for a later phase's reports.
     pub fn heap(&self) -> &MmapHeap<L> {
         &self.heap

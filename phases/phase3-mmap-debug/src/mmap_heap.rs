@@ -38,6 +38,10 @@ pub const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
 /// `mallopt`'s parameter number for the mmap threshold (glibc's `M_MMAP_THRESHOLD`).
 pub const M_MMAP_THRESHOLD: i32 = -3;
 
+/// How high a threshold that follows freed mappings may climb (see
+/// [`MmapHeap::follow_freed_mappings`]): glibc's `DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit.
+pub const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
+
 /// Generic over how the brk heap finds its free blocks, as phase 2's heap is: phase 3
 /// keeps phase 2's list ([`FreeList`]); phase 4 brings its bins.
 pub struct MmapHeap<L: FreeIndex = FreeList> {
@@ -46,6 +50,10 @@ pub struct MmapHeap<L: FreeIndex = FreeList> {
     /// Blocks at or above it.
     mapped: Mappings,
     mmap_threshold: usize,
+    /// Set by `MALLOC_MMAP_THRESHOLD_` or `mallopt`: then the threshold never moves.
+    mmap_threshold_fixed: bool,
+    /// Whether freeing a mapping raises the threshold to its size (off in phase 3).
+    follows_freed_mappings: bool,
 }
 
 impl<L: FreeIndex> MmapHeap<L> {
@@ -56,7 +64,38 @@ impl<L: FreeIndex> MmapHeap<L> {
             brk: SplitCoalesceHeap::with_growth(config, growth),
             mapped: Mappings::new(),
             mmap_threshold: config.mmap_threshold.unwrap_or(DEFAULT_MMAP_THRESHOLD),
+            mmap_threshold_fixed: config.mmap_threshold.is_some(),
+            follows_freed_mappings: false,
         }
+    }
+
+    /// From now on, freeing a mapped block raises the threshold above that block's
+    /// size (up to [`MAX_DYNAMIC_MMAP_THRESHOLD`]), and the
+    /// brk heap's trim threshold to twice that, unless the user fixed them: glibc's
+    /// dynamic thresholds. A program that frees a large buffer and asks for another of
+    /// the same size then gets it from the brk heap, reused, instead of paying for a
+    /// fresh mapping's page faults and its unmapping every time. Phase 3 keeps the
+    /// threshold still; phase 4 turns this on.
+    pub fn follow_freed_mappings(&mut self) {
+        self.follows_freed_mappings = true;
+    }
+
+    /// Unmaps the mapped block at `addr`, then raises the thresholds if they follow
+    /// freed mappings.
+    fn unmap(&mut self, addr: usize) -> Result<(), Fault> {
+        let len = self.mapped.len_of(addr);
+        self.mapped.unmap(addr)?;
+        if let Ok(len) = len
+            && self.follows_freed_mappings
+            && !self.mmap_threshold_fixed
+            && len >= self.mmap_threshold
+            && len < MAX_DYNAMIC_MMAP_THRESHOLD
+        {
+            // A request as large as the freed mapping now goes to the brk heap.
+            self.mmap_threshold = len + 1;
+            self.brk.raise_trim_threshold(2 * len);
+        }
+        Ok(())
     }
 
     /// The brk heap, for a later phase's reports (its free index).
@@ -153,7 +192,7 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
             Err(Fault::InvalidPointer {
                 why: OUTSIDE_THE_HEAP,
                 ..
-            }) => self.mapped.unmap(ptr.as_ptr() as usize),
+            }) => self.unmap(ptr.as_ptr() as usize),
             result => result,
         }
     }
@@ -227,6 +266,7 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
             M_MMAP_THRESHOLD => match usize::try_from(value) {
                 Ok(threshold) => {
                     self.mmap_threshold = threshold;
+                    self.mmap_threshold_fixed = true;
                     true
                 }
                 Err(_) => false,

@@ -50,10 +50,16 @@ pub struct SegregatedFitsHeap {
 }
 
 impl SegregatedFitsHeap {
+    /// An empty heap; `growth` is for the brk heap (`MmapOnly` in unit tests).
+    ///
+    /// With the bins, a freed large buffer can be reused well by the brk heap, so the
+    /// mmap threshold follows freed mappings, as glibc's does (see
+    /// `MmapHeap::follow_freed_mappings`): a program that keeps asking for buffers of
+    /// a few MiB pays for fresh pages once, not every time.
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
-        SegregatedFitsHeap {
-            heap: MmapDebugHeap::with_growth(config, growth),
-        }
+        let mut heap = MmapDebugHeap::with_growth(config, growth);
+        heap.follow_freed_mappings();
+        SegregatedFitsHeap { heap }
     }
 
     /// The bins of the brk heap's free blocks.
@@ -204,6 +210,41 @@ mod tests {
             assert_eq!(addr(p), addr(holes[i]), "{} bytes", size - 100);
         }
         heap.check().unwrap();
+    }
+
+    /// Freeing a mapped block raises the mmap threshold to its size: the next buffer of
+    /// that size comes from the brk heap, and a freed one there is reused in place.
+    /// A threshold the user set stays where it is.
+    #[test]
+    fn the_mmap_threshold_follows_freed_mappings() {
+        const BUFFER: usize = 1 << 20;
+        let mut heap = heap(false);
+        let first = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert!(matches!(heap.locate(addr(first)), Location::Mapping { .. }));
+        heap.free(first).unwrap();
+        let second = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert!(matches!(heap.locate(addr(second)), Location::Heap(_)));
+        let fence = heap.alloc(64, MIN_ALIGN).unwrap();
+        heap.free(second).unwrap();
+        let third = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert_eq!(addr(third), addr(second), "the freed buffer is reused");
+        heap.free(third).unwrap();
+        heap.free(fence).unwrap();
+        heap.check().unwrap();
+
+        let fixed = Config {
+            mmap_threshold: Some(128 * 1024),
+            ..Config::DEFAULT
+        };
+        let mut heap = SegregatedFitsHeap::with_growth(&fixed, Growth::MmapOnly);
+        let first = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        heap.free(first).unwrap();
+        let second = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert!(matches!(
+            heap.locate(addr(second)),
+            Location::Mapping { .. }
+        ));
+        heap.free(second).unwrap();
     }
 
     #[test]
