@@ -45,11 +45,15 @@ phase2 action *args:
 phase3 action *args:
     @{{just_executable()}} _phase 3 "$@"
 
+# Phase 4 (segregated fits: size-class bins): test | build | demo | bench | run -- CMD...
+phase4 action *args:
+    @{{just_executable()}} _phase 4 "$@"
+
 # Build the book (docs/) into docs/book; needs mdbook (`cargo install mdbook`).
 book:
     mdbook build docs
 
-# One recipe behind phase1, phase2, phase3. The phase's crate is the one folder
+# One recipe behind phase1 to phase4. The phase's crate is the one folder
 # phases/phaseN-*/, so a new phase needs no change here.
 _phase number action *args:
     #!/usr/bin/env bash

@@ -133,6 +133,11 @@ impl Heap for SegregatedFitsHeap {
         self.heap.stats()
     }
 
+    /// `malloc_stats()` shows the bins too, after the totals.
+    fn stats_detail(&self, out: &mut Out) {
+        self.dump_bins(out);
+    }
+
     /// Phase 3's invariants; the brk heap's include the bins' own (each block in the
     /// class of its size, links that agree, the bitmap true to the bins).
     fn check(&self) -> Result<(), Fault> {

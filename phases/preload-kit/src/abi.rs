@@ -243,10 +243,15 @@ pub fn heap_dump<H: Heap>(global: &Global<H>) {
     set_errno(saved_errno);
 }
 
-/// `malloc_stats()`: the stats line alone, on stderr (where glibc's goes too).
+/// `malloc_stats()`: the stats line, then the phase's own detail ([`Heap::stats_detail`]),
+/// on stderr (where glibc's goes too).
 pub fn malloc_stats<H: Heap>(global: &Global<H>) {
     let saved_errno = os::errno();
-    global.with(|state| write_stats(&state.heap, &mut Out::stderr()));
+    global.with(|state| {
+        let mut out = Out::stderr();
+        write_stats(&state.heap, &mut out);
+        state.heap.stats_detail(&mut out);
+    });
     set_errno(saved_errno);
 }
 

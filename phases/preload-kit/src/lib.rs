@@ -98,6 +98,10 @@ pub trait Heap: Sized {
     /// The byte counts behind the `[stats]` line.
     fn stats(&self) -> Stats;
 
+    /// Lines `malloc_stats()` prints after the `[stats]` line: what a phase keeps
+    /// beyond the four totals (phase 4: its bins). Nothing by default.
+    fn stats_detail(&self, _out: &mut Out) {}
+
     /// Walks the whole heap and checks every invariant the phase relies on.
     fn check(&self) -> Result<(), Fault>;
 
