@@ -252,6 +252,7 @@ mod tests {
         heap.free(second).unwrap();
     }
 
+    /// `heap_dump()` and `malloc_stats()` show one line per class holding free blocks.
     #[test]
     fn the_dump_shows_the_bins() {
         let mut heap = heap(false);
@@ -268,6 +269,11 @@ mod tests {
             "[BIN 64 blocks=2 bytes=128]\n\
              [BIN 1024-1136 blocks=1 bytes=1120]\n\
              [BIN 4608-5104 blocks=1 bytes=5024]\n"
+        );
+        assert_eq!(
+            printed(|out| heap.stats_detail(out)),
+            text,
+            "malloc_stats too"
         );
         let stats = heap.stats();
         assert_eq!(
