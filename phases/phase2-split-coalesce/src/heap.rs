@@ -53,6 +53,9 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     trim_threshold: usize,
     /// Set by `MALLOC_TRIM_THRESHOLD_` or `mallopt`: then the threshold never moves.
     trim_threshold_fixed: bool,
+    /// How far the room at the top may exceed the trim threshold before a trim: 0 in
+    /// phase 2 (see [`SplitCoalesceHeap::set_trim_slack`]).
+    trim_slack: usize,
     /// The last thing that happened at the top was a trim: memory went back to the OS
     /// and has not been asked for again.
     just_trimmed: bool,
@@ -73,6 +76,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             free_list: L::new(),
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
             trim_threshold_fixed: config.trim_threshold.is_some(),
+            trim_slack: 0,
             just_trimmed: false,
             used_blocks: 0,
             used_bytes: 0,
@@ -90,6 +94,15 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
                 .trim_threshold
                 .max(bytes.min(MAX_DYNAMIC_TRIM_THRESHOLD));
         }
+    }
+
+    /// Trim only once the room at the top exceeds the threshold by more than `bytes`
+    /// (then down to the threshold, as always). With no slack, a program that frees a
+    /// large heap from the top down moves the break back a page every few frees, one
+    /// system call each; glibc checks for a trim only when a freed block (merged) is
+    /// 64 KiB or more, which has the same effect as a slack. Phase 4 sets one.
+    pub fn set_trim_slack(&mut self, bytes: usize) {
+        self.trim_slack = bytes;
     }
 
     /// The free index, for a later phase's reports (phase 4 dumps its bins).
@@ -315,7 +328,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         if self
             .arena
             .newest()
-            .is_some_and(|top| top.room() > self.trim_threshold)
+            .is_some_and(|top| top.room() > self.trim_threshold.saturating_add(self.trim_slack))
         {
             self.just_trimmed |= self.arena.trim(self.trim_threshold) > 0;
         }

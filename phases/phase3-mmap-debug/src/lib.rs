@@ -93,6 +93,12 @@ impl<L: FreeIndex> MmapDebugHeap<L> {
         self.heap.follow_freed_mappings();
     }
 
+    /// The heap without its debug layer, for a later phase to configure when it
+    /// builds the heap (calls through it would bypass the debug layer).
+    pub fn heap_mut(&mut self) -> &mut MmapHeap<L> {
+        &mut self.heap
+    }
+
     /// The heap without its debug layer, for a later phase's reports.
     pub fn heap(&self) -> &MmapHeap<L> {
         &self.heap

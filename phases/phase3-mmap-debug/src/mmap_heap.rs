@@ -103,6 +103,11 @@ impl<L: FreeIndex> MmapHeap<L> {
         &self.brk
     }
 
+    /// The brk heap, for a later phase to configure when it builds the heap.
+    pub fn brk_mut(&mut self) -> &mut SplitCoalesceHeap<L> {
+        &mut self.brk
+    }
+
     fn is_large(&self, size: usize) -> bool {
         size >= self.mmap_threshold
     }

@@ -43,6 +43,11 @@ use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
 
 pub use bins::Bins;
 
+/// How far the free room at the top of the brk heap may exceed the trim threshold
+/// before the break moves down (see `SplitCoalesceHeap::set_trim_slack`): freeing a
+/// heap from the top down then costs one `brk` per 64 KiB, not one per page.
+pub const TRIM_SLACK: usize = 64 * 1024;
+
 /// Phase 4's heap: phase 3's, whose brk heap keeps its free blocks in [`Bins`].
 /// Every call goes straight to it; only the name and the dump are phase 4's own.
 pub struct SegregatedFitsHeap {
@@ -59,6 +64,7 @@ impl SegregatedFitsHeap {
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
         let mut heap = MmapDebugHeap::with_growth(config, growth);
         heap.follow_freed_mappings();
+        heap.heap_mut().brk_mut().set_trim_slack(TRIM_SLACK);
         SegregatedFitsHeap { heap }
     }
 
