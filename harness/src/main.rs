@@ -252,7 +252,7 @@ fn bench(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Draws the book's pictures (see `harness::pictures`) into DIR (docs/src/pictures).
+/// Draws the book's pictures (see `harness::book::pictures`) into DIR (docs/src/pictures).
 fn pictures(args: &[String]) -> ExitCode {
     let [flag, dir] = args else {
         return usage_error("usage: harness pictures --out DIR");
@@ -261,14 +261,14 @@ fn pictures(args: &[String]) -> ExitCode {
         return usage_error("usage: harness pictures --out DIR");
     }
     eprintln!("harness: building the phases and running bench_alloc under each...");
-    let pictures = match harness::pictures::draw_all() {
+    let pictures = match harness::book::pictures::draw_all() {
         Ok(pictures) => pictures,
         Err(problem) => {
             eprintln!("harness: {problem}");
             return ExitCode::from(2);
         }
     };
-    if let Err(problem) = harness::pictures::write(&pictures, std::path::Path::new(dir)) {
+    if let Err(problem) = harness::book::pictures::write(&pictures, std::path::Path::new(dir)) {
         eprintln!("harness: {problem}");
         return ExitCode::from(2);
     }
@@ -279,7 +279,7 @@ fn pictures(args: &[String]) -> ExitCode {
 }
 
 /// Writes the diff of phase N-1's sources to phase N's into `docs/src/`, where the
-/// chapter on phase N links to it (see `harness::phase_diff`).
+/// chapter on phase N links to it (see `harness::book::phase_diff`).
 fn phase_diff(args: &[String]) -> ExitCode {
     let usage = "usage: harness phase-diff --phase N (N = 2, 3)";
     let [flag, number] = args else {
@@ -289,11 +289,11 @@ fn phase_diff(args: &[String]) -> ExitCode {
     let (Some(to), true) = (phase, flag == "--phase") else {
         return usage_error(usage);
     };
-    let Some(from) = harness::phase_diff::previous(to) else {
+    let Some(from) = harness::book::phase_diff::previous(to) else {
         return usage_error("phase 1 has no phase before it to diff against");
     };
-    let out = harness::phase_diff::file_for(to);
-    let written = harness::phase_diff::generate(from, to)
+    let out = harness::book::phase_diff::file_for(to);
+    let written = harness::book::phase_diff::generate(from, to)
         .and_then(|diff| std::fs::write(&out, diff).map_err(|e| e.to_string()));
     match written {
         Ok(()) => {

@@ -1,7 +1,7 @@
 //! The diff of phase 1's sources to phase 2's, committed beside chapter 2, is what the
 //! sources make today.
 
-use harness::phase_diff;
+use harness::book::phase_diff;
 use harness::phases;
 
 #[test]
