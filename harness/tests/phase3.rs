@@ -72,11 +72,16 @@ fn assert_report_matches(outcome: &Outcome, code: i32, pattern: &str) {
     );
 }
 
-/// The phases under test that have a debug mode (or have not, with `false`).
+/// The phases under test that have a debug mode (or have not, with `false`). Over
+/// every registered phase (no `HARNESS_PHASE`), there are both kinds.
 fn with_debug_mode(has: bool) -> Vec<Phase> {
-    (phases::under_test().into_iter())
+    let chosen: Vec<Phase> = (phases::under_test().into_iter())
         .filter(|phase| phase.debug_mode == has)
-        .collect()
+        .collect();
+    if std::env::var_os(phases::PHASE_VARIABLE).is_none() {
+        assert!(!chosen.is_empty(), "no registered phase with debug_mode: {has}");
+    }
+    chosen
 }
 
 /// The debug mode's report of a corruption at bench_alloc's first block. The offset is
