@@ -98,11 +98,8 @@ _phase number action *args:
     }
     case "$action" in
         test)
-            if [ "$policy" = "$package" ]; then
-                show cargo test -p "$package"
-            else
-                show cargo test -p "$policy" -p "$package"
-            fi
+            # The .so package has no tests of its own: they are the policy's.
+            show cargo test -p "$policy"
             # The harness's integration tests (tests/*.rs): those about this phase
             # (named phaseN_...) and those that run on each registered phase
             # (named each_phase_...), narrowed to this one by HARNESS_PHASE. Only the

@@ -45,8 +45,9 @@ pub struct Phase {
 }
 
 /// Where a phase's `.so` package sits inside its folder ([`Phase::package_folder`]):
-/// `""`, the phase's folder itself, while the policy and the exports share one crate.
-pub const SO_PACKAGE_SUBFOLDER: &str = "";
+/// the policy library is the folder's own package, and the thin `cdylib` that exports
+/// it through the kit is in `preload/`.
+pub const SO_PACKAGE_SUBFOLDER: &str = "preload";
 
 /// Every phase, in chapter order. Each passes every earlier phase's checks too.
 pub const PHASES: &[Phase] = &[
@@ -55,7 +56,7 @@ pub const PHASES: &[Phase] = &[
         title: "sbrk and a free list",
         folder: "phases/phase1-sbrk-freelist",
         package: "phase1-sbrk-freelist",
-        policy: "phase1-sbrk-freelist",
+        policy: "sbrk-freelist",
         policy_src: "src",
         chapter: "docs/src/ch01-sbrk-freelist.md",
         golden: "golden/phase1",
@@ -67,7 +68,7 @@ pub const PHASES: &[Phase] = &[
         title: "splitting and coalescing",
         folder: "phases/phase2-split-coalesce",
         package: "phase2-split-coalesce",
-        policy: "phase2-split-coalesce",
+        policy: "split-coalesce",
         policy_src: "src",
         chapter: "docs/src/ch02-split-coalesce.md",
         golden: "golden/phase2",
@@ -79,7 +80,7 @@ pub const PHASES: &[Phase] = &[
         title: "mappings for large blocks, and a debug mode",
         folder: "phases/phase3-mmap-debug",
         package: "phase3-mmap-debug",
-        policy: "phase3-mmap-debug",
+        policy: "mmap-debug",
         policy_src: "src",
         chapter: "docs/src/ch03-mmap-debug.md",
         golden: "golden/phase3",

@@ -79,7 +79,10 @@ fn with_debug_mode(has: bool) -> Vec<Phase> {
         .filter(|phase| phase.debug_mode == has)
         .collect();
     if std::env::var_os(phases::PHASE_VARIABLE).is_none() {
-        assert!(!chosen.is_empty(), "no registered phase with debug_mode: {has}");
+        assert!(
+            !chosen.is_empty(),
+            "no registered phase with debug_mode: {has}"
+        );
     }
     chosen
 }
