@@ -1,7 +1,9 @@
 //! The registry of phases: [`PHASES`], the one list the rest of the repository follows.
 //!
-//! Each reference phase is a folder under `phases/` whose crate builds a preloadable
-//! `.so` in `target/release/`, a chapter of the book, and a folder of golden files. The
+//! Each reference phase is a folder under `phases/` holding its policy library (the
+//! folder's own package) and, in `preload/`, the thin package that builds its
+//! preloadable `.so` in `target/release/`; a chapter of the book; and a folder of
+//! golden files. The
 //! harness (`run`, `demo`, `bench`, `pictures`, `phase-diff`), the grader's `--phase`,
 //! the per-phase tests and the justfile (through `harness phases`) all read this list;
 //! none keeps a list or a range of phase numbers of its own.
@@ -26,8 +28,8 @@ pub struct Phase {
     /// The Cargo package that builds the `.so` (a `cdylib`): `phase1-sbrk-freelist`
     /// builds `libphase1_sbrk_freelist.so`.
     pub package: &'static str,
-    /// The Cargo package that holds the phase's policy (its heap and its unit tests);
-    /// a later phase depends on it.
+    /// The Cargo package that holds the phase's policy (its heap and its unit tests),
+    /// at [`Phase::folder`]; a later phase depends on it.
     pub policy: &'static str,
     /// The policy's sources, relative to [`Phase::folder`]: what the phase diff compares.
     pub policy_src: &'static str,
