@@ -120,7 +120,11 @@ fn phase4_demo_bins_add_up_to_the_free_blocks() {
     };
     for debug in [true, false] {
         let transcript = demo_transcript(phase, debug);
-        assert!(transcript.contains("[BIN "), "no bins in the dumps");
+        // (In debug mode freed blocks wait in the quarantine, used: no bins may show.)
+        assert!(
+            debug || transcript.contains("[BIN "),
+            "no bins in the dumps:\n{transcript}"
+        );
         for dump in transcript.split("\n== ").filter(|d| d.contains("[stats]")) {
             let free: Vec<u64> = (dump.lines())
                 .filter(|l| l.starts_with("[BLOCK ") && l.ends_with(" FREE]"))
