@@ -23,6 +23,11 @@
 //! The trace is `coalescing` because it is where phases differ most: each round frees
 //! a run of small neighbours and then asks for blocks larger than any of them, so a
 //! heap that cannot merge neighbours grows by a dead run every round.
+//!
+//! And for the phases from [`REALLOC_FROM_PHASE`] on, the same two trace pictures of
+//! the `realloc` trace (`realloc-heap-map.svg`, `realloc-footprint.svg`): growing
+//! buffers with small blocks allocated in between, where first fit cuts the small
+//! blocks out of freed buffers and size classes keep them apart (chapter 4).
 
 pub mod dump;
 pub mod footprint;
@@ -40,6 +45,11 @@ use dump::{Dump, Sample};
 
 /// The trace of the trace pictures (a file in `harness/traces/`).
 pub const TRACE: &str = "coalescing";
+/// The second trace drawn, for the phases from [`REALLOC_FROM_PHASE`] on.
+pub const REALLOC_TRACE: &str = "realloc";
+/// The first phase drawn on [`REALLOC_TRACE`]: phase 3, against which phase 4's size
+/// classes are measured.
+pub const REALLOC_FROM_PHASE: u32 = 3;
 /// How often the footprint is sampled, in operations.
 pub const STATS_EVERY: usize = 100;
 /// The demo's seed (`MALLOC_DEBUG_SEED`), as in the golden files.
@@ -181,20 +191,35 @@ pub fn run_phase(phase: &Phase, payload: &[usize]) -> Result<PhaseRun, String> {
     steps.pop();
     let demo = steps.pop().unwrap_or_default();
 
+    let trace = run_trace(phase, TRACE, payload)?;
+    Ok(PhaseRun {
+        phase: *phase,
+        demo,
+        trace,
+    })
+}
+
+/// Replays `harness/traces/NAME.rep` under `phase`, with a dump at the peak and the
+/// stats every [`STATS_EVERY`] operations; `payload` is the trace's live payload.
+pub fn run_trace(phase: &Phase, name: &str, payload: &[usize]) -> Result<TraceRun, String> {
     let every = STATS_EVERY.to_string();
-    let file = format!("{TRACE}.rep");
+    let file = format!("{name}.rep");
     let stderr = bench_alloc(
         phase,
         &["--trace", &file, "--dump-at-peak", "--stats-every", &every],
         false,
     )?;
     let samples = dump::parse_samples(&stderr)?;
-    let trace = trace_run(&samples, payload).map_err(|e| format!("{}: {e}", phase.package))?;
-    Ok(PhaseRun {
-        phase: *phase,
-        demo,
-        trace,
-    })
+    trace_run(&samples, payload).map_err(|e| format!("{}: {e}", phase.package))
+}
+
+/// The live payload of `harness/traces/NAME.rep`, operation by operation.
+fn trace_payload(name: &str) -> Result<Vec<usize>, String> {
+    let path = traces_dir().join(format!("{name}.rep"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let trace = Trace::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(live_payload(&trace))
 }
 
 /// Sorts a replay's samples into the two dumps and the footprint, checking each
@@ -250,15 +275,25 @@ fn phase_label(phase: &Phase) -> String {
 /// Builds everything, runs every phase, and draws the pictures.
 pub fn draw_all() -> Result<Vec<Picture>, String> {
     phases::build_all()?;
-    let path = traces_dir().join(format!("{TRACE}.rep"));
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let trace = Trace::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let payload = live_payload(&trace);
+    let payload = trace_payload(TRACE)?;
     let runs = (phases::PHASES.iter())
         .map(|phase| run_phase(phase, &payload))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(draw(&runs, &payload))
+    let mut pictures = draw(&runs, &payload);
+
+    let realloc_payload = trace_payload(REALLOC_TRACE)?;
+    let realloc_runs = (phases::PHASES.iter())
+        .filter(|phase| phase.number >= REALLOC_FROM_PHASE)
+        .map(|phase| Ok((*phase, run_trace(phase, REALLOC_TRACE, &realloc_payload)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    pictures.extend(trace_pictures(
+        REALLOC_TRACE,
+        &realloc_runs,
+        &realloc_payload,
+        "Blocks in address order; first fit cuts the small blocks out of freed buffers, \
+         so no hole stays large enough for the next growth.",
+    ));
+    Ok(pictures)
 }
 
 /// Draws the pictures from the phases' runs.
@@ -289,30 +324,53 @@ pub fn draw(runs: &[PhaseRun], payload: &[usize]) -> Vec<Picture> {
         &demo_rows,
     );
 
+    let trace_runs: Vec<(Phase, TraceRun)> = (runs.iter())
+        .map(|run| (run.phase, run.trace.clone()))
+        .collect();
+    let mut pictures = vec![Picture {
+        file: "demo-heap-map.svg".into(),
+        svg: demo,
+    }];
+    pictures.extend(trace_pictures(
+        TRACE,
+        &trace_runs,
+        payload,
+        "Blocks in address order; a heap that cannot merge free neighbours keeps the \
+         dead runs of earlier rounds.",
+    ));
+    pictures
+}
+
+/// The heap map at the peak of trace `name` and the footprint chart over it, one row
+/// and one line per phase; `note` is the heap map's second line of explanation.
+pub fn trace_pictures(
+    name: &str,
+    runs: &[(Phase, TraceRun)],
+    payload: &[usize],
+    note: &str,
+) -> [Picture; 2] {
     let peak_ops = ops_to_peak(payload);
     let peak_payload = payload.get(peak_ops).copied().unwrap_or(0);
     let ops = payload.len().saturating_sub(1);
     let peak_rows: Vec<heap_map::Row> = (runs.iter())
-        .map(|run| heap_map::Row {
-            label: phase_label(&run.phase),
-            dump: run.trace.peak.clone(),
-            harness: run.trace.harness_blocks(),
-            harness_mappings: run.trace.harness_mappings(),
+        .map(|(phase, run)| heap_map::Row {
+            label: phase_label(phase),
+            dump: run.peak.clone(),
+            harness: run.harness_blocks(),
+            harness_mappings: run.harness_mappings(),
         })
         .collect();
     let peak_map = heap_map::render(
-        &format!("The heap at the peak of the {TRACE} trace"),
+        &format!("The heap at the peak of the {name} trace"),
         &[
             format!(
                 "heap_dump() right after operation {} of {}, when {} B of payload are live \
-                 (bench_alloc --trace {TRACE}.rep --dump-at-peak).",
+                 (bench_alloc --trace {name}.rep --dump-at-peak).",
                 svg::grouped(peak_ops),
                 svg::grouped(ops),
                 svg::grouped(peak_payload)
             ),
-            "Blocks in address order; a heap that cannot merge free neighbours keeps the \
-             dead runs of earlier rounds."
-                .to_string(),
+            note.to_string(),
         ],
         &peak_rows,
     );
@@ -323,29 +381,31 @@ pub fn draw(runs: &[PhaseRun], payload: &[usize]) -> Vec<Picture> {
         colour: svg::INK,
         dash: "",
         width: 1.5,
-        points: (runs.first().map(|r| r.trace.footprint.clone()))
+        points: (runs.first().map(|(_, run)| run.footprint.clone()))
             .unwrap_or_default()
             .iter()
             .map(|&(ops, _)| (ops, sampled(ops)))
             .collect(),
     }];
-    for (i, run) in runs.iter().enumerate() {
-        let peak = run.trace.peak_footprint();
+    for (phase, run) in runs {
+        // Colour and dash by the phase's number, so a phase looks the same in every chart.
+        let i = phase.number.saturating_sub(1) as usize;
+        let peak = run.peak_footprint();
         series.push(footprint::Series {
             label: format!(
                 "{}: footprint, peak {}, utilization {}%",
-                phase_label(&run.phase),
+                phase_label(phase),
                 svg::bytes(peak),
                 (100 * peak_payload).checked_div(peak).unwrap_or(0)
             ),
             colour: svg::PHASE_COLOURS[i % svg::PHASE_COLOURS.len()],
             dash: svg::PHASE_DASHES[i % svg::PHASE_DASHES.len()],
             width: 2.5,
-            points: run.trace.footprint.clone(),
+            points: run.footprint.clone(),
         });
     }
     let chart = footprint::render(
-        &format!("Heap footprint over the {TRACE} trace"),
+        &format!("Heap footprint over the {name} trace"),
         &[
             format!(
                 "footprint = in_use + free from malloc_stats() every {STATS_EVERY} operations, \
@@ -353,27 +413,23 @@ pub fn draw(runs: &[PhaseRun], payload: &[usize]) -> Vec<Picture> {
             ),
             format!(
                 "utilization = peak payload / peak footprint \
-                 (bench_alloc --trace {TRACE}.rep --stats-every {STATS_EVERY})."
+                 (bench_alloc --trace {name}.rep --stats-every {STATS_EVERY})."
             ),
         ],
-        &format!("operations of {TRACE}.rep replayed"),
+        &format!("operations of {name}.rep replayed"),
         &series,
         Some(&footprint::Marker {
             ops: peak_ops,
             label: "peak payload (the heap map)".to_string(),
         }),
     );
-    vec![
+    [
         Picture {
-            file: "demo-heap-map.svg".into(),
-            svg: demo,
-        },
-        Picture {
-            file: format!("{TRACE}-heap-map.svg"),
+            file: format!("{name}-heap-map.svg"),
             svg: peak_map,
         },
         Picture {
-            file: format!("{TRACE}-footprint.svg"),
+            file: format!("{name}-footprint.svg"),
             svg: chart,
         },
     ]
