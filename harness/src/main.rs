@@ -9,6 +9,7 @@
 //! harness pictures --out DIR               the book's heap maps and footprint chart (SVG)
 //! harness grade --lib PATH.so --phase N    grade any allocator on phase N's rubric
 //! harness grade --dir FOLDER --phase N     grade a folder of submissions (`harness grade -h`)
+//! harness gradescope --phase N --out DIR   write a Gradescope autograder (`harness gradescope -h`)
 //! harness phase-diff --phase N             write docs/src/phase(N-1)-to-phaseN.diff
 //! ```
 //! The command's output passes through; its exit status becomes ours (128 + signal
@@ -26,11 +27,14 @@ const USAGE: &str =
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Interrupted, the harness ends the programs it started before it goes.
+    harness::runner::end_children_on_signals();
     match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("traces") => traces(&args[1..]),
         Some("grade") => harness::grade::cli::main(&args[1..]),
+        Some("gradescope") => harness::grade::gradescope::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("phase-diff") => phase_diff(&args[1..]),
         Some("pictures") => pictures(&args[1..]),
