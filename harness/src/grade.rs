@@ -48,11 +48,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::checks::{self, Check, Subject, Verdict};
+use crate::phases;
 use crate::runner::{self, Ending, Limits, Run, Trouble};
 use json::Json;
-
-/// The phases of the book; `--phase` takes one of these.
-pub const BOOK_PHASES: std::ops::RangeInclusive<u32> = 1..=3;
 
 /// How many times a timing check may run (alone each time) before it counts as failed.
 /// Each run of `perf/small-1m` is itself the best of up to three timings.
@@ -817,7 +815,7 @@ fn run_repeated(
 /// preloaded (libc.so.6 itself, which changes nothing).
 pub fn rules_table(tools: &Path) -> Result<String, String> {
     let glibc = glibc_library()?;
-    let mut options = Options::new(*BOOK_PHASES.end());
+    let mut options = Options::new(phases::last().number);
     options.skip_timing = true;
     let report = grade(&glibc, tools, &options, &|_| {})?;
     let verdicts: Vec<(&'static str, Option<Verdict>)> = rubric(options.phase)
@@ -848,7 +846,7 @@ fn glibc_library() -> Result<PathBuf, String> {
 pub fn checks_markdown(phase: Option<u32>) -> String {
     let listed: Vec<&Check> = match phase {
         Some(n) => rubric(n),
-        None => rubric(*BOOK_PHASES.end()),
+        None => rubric(phases::last().number),
     };
     let mut out = String::from("| check | what it shows | since phase | points |\n");
     out.push_str("|---|---|---|---|\n");
@@ -863,7 +861,7 @@ pub fn checks_markdown(phase: Option<u32>) -> String {
     out.push('\n');
     let phases: Vec<u32> = match phase {
         Some(n) => vec![n],
-        None => BOOK_PHASES.collect(),
+        None => phases::PHASES.iter().map(|p| p.number).collect(),
     };
     for n in phases {
         let checks = rubric(n);

@@ -20,7 +20,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::BOOK_PHASES;
 use crate::phases;
 
 pub const USAGE: &str = "\
@@ -42,15 +41,16 @@ pub fn main(args: &[String]) -> ExitCode {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match (arg.as_str(), rest.next()) {
-            ("--phase", Some(n)) => {
-                phase = n.parse::<u32>().ok().filter(|n| BOOK_PHASES.contains(n))
-            }
+            ("--phase", Some(n)) => match phases::parse(n) {
+                Ok(found) => phase = Some(found.number),
+                Err(problem) => return usage(&problem),
+            },
             ("--out", Some(dir)) => out = Some(Path::new(dir).to_path_buf()),
             _ => return usage(&format!("unexpected {arg:?}")),
         }
     }
     let (Some(phase), Some(out)) = (phase, out) else {
-        return usage("needs --phase N (1, 2 or 3) and --out DIR");
+        return usage("needs --phase N (`harness phases` lists them) and --out DIR");
     };
     match write_package(&out, phase) {
         Ok(()) => {
