@@ -47,6 +47,10 @@ pub const CORE: &[(&str, &str)] = &[
     ),
     ("misuse/overflow", "phase 3's subject: the debug mode"),
     ("misuse/use-after-free", "phase 3's subject: the debug mode"),
+    (
+        "behaviour/good-fit",
+        "phase 4's subject: a request takes the smallest free block that holds it",
+    ),
 ];
 
 /// The share of a rubric's maximum a submission needs to pass, in percent.
@@ -200,6 +204,14 @@ pub const WHY: &[(&str, &str)] = &[
     (
         "misuse/use-after-free",
         "phase 3's debug mode: poisoned freed blocks catch a write after free",
+    ),
+    (
+        "behaviour/good-fit",
+        "phase 4's subject: size classes serve a request from the smallest free block that holds it, where first fit splinters whichever large block comes first",
+    ),
+    (
+        "perf/bounded-search",
+        "phase 4: with bins a request takes a bounded number of steps however many blocks are free; first fit walks them all",
     ),
 ];
 
