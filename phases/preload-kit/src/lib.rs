@@ -36,6 +36,7 @@ pub mod out;
 pub mod report;
 pub mod shared;
 pub mod table;
+pub mod totals;
 
 pub use config::Config;
 pub use libc;
@@ -43,6 +44,7 @@ pub use locked::Locked;
 pub use out::Out;
 pub use report::{EXIT_CORRUPTION, EXIT_MISUSE};
 pub use shared::SharedAllocator;
+pub use totals::{Tally, Totals};
 
 use core::fmt;
 use core::ptr::NonNull;
