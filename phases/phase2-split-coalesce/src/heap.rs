@@ -114,14 +114,14 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             // The block before a free block is used (free neighbours merge), so
             // PREV_FREE is clear; the block after `rest` still follows a free block.
             block.init_used(size, false);
-            // Still one free block, `size` bytes smaller.
-            self.totals.free.bytes -= size;
         } else {
             self.free_list.remove(block);
-            self.totals.free.remove(block.size());
+            self.totals.free.blocks -= 1;
             block.set_used(true);
             self.set_next_prev_free(block, false);
         }
+        // Either way, `block`'s bytes move from free to used.
+        self.totals.free.bytes -= block.size();
         self.totals.used.add(block.size());
         block
     }
