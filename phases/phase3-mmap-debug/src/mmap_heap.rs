@@ -25,11 +25,11 @@
 use core::ptr::NonNull;
 
 use preload_kit::arena::Growth;
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
 
 use crate::mappings::Mappings;
-use split_coalesce::free_list::{FreeIndex, FreeList};
-use split_coalesce::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
+use split_coalesce::heap::{M_TRIM_THRESHOLD, SplitCoalesceHeap};
+use split_coalesce::{FreeIndex, FreeList};
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
 /// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
@@ -42,8 +42,9 @@ pub const M_MMAP_THRESHOLD: i32 = -3;
 /// [`MmapHeap::follow_freed_mappings`]): glibc's `DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit.
 pub const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
 
-/// Generic over how the brk heap finds its free blocks, as phase 2's heap is: phase 3
-/// keeps phase 2's list ([`FreeList`]); phase 4 brings its bins.
+/// Generic, as phase 2's heap is, over how the brk heap finds free blocks: phase 3
+/// uses phase 2's [`FreeList`]; a later phase can route the same way around a heap
+/// with another index (`MmapHeap<ItsIndex>`).
 pub struct MmapHeap<L: FreeIndex = FreeList> {
     /// Blocks below the threshold: phase 2's heap, unchanged.
     brk: SplitCoalesceHeap<L>,
@@ -191,11 +192,11 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
 
     /// The brk heap is asked first, without a separate ownership test: its own check
     /// finds the region anyway, and small blocks are nearly every free. Only a pointer
-    /// it calls [`OUTSIDE_THE_HEAP`] goes on to the mappings.
+    /// it calls [`WhyInvalid::OutsideTheHeap`] goes on to the mappings.
     fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
         match self.brk.free(ptr) {
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             }) => self.unmap(ptr.as_ptr() as usize),
             result => result,
@@ -210,7 +211,7 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
         match self.mapped.len_of(addr) {
             Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
                 addr,
-                why: FREED_BLOCK,
+                why: WhyInvalid::FreedBlock,
             }),
             result => result,
         }
@@ -337,7 +338,7 @@ mod tests {
             heap.usable_size(large),
             Err(Fault::InvalidPointer {
                 addr: addr(large),
-                why: FREED_BLOCK
+                why: WhyInvalid::FreedBlock
             })
         );
         heap.free(small).unwrap();
@@ -447,7 +448,7 @@ mod tests {
             heap.free(inside),
             Err(Fault::InvalidPointer {
                 addr: addr(inside),
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         assert!(heap.realloc(inside, 10).is_err());

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!   SegregatedFitsHeap                      (this file: phase 4's name and dump)
-//!   '-- MmapDebugHeap<Bins>                 (phase 3: the debug layer, when on)
+//!   '-- Debugged<MmapHeap<Bins>>            (the kit: the debug layer, when on)
 //!       '-- MmapHeap<Bins>                  (phase 3: large blocks in mappings)
 //!           '-- SplitCoalesceHeap<Bins>     (phase 2: split, coalesce, trim, realloc)
 //!               '-- Bins                    (phase 4: the free blocks, by class)
@@ -24,8 +24,9 @@
 //!
 //! **From phases 2 and 3, unchanged**: splitting, coalescing, trimming, realloc in
 //! place (the `split-coalesce` package's `SplitCoalesceHeap`, generic over its free
-//! index), the mappings for large blocks and the debug mode (the `mmap-debug` package's
-//! `MmapDebugHeap`). This package depends on both and holds their heap as a field.
+//! index), the mappings for large blocks (the `mmap-debug` package's `MmapHeap`,
+//! generic over the same index) and the debug mode (the kit's `Debugged` layer, as in
+//! phase 3). This package depends on both and holds their heap as a field.
 //! Still one lock around the whole heap, taken by the kit: threads are phase 5's.
 //!
 //! Chapter: `docs/src/ch04-segregated-fits.md`.
@@ -37,8 +38,9 @@ pub mod bins;
 use core::fmt::Write as _;
 use core::ptr::NonNull;
 
-use mmap_debug::MmapDebugHeap;
+use mmap_debug::MmapHeap;
 use preload_kit::arena::Growth;
+use preload_kit::debug::Debugged;
 use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
 
 pub use bins::Bins;
@@ -51,7 +53,7 @@ pub const TRIM_SLACK: usize = 64 * 1024;
 /// Phase 4's heap: phase 3's, whose brk heap keeps its free blocks in [`Bins`].
 /// Every call goes straight to it; only the name and the dump are phase 4's own.
 pub struct SegregatedFitsHeap {
-    heap: MmapDebugHeap<Bins>,
+    heap: Debugged<MmapHeap<Bins>>,
 }
 
 impl SegregatedFitsHeap {
@@ -62,10 +64,12 @@ impl SegregatedFitsHeap {
     /// `MmapHeap::follow_freed_mappings`): a program that keeps asking for buffers of
     /// a few MiB pays for fresh pages once, not every time.
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
-        let mut heap = MmapDebugHeap::with_growth(config, growth);
+        let mut heap = MmapHeap::with_growth(config, growth);
         heap.follow_freed_mappings();
-        heap.heap_mut().brk_mut().set_trim_slack(TRIM_SLACK);
-        SegregatedFitsHeap { heap }
+        heap.brk_mut().set_trim_slack(TRIM_SLACK);
+        SegregatedFitsHeap {
+            heap: Debugged::around(config, heap),
+        }
     }
 
     /// The bins of the brk heap's free blocks.

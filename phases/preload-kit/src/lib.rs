@@ -12,6 +12,9 @@
 //!   `malloc_stats`, `mallopt`. Its argument handling ([`abi`]) is written once:
 //!   overflow checks, `errno`, alignment validation, `realloc`'s special cases, the
 //!   debug log; its `fork` handlers are in [`fork`].
+//! - [`debug`]: debug mode as a layer around any heap ([`debug::Debugged`]): canaries,
+//!   checksummed headers, a quarantine of poisoned freed blocks, a registry of live
+//!   blocks in an address table of its own ([`table`]).
 //! - [`os`] wraps `sbrk`, `mmap` and friends; [`arena`] keeps the memory they return.
 //! - [`out`] prints without allocating; [`Fault`]s end the process with a one-line
 //!   message and the documented exit code.
@@ -24,6 +27,7 @@
 pub mod abi;
 pub mod arena;
 pub mod config;
+pub mod debug;
 pub mod fork;
 pub mod lock;
 pub mod locked;
@@ -31,6 +35,8 @@ pub mod os;
 pub mod out;
 pub mod report;
 pub mod shared;
+pub mod table;
+pub mod totals;
 
 pub use config::Config;
 pub use libc;
@@ -38,6 +44,7 @@ pub use locked::Locked;
 pub use out::Out;
 pub use report::{EXIT_CORRUPTION, EXIT_MISUSE};
 pub use shared::SharedAllocator;
+pub use totals::{Tally, Totals};
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -150,9 +157,50 @@ pub enum Fault {
     /// the program's view of it is wrong.
     DoubleFree { addr: usize },
     /// `addr` was never returned by this allocator; `why` says how we know. Exit 2.
-    InvalidPointer { addr: usize, why: &'static str },
+    InvalidPointer { addr: usize, why: WhyInvalid },
     /// The heap's own data at `addr` is not what the allocator wrote. Exit 3.
     Corruption { addr: usize, what: &'static str },
+}
+
+/// Why a pointer given to `free`, `realloc` or `malloc_usable_size` is not a live
+/// block. Allocators route on it (phase 3 sends a pointer its brk heap finds
+/// [`WhyInvalid::OutsideTheHeap`] on to its mappings); the report prints it in words
+/// ([`WhyInvalid::words`]): `invalid pointer 0x… passed to free (not inside the heap)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhyInvalid {
+    /// In no memory that this allocator (or this part of it) owns.
+    OutsideTheHeap,
+    /// Inside the heap, but no block starts there.
+    NotABlockStart,
+    /// Not 16-byte aligned, so no payload can start there.
+    Misaligned,
+    /// The block was freed (what `malloc_usable_size` finds where `free` would find a
+    /// double free).
+    FreedBlock,
+    /// Inside a mapped block, past its start.
+    InsideAMapping,
+    /// Inside a mapped block that was unmapped.
+    InsideAFreedMapping,
+}
+
+impl WhyInvalid {
+    /// The words the report prints.
+    pub const fn words(self) -> &'static str {
+        match self {
+            WhyInvalid::OutsideTheHeap => "not inside the heap",
+            WhyInvalid::NotABlockStart => "not the start of a block",
+            WhyInvalid::Misaligned => "not 16-byte aligned, so not the start of a block",
+            WhyInvalid::FreedBlock => "the block was freed",
+            WhyInvalid::InsideAMapping => "inside a mapped block, not its start",
+            WhyInvalid::InsideAFreedMapping => "inside a mapped block that was freed",
+        }
+    }
+}
+
+impl fmt::Display for WhyInvalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
 }
 
 /// Byte counts for the `[stats]` line. Sizes are whole blocks, headers included.
