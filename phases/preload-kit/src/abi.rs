@@ -175,13 +175,15 @@ pub unsafe fn posix_memalign<H: Heap>(
     if !valid_alignment(align) || !align.is_multiple_of(core::mem::size_of::<Ptr>()) {
         return libc::EINVAL;
     }
-    // POSIX: posix_memalign reports through its return value and leaves errno alone.
+    // posix_memalign reports through its return value. A success leaves errno alone;
+    // a failure leaves the ENOMEM that `allocate` set, as glibc's does (its
+    // tst-malloc-thread-fail reads errno after a failed posix_memalign).
     let saved_errno = os::errno();
     let block = allocate(global, "memalign", size, align.max(MIN_ALIGN));
-    set_errno(saved_errno);
     if block.is_null() {
         return libc::ENOMEM;
     }
+    set_errno(saved_errno);
     // SAFETY: the caller guarantees `out` is writable.
     unsafe { out.write(block) };
     0

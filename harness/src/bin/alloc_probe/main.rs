@@ -8,6 +8,7 @@
 
 mod api;
 mod behaviour;
+mod fidelity;
 mod mapped;
 mod threads;
 
@@ -40,6 +41,7 @@ const PROBES: &[Probe] = &[
     ("underflow", mapped::underflow),
     ("mmap-double-free", mapped::mmap_double_free),
     ("mmap-interior-free", mapped::mmap_interior_free),
+    ("posix-memalign-errno", fidelity::posix_memalign_errno),
 ];
 
 fn main() -> ExitCode {

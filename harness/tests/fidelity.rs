@@ -1,0 +1,43 @@
+//! Drop-in fidelity: behaviour programs written for glibc's malloc rely on, checked
+//! under every phase and, as the reference, under glibc itself (issue 10).
+
+use harness::phases::{self, PHASES};
+use harness::runner::{Outcome, Run};
+
+fn alloc_probe() -> std::path::PathBuf {
+    phases::target_dir().join("release").join("alloc_probe")
+}
+
+/// `alloc_probe probe` under `lib` (glibc's malloc when `None`).
+fn probe(lib: Option<&std::path::Path>, probe: &str, env: &[(&str, &str)]) -> Outcome {
+    phases::build_all().expect("the phases build");
+    let mut run = Run::new(alloc_probe()).arg(probe).preload(lib);
+    for (key, value) in env {
+        run = run.env(key, value);
+    }
+    run.run().expect("alloc_probe starts")
+}
+
+/// The probe passes under glibc and under every phase.
+fn passes_everywhere(name: &str, env: &[(&str, &str)]) {
+    let reference = probe(None, name, env);
+    assert!(
+        reference.succeeded(),
+        "under glibc: {reference}\n{}",
+        reference.stdout_text()
+    );
+    for phase in PHASES {
+        let outcome = probe(Some(&phase.lib_path()), name, env);
+        assert!(
+            outcome.succeeded(),
+            "phase {}: {outcome}\n{}",
+            phase.number,
+            outcome.stdout_text()
+        );
+    }
+}
+
+#[test]
+fn posix_memalign_leaves_enomem_in_errno_as_glibc_does() {
+    passes_everywhere("posix-memalign-errno", &[]);
+}
