@@ -89,12 +89,17 @@ pub fn fuzz<H: Heap>(new_heap: impl Fn() -> H, profile: &Profile, cases: u32) {
     }
 }
 
-/// Makes a failing script smaller than proptest's shrinking leaves it: proptest deletes
-/// actions in one pass, before it simplifies them, and a simpler action often makes
-/// an earlier one unneeded. Here actions after the failing one are cut (they never
-/// ran), then single actions are deleted while the script still fails, until none can
-/// be. Replays are deterministic, so a script that failed fails again.
-fn minimise(mut script: Vec<Action>, fails: impl Fn(&[Action]) -> Option<Failure>) -> Vec<Action> {
+/// Makes a failing script smaller than proptest's shrinking leaves it. proptest
+/// deletes actions one at a time, and deleting an `Alloc` shifts the slots of every
+/// later action, so the `Free` or `Realloc` that showed the fault now touches another
+/// block and the script passes. Here a deletion removes a block's whole story: the
+/// action that made it, every later action on it, and the slots of the others are
+/// renumbered to name the same blocks as before. Runs of actions are deleted, halves
+/// first, then smaller runs down to single actions, until no deletion keeps the
+/// script failing; the actions after the failing one are cut (they never ran).
+/// Replays are deterministic, so a script that failed fails again.
+fn minimise(script: Vec<Action>, fails: impl Fn(&[Action]) -> Option<Failure>) -> Vec<Action> {
+    let mut script = renumber(&script, &[]);
     loop {
         let Some(failure) = fails(&script) else {
             return script;
@@ -102,14 +107,120 @@ fn minimise(mut script: Vec<Action>, fails: impl Fn(&[Action]) -> Option<Failure
         if let Some(index) = failure.index {
             script.truncate(index + 1);
         }
-        let shorter = (0..script.len()).find_map(|skip| {
-            let mut candidate = script.clone();
-            candidate.remove(skip);
-            fails(&candidate).is_some().then_some(candidate)
-        });
+        let mut shorter = None;
+        let mut run = script.len().div_ceil(2);
+        'runs: while run > 0 {
+            for start in (0..script.len()).step_by(run) {
+                let gone: Vec<usize> = (start..(start + run).min(script.len())).collect();
+                let candidate = renumber(&script, &gone);
+                if candidate.len() < script.len() && fails(&candidate).is_some() {
+                    shorter = Some(candidate);
+                    break 'runs;
+                }
+            }
+            run /= 2;
+        }
         match shorter {
             Some(candidate) => script = candidate,
             None => return script,
         }
+    }
+}
+
+/// `script` without the actions at the indices in `gone` (sorted), nor any action on a
+/// block that one of them made; every other action touches the same block as before,
+/// its slot now the block's exact place in the live list. Actions on a block when none
+/// was live did nothing and are dropped too.
+fn renumber(script: &[Action], gone: &[usize]) -> Vec<Action> {
+    // Blocks are named by the index of the action that made them.
+    let mut before: Vec<usize> = Vec::new();
+    let mut after: Vec<usize> = Vec::new();
+    let mut kept = Vec::with_capacity(script.len());
+    for (index, &action) in script.iter().enumerate() {
+        let deleted = gone.binary_search(&index).is_ok();
+        let slot = match action {
+            Action::Alloc { .. } | Action::AllocZeroed { .. } | Action::Memalign { .. } => {
+                before.push(index);
+                if !deleted {
+                    after.push(index);
+                    kept.push(action);
+                }
+                continue;
+            }
+            Action::Free { slot } | Action::Realloc { slot, .. } => slot,
+        };
+        if before.is_empty() {
+            continue;
+        }
+        let position = slot % before.len();
+        let block = before[position];
+        if matches!(action, Action::Free { .. }) {
+            before.remove(position);
+        }
+        let Some(new_position) = after.iter().position(|&b| b == block) else {
+            continue;
+        };
+        if deleted {
+            // The block stays (its maker is kept); a deleted free leaves it live.
+            continue;
+        }
+        kept.push(match action {
+            Action::Free { .. } => {
+                after.remove(new_position);
+                Action::Free { slot: new_position }
+            }
+            Action::Realloc { size, .. } => Action::Realloc {
+                slot: new_position,
+                size,
+            },
+            other => other,
+        });
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber;
+    use crate::Action::*;
+
+    #[test]
+    fn deleting_a_block_s_maker_deletes_its_story_and_renumbers_the_rest() {
+        let script = [
+            Alloc { size: 1 },
+            Alloc { size: 2 },
+            Alloc { size: 3 },
+            Realloc { slot: 3, size: 9 }, // 3 % 3: the block of size 1
+            Free { slot: 4 },             // 4 % 3: the block of size 2
+            Free { slot: 7 },             // 7 % 2: the block of size 3
+        ];
+        assert_eq!(
+            renumber(&script, &[]),
+            [
+                Alloc { size: 1 },
+                Alloc { size: 2 },
+                Alloc { size: 3 },
+                Realloc { slot: 0, size: 9 },
+                Free { slot: 1 },
+                Free { slot: 1 },
+            ]
+        );
+        assert_eq!(
+            renumber(&script, &[1]),
+            [
+                Alloc { size: 1 },
+                Alloc { size: 3 },
+                Realloc { slot: 0, size: 9 },
+                Free { slot: 1 },
+            ]
+        );
+        // A deleted free leaves its block live; actions with nothing live go.
+        assert_eq!(
+            renumber(
+                &[Free { slot: 0 }, Alloc { size: 1 }, Free { slot: 0 }],
+                &[2]
+            ),
+            [Alloc { size: 1 }]
+        );
     }
 }

@@ -37,11 +37,18 @@ fn pattern(id: u64, offset: usize) -> u8 {
 
 /// Why a replay stopped: the action (its index in the script, or `None` for the last
 /// check and freeing after the script) and what was wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Failure {
     pub index: Option<usize>,
     pub action: Option<Action>,
     pub what: String,
+}
+
+/// The same as `Display`, so that a test's `.unwrap()` prints the sentence.
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl fmt::Display for Failure {

@@ -735,6 +735,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::{Profile, Replay, script};
     use std::vec::Vec;
 
     fn heap() -> SplitCoalesceHeap {
@@ -1318,68 +1319,23 @@ mod tests {
         );
     }
 
-    /// A seeded random workload of malloc, free, realloc and memalign: every block
-    /// keeps its contents, and the heap check passes every few steps. At the end,
-    /// freeing everything leaves an empty heap: every block merged back.
+    /// A seeded workload of malloc, calloc, memalign, free and realloc, mostly small
+    /// blocks with some of tens of KiB, replayed by `heap_replay`: every block keeps its
+    /// contents and never overlaps another, and the heap check passes every 7 actions.
+    /// At the end, freeing everything leaves an empty heap: every block merged back.
     #[test]
-    fn random_workload_keeps_contents_and_invariants() {
-        let mut heap = heap();
-        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        for step in 0..20_000 {
-            let r = next();
-            let fill_byte = step as u8;
-            let size = match next() % 100 {
-                0 => (next() % 70_000) as usize,
-                1..=30 => (next() % 2000) as usize,
-                _ => (next() % 100) as usize,
-            };
-            match r % 8 {
-                _ if live.is_empty() => {}
-                0..=2 => {
-                    let (p, size, byte) = live.swap_remove((r as usize >> 8) % live.len());
-                    assert!(holds(p, size, byte), "block at {p:?} lost its contents");
-                    heap.free(p).unwrap();
-                    continue;
-                }
-                3 => {
-                    let i = (r as usize >> 8) % live.len();
-                    let (p, old, byte) = live[i];
-                    let q = heap.realloc(p, size.max(1)).unwrap().unwrap();
-                    assert!(holds(q, old.min(size.max(1)), byte), "realloc lost bytes");
-                    fill(q, size.max(1), fill_byte);
-                    live[i] = (q, size.max(1), fill_byte);
-                    continue;
-                }
-                _ => {}
-            }
-            let p = if r % 16 == 4 {
-                let align = 32 << (next() % 8);
-                let p = heap.alloc(size, align).unwrap();
-                assert_eq!(addr(p) % align, 0);
-                p
-            } else {
-                alloc(&mut heap, size)
-            };
-            fill(p, size, fill_byte);
-            live.push((p, size, fill_byte));
-            if step % 7 == 0 {
-                heap.check().unwrap();
-            }
-        }
-        heap.check().unwrap();
-        for (p, size, byte) in live.drain(..) {
-            assert!(holds(p, size, byte));
-            heap.free(p).unwrap();
-        }
-        heap.check().unwrap();
-        assert_eq!(heap.stats(), Stats::default());
-        assert_eq!(blocks(&heap), []);
+    fn seeded_workload_keeps_contents_and_invariants() {
+        let mut replay = Replay::new(heap()).check_every(7);
+        replay.run(&script(2, 20_000, &Profile::MIXED)).unwrap();
+        replay.free_all().unwrap();
+        assert_eq!(replay.heap().stats(), Stats::default());
+        assert_eq!(blocks(replay.heap()), []);
+    }
+
+    /// Random scripts of the same actions, shrunk to a minimal one on failure
+    /// (`PROPTEST_CASES=N` runs more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_keep_contents_and_invariants() {
+        heap_replay::fuzz(heap, &Profile::MIXED, 64);
     }
 }

@@ -511,8 +511,8 @@ impl Quarantine {
 mod tests {
     use super::*;
     use crate::mmap_heap::MmapHeap;
+    use heap_replay::{Profile, Replay, script};
     use preload_kit::arena::Growth;
-    use std::vec::Vec;
 
     fn setup() -> (DebugLayer, MmapHeap) {
         (
@@ -734,57 +734,34 @@ mod tests {
         debug.check().unwrap();
     }
 
-    /// Random work through the layer: contents kept, the layer's and the heap's checks
-    /// pass throughout, and freeing everything leaves only the quarantine in the heap.
+    /// Mostly small blocks, one in twenty up to 300 KB (mapped), some aligned to 64.
+    const THROUGH_THE_LAYER: Profile = Profile {
+        alloc: 6,
+        alloc_zeroed: 1,
+        memalign: 1,
+        free: 4,
+        realloc: 4,
+        sizes: &[(19, 600), (1, 300_000)],
+        max_align: 64,
+    };
+
+    /// A seeded workload through the layer, replayed by `heap_replay`: contents kept,
+    /// the layer's and the heap's checks pass every 25 actions, and freeing everything
+    /// leaves only the quarantine in the heap.
     #[test]
-    fn random_workload_keeps_contents_and_invariants() {
-        let (mut debug, mut heap) = setup();
-        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
-        for step in 0..5000 {
-            let byte = step as u8;
-            let size = match next() % 20 {
-                0 => (next() % 300_000) as usize,
-                _ => (next() % 600) as usize,
-            };
-            match next() % 4 {
-                0 if !live.is_empty() => {
-                    let (p, size, byte) = live.swap_remove(next() as usize % live.len());
-                    assert!(holds(p, size, byte));
-                    debug.free(&mut heap, p).unwrap();
-                }
-                1 if !live.is_empty() => {
-                    let i = next() as usize % live.len();
-                    let (p, old, old_byte) = live[i];
-                    let q = debug.realloc(&mut heap, p, size.max(1)).unwrap().unwrap();
-                    assert!(holds(q, old.min(size.max(1)), old_byte));
-                    // SAFETY: the block holds `size.max(1)` bytes.
-                    unsafe { q.as_ptr().write_bytes(byte, size.max(1)) };
-                    live[i] = (q, size.max(1), byte);
-                }
-                _ => {
-                    let align = if next().is_multiple_of(8) {
-                        64
-                    } else {
-                        MIN_ALIGN
-                    };
-                    let p = debug.alloc(&mut heap, size, align).unwrap();
-                    // SAFETY: the block holds `size` bytes.
-                    unsafe { p.as_ptr().write_bytes(byte, size) };
-                    live.push((p, size, byte));
-                }
-            }
-            if step % 25 == 0 {
-                debug.check().unwrap();
-                heap.check().unwrap();
-            }
-        }
-        for (p, _, _) in live.drain(..) {
-            debug.free(&mut heap, p).unwrap();
-        }
-        debug.check().unwrap();
-        heap.check().unwrap();
+    fn seeded_workload_keeps_contents_and_invariants() {
+        let config = Config {
+            debug: true,
+            seed: Some(42),
+            ..Config::DEFAULT
+        };
+        let mut replay = Replay::new(crate::MmapDebugHeap::with_growth(&config, Growth::MmapOnly))
+            .check_every(25);
+        replay.run(&script(5, 5000, &THROUGH_THE_LAYER)).unwrap();
+        replay.free_all().unwrap();
+        let layered = replay.heap();
+        let debug = layered.debug.as_ref().expect("debug mode is on");
         assert!(debug.live.is_empty());
-        assert_eq!(heap.stats().used_blocks, debug.quarantine.len);
+        assert_eq!(layered.heap.stats().used_blocks, debug.quarantine.len);
     }
 }

@@ -166,6 +166,7 @@ impl Heap for MmapDebugHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::Profile;
     use preload_kit::MIN_ALIGN;
 
     fn heap(debug: bool) -> MmapDebugHeap {
@@ -228,5 +229,14 @@ mod tests {
             assert!(!heap.set_option(-2, 0));
             heap.check().unwrap();
         }
+    }
+
+    /// Random scripts through the debug layer: it keeps every promise the plain heap
+    /// keeps (contents, alignment, usable size, no overlap) while its guards,
+    /// quarantine and full check pass after every action (`PROPTEST_CASES=N` runs
+    /// more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_through_the_debug_layer() {
+        heap_replay::fuzz(|| heap(true), &Profile::MIXED, 32);
     }
 }

@@ -232,8 +232,8 @@ impl Heap for MmapHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::{Profile, Replay, script};
     use preload_kit::os::page_size;
-    use std::vec::Vec;
 
     fn heap() -> MmapHeap {
         MmapHeap::with_growth(&Config::DEFAULT, Growth::MmapOnly)
@@ -412,52 +412,31 @@ mod tests {
         assert_eq!(heap.stats().used_bytes, 128 + 262_144);
     }
 
-    /// A seeded workload across the threshold (set low, so that many blocks are
-    /// mapped): contents survive every realloc, and the check passes throughout.
-    #[test]
-    fn random_workload_across_the_threshold() {
+    /// A heap whose threshold is low (20 000 bytes), so that many blocks of a
+    /// [`Profile::LARGE`] workload are mapped, and `realloc` moves blocks across it.
+    fn low_threshold_heap() -> MmapHeap {
         let config = Config {
             mmap_threshold: Some(20_000),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
-        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
-        for step in 0..6000 {
-            let byte = step as u8;
-            let size = match next() % 10 {
-                0..=1 => (next() % 60_000) as usize + 1,
-                _ => (next() % 500) as usize + 1,
-            };
-            match next() % 4 {
-                0 if !live.is_empty() => {
-                    let (p, size, byte) = live.swap_remove(next() as usize % live.len());
-                    assert!(holds(p, size, byte));
-                    heap.free(p).unwrap();
-                }
-                1 if !live.is_empty() => {
-                    let i = next() as usize % live.len();
-                    let (p, old, old_byte) = live[i];
-                    let q = heap.realloc(p, size).unwrap().unwrap();
-                    assert!(holds(q, old.min(size), old_byte), "realloc lost bytes");
-                    fill(q, size, byte);
-                    live[i] = (q, size, byte);
-                }
-                _ => {
-                    let p = heap.alloc(size, MIN_ALIGN).unwrap();
-                    fill(p, size, byte);
-                    live.push((p, size, byte));
-                }
-            }
-            if step % 50 == 0 {
-                heap.check().unwrap();
-            }
-        }
-        for (p, size, byte) in live.drain(..) {
-            assert!(holds(p, size, byte));
-            heap.free(p).unwrap();
-        }
-        heap.check().unwrap();
-        assert_eq!(heap.stats(), Stats::default());
+        MmapHeap::with_growth(&config, Growth::MmapOnly)
+    }
+
+    /// A seeded workload across the threshold, replayed by `heap_replay`: contents
+    /// survive every realloc (in place, by `mremap`, or across the threshold), and the
+    /// check passes every 50 actions. Freeing everything leaves nothing.
+    #[test]
+    fn seeded_workload_across_the_threshold() {
+        let mut replay = Replay::new(low_threshold_heap()).check_every(50);
+        replay.run(&script(3, 6000, &Profile::LARGE)).unwrap();
+        replay.free_all().unwrap();
+        assert_eq!(replay.heap().stats(), Stats::default());
+    }
+
+    /// Random scripts across the threshold, shrunk to a minimal one on failure
+    /// (`PROPTEST_CASES=N` runs more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_across_the_threshold() {
+        heap_replay::fuzz(low_threshold_heap, &Profile::LARGE, 64);
     }
 }
