@@ -81,6 +81,16 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         }
     }
 
+    /// Raises the trim threshold to at least `bytes`, unless the user set it. Phase 3
+    /// calls this when it raises its mmap threshold: the large blocks the heap now
+    /// serves would otherwise be given back at every free and faulted in again at the
+    /// next malloc (glibc keeps its trim threshold at twice its mmap threshold).
+    pub fn raise_trim_threshold(&mut self, bytes: usize) {
+        if !self.trim_threshold_fixed && self.trim_threshold < bytes {
+            self.trim_threshold = bytes;
+        }
+    }
+
     /// Is `addr` inside memory this heap got from the OS (carved into blocks or not)?
     /// Cheap (regions are few): phase 3 asks it to route a pointer to this heap, whose
     /// `free` then says what is wrong with it if it is not a live block.

@@ -19,6 +19,13 @@
 //! `mremap` without copying. Below the threshold, whole pages and two system calls
 //! per block would cost far more than they save. 128 KiB is glibc's default too.
 //!
+//! The threshold moves, as glibc's does: when a mapped block is freed, blocks of its
+//! size evidently come and go, so the threshold rises to its length (up to
+//! [`MAX_DYNAMIC_MMAP_THRESHOLD`]) and the next ones are served, and reused, by the
+//! brk heap, instead of each getting fresh pages the kernel must zero. A threshold the
+//! user set (`MALLOC_MMAP_THRESHOLD_`, `mallopt`) never moves, nor does one set beside
+//! a trim threshold the user set.
+//!
 //! The fast path is phase 2's: one comparison with the threshold on `malloc`, and on
 //! `free` a check that the pointer lies in one of the heap's regions (usually one).
 
@@ -34,6 +41,10 @@ use split_coalesce::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, Spli
 /// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
 pub const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
 
+/// How high the threshold climbs by itself: glibc's `DEFAULT_MMAP_THRESHOLD_MAX` on
+/// 64-bit systems. A block larger than this stays a mapping of its own.
+pub const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
+
 /// `mallopt`'s parameter number for the mmap threshold (glibc's `M_MMAP_THRESHOLD`).
 pub const M_MMAP_THRESHOLD: i32 = -3;
 
@@ -43,6 +54,9 @@ pub struct MmapHeap {
     /// Blocks at or above it.
     mapped: Mappings,
     mmap_threshold: usize,
+    /// Set by the user (the environment or `mallopt`, of this threshold or of the trim
+    /// threshold): then the threshold never moves by itself.
+    mmap_threshold_fixed: bool,
 }
 
 impl MmapHeap {
@@ -53,7 +67,30 @@ impl MmapHeap {
             brk: SplitCoalesceHeap::with_growth(config, growth),
             mapped: Mappings::new(),
             mmap_threshold: config.mmap_threshold.unwrap_or(DEFAULT_MMAP_THRESHOLD),
+            mmap_threshold_fixed: config.mmap_threshold.is_some()
+                || config.trim_threshold.is_some(),
         }
+    }
+
+    /// The current threshold: requests of this many bytes or more are mapped.
+    pub fn mmap_threshold(&self) -> usize {
+        self.mmap_threshold
+    }
+
+    /// Unmaps a large block, then raises the threshold to its length (see the module
+    /// comment), and the brk heap's trim threshold to twice that, as glibc does.
+    fn free_mapped(&mut self, addr: usize) -> Result<(), Fault> {
+        let len = self.mapped.len_of(addr);
+        self.mapped.unmap(addr)?;
+        if let Ok(len) = len
+            && !self.mmap_threshold_fixed
+            && len > self.mmap_threshold
+            && len <= MAX_DYNAMIC_MMAP_THRESHOLD
+        {
+            self.mmap_threshold = len;
+            self.brk.raise_trim_threshold(2 * len);
+        }
+        Ok(())
     }
 
     fn is_large(&self, size: usize) -> bool {
@@ -145,7 +182,7 @@ impl Heap for MmapHeap {
             Err(Fault::InvalidPointer {
                 why: OUTSIDE_THE_HEAP,
                 ..
-            }) => self.mapped.unmap(ptr.as_ptr() as usize),
+            }) => self.free_mapped(ptr.as_ptr() as usize),
             result => result,
         }
     }
@@ -213,17 +250,22 @@ impl Heap for MmapHeap {
     }
 
     /// `M_MMAP_THRESHOLD`: any size from 0 (every block mapped) up; a negative value is
-    /// refused. `M_TRIM_THRESHOLD` goes to the brk heap. Anything else: 0, not honoured.
+    /// refused. `M_TRIM_THRESHOLD` goes to the brk heap. Either one fixes the mmap
+    /// threshold where it is (as in glibc). Anything else: 0, not honoured.
     fn set_option(&mut self, param: i32, value: i32) -> bool {
         match param {
             M_MMAP_THRESHOLD => match usize::try_from(value) {
                 Ok(threshold) => {
                     self.mmap_threshold = threshold;
+                    self.mmap_threshold_fixed = true;
                     true
                 }
                 Err(_) => false,
             },
-            M_TRIM_THRESHOLD => self.brk.set_option(param, value),
+            M_TRIM_THRESHOLD => {
+                self.mmap_threshold_fixed = true;
+                self.brk.set_option(param, value)
+            }
             _ => false,
         }
     }
@@ -375,14 +417,64 @@ mod tests {
     #[test]
     fn large_aligned_blocks_are_aligned() {
         let mut heap = heap();
-        for align in [32, 4096, 1 << 16, 1 << 20] {
+        // All live at once: a free would raise the threshold above the next request.
+        let blocks = [32, 4096, 1 << 16, 1 << 20].map(|align| {
             let p = heap.alloc(300_000, align).unwrap();
             assert_eq!(addr(p) % align, 0);
             assert!(!heap.brk.owns(addr(p)));
             fill(p, 300_000, 3);
+            p
+        });
+        for p in blocks {
             heap.free(p).unwrap();
         }
         heap.check().unwrap();
+    }
+
+    /// glibc's dynamic threshold: freeing a mapped block raises the threshold to its
+    /// length, so the next block of that size comes from the brk heap; a block above
+    /// 32 MiB leaves it where it is, and a threshold the user set never moves.
+    #[test]
+    fn freeing_a_mapped_block_raises_the_threshold_unless_the_user_set_it() {
+        let mut heap = heap();
+        let p = heap.alloc(5_000_000, MIN_ALIGN).unwrap();
+        assert!(!heap.brk.owns(addr(p)));
+        heap.free(p).unwrap();
+        let raised = heap.mmap_threshold();
+        assert_eq!(raised, 5_000_000_usize.next_multiple_of(page_size()));
+        let q = heap.alloc(5_000_000, MIN_ALIGN).unwrap();
+        assert!(heap.brk.owns(addr(q)), "the same size is now a brk block");
+        heap.free(q).unwrap();
+        let huge = heap.alloc(40 << 20, MIN_ALIGN).unwrap();
+        heap.free(huge).unwrap();
+        assert_eq!(heap.mmap_threshold(), raised, "40 MiB is above the cap");
+        heap.check().unwrap();
+
+        for config in [
+            Config {
+                mmap_threshold: Some(DEFAULT_MMAP_THRESHOLD),
+                ..Config::DEFAULT
+            },
+            Config {
+                trim_threshold: Some(1 << 20),
+                ..Config::DEFAULT
+            },
+        ] {
+            let mut fixed = MmapHeap::with_growth(&config, Growth::MmapOnly);
+            let p = fixed.alloc(5_000_000, MIN_ALIGN).unwrap();
+            fixed.free(p).unwrap();
+            assert_eq!(fixed.mmap_threshold(), DEFAULT_MMAP_THRESHOLD);
+        }
+        let mut set = heap_with_mallopt();
+        let p = set.alloc(5_000_000, MIN_ALIGN).unwrap();
+        set.free(p).unwrap();
+        assert_eq!(set.mmap_threshold(), DEFAULT_MMAP_THRESHOLD);
+    }
+
+    fn heap_with_mallopt() -> MmapHeap {
+        let mut heap = heap();
+        assert!(heap.set_option(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD as i32));
+        heap
     }
 
     #[test]
