@@ -3,6 +3,7 @@
 
 use harness::phases::{self, PHASES};
 use harness::runner::{Outcome, Run};
+use std::time::Duration;
 
 fn alloc_probe() -> std::path::PathBuf {
     phases::target_dir().join("release").join("alloc_probe")
@@ -11,7 +12,11 @@ fn alloc_probe() -> std::path::PathBuf {
 /// `alloc_probe probe` under `lib` (glibc's malloc when `None`).
 fn probe(lib: Option<&std::path::Path>, probe: &str, env: &[(&str, &str)]) -> Outcome {
     phases::build_all().expect("the phases build");
-    let mut run = Run::new(alloc_probe()).arg(probe).preload(lib);
+    // No probe takes long; a hang (the fork scenario's failure) ends at this limit.
+    let mut run = Run::new(alloc_probe())
+        .arg(probe)
+        .preload(lib)
+        .timeout(Duration::from_secs(30));
     for (key, value) in env {
         run = run.env(key, value);
     }
@@ -40,4 +45,10 @@ fn passes_everywhere(name: &str, env: &[(&str, &str)]) {
 #[test]
 fn posix_memalign_leaves_enomem_in_errno_as_glibc_does() {
     passes_everywhere("posix-memalign-errno", &[]);
+}
+
+/// glibc's tst-malloc-fork-deadlock: fork, getline and fflush(NULL) in threads for 3 s.
+#[test]
+fn fork_beside_stdio_never_hangs() {
+    passes_everywhere("fork-stdio", &[]);
 }

@@ -42,6 +42,7 @@ const PROBES: &[Probe] = &[
     ("mmap-double-free", mapped::mmap_double_free),
     ("mmap-interior-free", mapped::mmap_interior_free),
     ("posix-memalign-errno", fidelity::posix_memalign_errno),
+    ("fork-stdio", fidelity::fork_stdio),
 ];
 
 fn main() -> ExitCode {
