@@ -132,10 +132,8 @@ pub fn fork_stdio() -> Outcome {
             let mut flushes = 0;
             while !stop.load(Ordering::Relaxed) {
                 // SAFETY: fflush(NULL) flushes every open stream.
-                ensure!(
-                    unsafe { libc::fflush(std::ptr::null_mut()) } == 0,
-                    "fflush(NULL) failed"
-                );
+                let flushed = unsafe { libc::fflush(std::ptr::null_mut()) };
+                ensure!(flushed == 0, "fflush(NULL) failed");
                 flushes += 1;
             }
             Ok(flushes)
