@@ -13,7 +13,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats};
 
 use crate::block::{Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::FreeList;
@@ -268,6 +268,12 @@ impl Heap for FreeListHeap {
         if let Err(Fault::Corruption { addr, what }) = result {
             let _ = writeln!(out, "[BLOCK {} ? CORRUPT: {what}]", self.locate(addr));
         }
+    }
+
+    /// `mallinfo2`'s figures: the blocks' totals, and the arena's uncarved room as
+    /// free. (Phase 1 never gives memory back, so `malloc_trim` keeps the default.)
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::of_arena(&self.arena, &self.stats())
     }
 
     fn stats(&self) -> Stats {

@@ -20,7 +20,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats};
 
 use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::{FreeIndex, FreeList};
@@ -594,6 +594,19 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
         if let Err(Fault::Corruption { addr, what }) = result {
             let _ = writeln!(out, "[BLOCK {} ? CORRUPT: {what}]", self.locate(addr));
         }
+    }
+
+    /// `mallinfo2`'s figures: the blocks' totals, and the arena's uncarved room as
+    /// free (the newest region's is what a trim gives back).
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::of_arena(&self.arena, &self.stats())
+    }
+
+    /// `malloc_trim(pad)`: free memory at the top beyond `pad` bytes goes back now,
+    /// whatever the trim threshold says. Free blocks at the top are already part of
+    /// the uncarved room (see `release`), so this is the arena's trim.
+    fn trim(&mut self, pad: usize) -> bool {
+        self.arena.trim(pad) > 0
     }
 
     fn stats(&self) -> Stats {

@@ -63,7 +63,7 @@ mod test_support;
 use core::ptr::NonNull;
 
 use preload_kit::arena::Growth;
-use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MallInfo, Out, Stats};
 
 pub use debug::DebugLayer;
 pub use mmap_heap::MmapHeap;
@@ -156,6 +156,16 @@ impl Heap for MmapDebugHeap {
             Some(debug) => debug.check(),
             None => Ok(()),
         }
+    }
+
+    /// The heap's figures: the debug layer's guards and quarantined blocks are in its
+    /// blocks, as used bytes.
+    fn mallinfo(&self) -> MallInfo {
+        self.heap.mallinfo()
+    }
+
+    fn trim(&mut self, pad: usize) -> bool {
+        self.heap.trim(pad)
     }
 
     fn set_option(&mut self, param: i32, value: i32) -> bool {

@@ -32,7 +32,7 @@
 use core::ptr::NonNull;
 
 use preload_kit::arena::Growth;
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats};
 
 use crate::mappings::Mappings;
 use split_coalesce::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
@@ -240,6 +240,21 @@ impl Heap for MmapHeap {
             used_bytes: brk.used_bytes + bytes,
             ..brk
         }
+    }
+
+    /// The brk heap's figures, and the mappings as glibc's `hblks` and `hblkhd`.
+    fn mallinfo(&self) -> MallInfo {
+        let (mapped_blocks, mapped_bytes) = self.mapped.totals();
+        MallInfo {
+            mapped_blocks,
+            mapped_bytes,
+            ..self.brk.mallinfo()
+        }
+    }
+
+    /// Only the brk heap has anything to give back: a freed mapping is unmapped at once.
+    fn trim(&mut self, pad: usize) -> bool {
+        self.brk.trim(pad)
     }
 
     /// Phase 2's invariants for the brk heap, and the registry's (see

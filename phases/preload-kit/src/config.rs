@@ -29,6 +29,9 @@ pub struct Config {
     /// `MALLOC_CHECK_EVERY=N`: in debug mode, run the full heap check on every Nth call
     /// (default 1: every call).
     pub check_every: Option<u64>,
+    /// `MALLOC_PERTURB_=N` (glibc's name): fill blocks as `mallopt(M_PERTURB, N)` does
+    /// (see [`crate::options`]).
+    pub perturb: Option<i32>,
 }
 
 impl Config {
@@ -38,6 +41,7 @@ impl Config {
         mmap_threshold: None,
         trim_threshold: None,
         check_every: None,
+        perturb: None,
     };
 
     /// Reads every setting from the environment. Call once; it may print warnings.
@@ -48,6 +52,7 @@ impl Config {
             mmap_threshold: number(c"MALLOC_MMAP_THRESHOLD_").map(|n| n as usize),
             trim_threshold: number(c"MALLOC_TRIM_THRESHOLD_").map(|n| n as usize),
             check_every: number(c"MALLOC_CHECK_EVERY").filter(|&n| n > 0),
+            perturb: number(c"MALLOC_PERTURB_").map(|n| n as i32),
         }
     }
 }

@@ -157,3 +157,177 @@ pub fn fork_stdio() -> Outcome {
         "{FORK_STDIO_SECONDS} s of fork beside getline and fflush(NULL): no hang ({forks} forks, {reads} getlines)"
     ))
 }
+
+/// Every parameter glibc's `mallopt` accepts is accepted (four of glibc's own tests
+/// stop when `mallopt(M_ARENA_MAX, …)` fails), the values glibc refuses are refused,
+/// and `M_PERTURB` fills blocks as glibc does: `malloc`'s with the byte XOR 0xff,
+/// freed ones with the byte, `calloc`'s still zero. (The freed block is 2000 bytes:
+/// glibc's per-thread cache, which takes blocks up to 1032 bytes, skips the filling.)
+pub fn mallopt() -> Outcome {
+    let accepted = [
+        ("M_ARENA_MAX", libc::M_ARENA_MAX, 2),
+        ("M_ARENA_MAX", libc::M_ARENA_MAX, 400),
+        ("M_ARENA_TEST", libc::M_ARENA_TEST, 8),
+        ("M_MMAP_MAX", libc::M_MMAP_MAX, 65536),
+        ("M_MXFAST", libc::M_MXFAST, 64),
+        ("M_TOP_PAD", libc::M_TOP_PAD, 0),
+        ("M_CHECK_ACTION", libc::M_CHECK_ACTION, 3),
+        ("M_TRIM_THRESHOLD", libc::M_TRIM_THRESHOLD, 128 * 1024),
+        ("M_MMAP_THRESHOLD", libc::M_MMAP_THRESHOLD, 128 * 1024),
+        ("M_PERTURB", libc::M_PERTURB, 0),
+    ];
+    for (name, param, value) in accepted {
+        // SAFETY: mallopt only changes the allocator's settings.
+        let answer = unsafe { libc::mallopt(param, value) };
+        ensure!(
+            answer == 1,
+            "mallopt({name}, {value}) returned {answer}, not 1"
+        );
+    }
+    // SAFETY: as above.
+    let refused = unsafe { libc::mallopt(libc::M_MXFAST, 1000) };
+    ensure!(
+        refused == 0,
+        "mallopt(M_MXFAST, 1000) returned {refused}; glibc refuses it"
+    );
+
+    // SAFETY: as above; then plain allocations, each block read while live (or, for
+    // the freed one, while its memory is still part of the heap: `keep` holds it there).
+    unsafe {
+        ensure!(
+            libc::mallopt(libc::M_PERTURB, 0xa5) == 1,
+            "mallopt(M_PERTURB) failed"
+        );
+        let p = crate::c::malloc(2000).cast::<u8>();
+        let keep = crate::c::malloc(200);
+        ensure!(!p.is_null() && !keep.is_null(), "malloc returned NULL");
+        let fresh = std::slice::from_raw_parts(p, 2000);
+        ensure!(
+            fresh.iter().all(|&b| b == 0xa5 ^ 0xff),
+            "with M_PERTURB 0xa5, malloc's block is not filled with 0x5a"
+        );
+        crate::c::free(p.cast());
+        // The first and last bytes may hold the allocator's own links and tags now.
+        let freed = std::slice::from_raw_parts(p.add(32), 1900);
+        ensure!(
+            freed.iter().all(|&b| b == 0xa5),
+            "with M_PERTURB 0xa5, a freed block is not filled with 0xa5"
+        );
+        let zeroed = crate::c::calloc(1, 200).cast::<u8>();
+        ensure!(
+            !zeroed.is_null()
+                && std::slice::from_raw_parts(zeroed, 200)
+                    .iter()
+                    .all(|&b| b == 0),
+            "with M_PERTURB, calloc's block is not zero"
+        );
+        crate::c::free(zeroed.cast());
+        crate::c::free(keep);
+        ensure!(
+            libc::mallopt(libc::M_PERTURB, 0) == 1,
+            "mallopt(M_PERTURB, 0) failed"
+        );
+    }
+    Ok("every glibc parameter accepted, M_MXFAST 1000 refused, M_PERTURB fills as glibc's".into())
+}
+
+/// `mallinfo2` and `mallinfo` report the allocator's own figures (not glibc's idle
+/// arena's zeros): 100 blocks of 1000 bytes raise the bytes in use by 100 000, freeing
+/// half lowers them by at least 40 000 (glibc counts the 7 blocks its per-thread cache
+/// keeps as in use), and a 1 MiB block counts somewhere (in the heap or, where large
+/// blocks are mapped, as a mapping).
+pub fn mallinfo() -> Outcome {
+    fn in_use() -> usize {
+        // SAFETY: mallinfo2 only reads the allocator's figures.
+        let info = unsafe { libc::mallinfo2() };
+        info.uordblks + info.hblkhd
+    }
+    // SAFETY: plain allocations, each freed once.
+    unsafe {
+        let before = in_use();
+        let blocks: Vec<*mut c_void> = (0..100).map(|_| crate::c::malloc(1000)).collect();
+        ensure!(
+            blocks.iter().all(|p| !p.is_null()),
+            "malloc(1000) returned NULL"
+        );
+        let full = in_use();
+        ensure!(
+            full >= before + 100_000,
+            "mallinfo2: in use went from {before} to {full} after 100 x malloc(1000)"
+        );
+        let info = libc::mallinfo2();
+        ensure!(
+            info.arena >= info.uordblks && info.arena >= info.fordblks,
+            "mallinfo2: arena {} is smaller than its parts ({} used, {} free)",
+            info.arena,
+            info.uordblks,
+            info.fordblks
+        );
+        let old = libc::mallinfo();
+        ensure!(
+            old.uordblks as usize == info.uordblks,
+            "mallinfo's uordblks {} differs from mallinfo2's {}",
+            old.uordblks,
+            info.uordblks
+        );
+        for &p in blocks.iter().step_by(2) {
+            crate::c::free(p);
+        }
+        let half = in_use();
+        ensure!(
+            half + 40_000 <= full,
+            "mallinfo2: freeing 50 blocks of 1000 bytes took in use from {full} to {half}"
+        );
+        let large = crate::c::malloc(1 << 20);
+        ensure!(!large.is_null(), "malloc(1 MiB) returned NULL");
+        let with_large = in_use();
+        ensure!(
+            with_large >= half + (1 << 20),
+            "mallinfo2: a 1 MiB block took in use from {half} only to {with_large}"
+        );
+        crate::c::free(large);
+        for &p in blocks.iter().skip(1).step_by(2) {
+            crate::c::free(p);
+        }
+    }
+    Ok("mallinfo2 and mallinfo follow 100 x 1000 bytes, half freed, and 1 MiB".into())
+}
+
+/// `malloc_trim(0)` gives free memory at the top of the heap back at once: with the
+/// trim threshold raised so that `free` keeps 8 MiB of freed blocks, the program break
+/// stays up until `malloc_trim(0)` brings it down and answers 1.
+pub fn malloc_trim() -> Outcome {
+    // SAFETY: settings, plain allocations each freed once, and sbrk(0) to read the break.
+    unsafe {
+        ensure!(
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20) == 1,
+            "mallopt(M_TRIM_THRESHOLD, 64 MiB) failed"
+        );
+        let blocks: Vec<*mut c_void> = (0..1024).map(|_| crate::c::malloc(8 * 1024)).collect();
+        ensure!(
+            blocks.iter().all(|p| !p.is_null()),
+            "malloc(8 KiB) returned NULL"
+        );
+        for &p in blocks.iter().rev() {
+            crate::c::free(p);
+        }
+        let kept = libc::sbrk(0) as usize;
+        let answer = libc::malloc_trim(0);
+        let trimmed = libc::sbrk(0) as usize;
+        ensure!(
+            answer == 1,
+            "malloc_trim(0) returned {answer} with 8 MiB free at the top"
+        );
+        ensure!(
+            kept >= trimmed + (4 << 20),
+            "malloc_trim(0) moved the break down by {} bytes only",
+            kept.saturating_sub(trimmed)
+        );
+        let again = libc::malloc_trim(0);
+        ensure!(
+            again == 0,
+            "a second malloc_trim(0) returned {again}: nothing was left"
+        );
+    }
+    Ok("malloc_trim(0) gave the freed top of the heap back at once".into())
+}

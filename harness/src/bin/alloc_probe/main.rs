@@ -43,6 +43,9 @@ const PROBES: &[Probe] = &[
     ("mmap-interior-free", mapped::mmap_interior_free),
     ("posix-memalign-errno", fidelity::posix_memalign_errno),
     ("fork-stdio", fidelity::fork_stdio),
+    ("mallopt", fidelity::mallopt),
+    ("mallinfo", fidelity::mallinfo),
+    ("malloc-trim", fidelity::malloc_trim),
 ];
 
 fn main() -> ExitCode {
