@@ -247,6 +247,9 @@ pub fn malloc_usable_size<A: SharedAllocator>(allocator: &A, p: Ptr) -> usize {
 /// values glibc refuses. `M_PERTURB` is the kit's own.
 pub fn mallopt<A: SharedAllocator>(allocator: &A, param: i32, value: i32) -> i32 {
     if param == options::M_PERTURB {
+        // Read the settings first, so that the environment's value, stored when they
+        // are read, cannot overwrite this one later.
+        let _ = config::current();
         options::set_perturb(value);
         return 1;
     }

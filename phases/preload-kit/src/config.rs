@@ -110,6 +110,9 @@ impl Settings {
             // SAFETY: only the thread that won the exchange writes, and nobody reads
             // before READY.
             unsafe { *self.value.get() = config };
+            if let Some(perturb) = config.perturb {
+                crate::options::set_perturb(perturb);
+            }
             self.state.store(READY, Ordering::Release);
         }
         // A thread that lost the race (two first calls at once, which a process with

@@ -14,8 +14,6 @@
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
-use crate::config;
-
 pub const M_MXFAST: i32 = 1;
 pub const M_TRIM_THRESHOLD: i32 = -1;
 pub const M_TOP_PAD: i32 = -2;
@@ -42,12 +40,12 @@ pub fn accepted_by_glibc(param: i32, value: i32) -> bool {
     }
 }
 
-/// `M_PERTURB`'s value: not yet set by `mallopt` (the environment's, if any, applies).
-const FROM_ENVIRONMENT: i32 = i32::MIN;
+/// `M_PERTURB`'s value (0: off). The environment's `MALLOC_PERTURB_` is stored here
+/// when the settings are read (on the first call, before any block exists); `mallopt`
+/// overwrites it. One relaxed load on the fast path: nothing else depends on it.
+static PERTURB: AtomicI32 = AtomicI32::new(0);
 
-/// Set by `mallopt(M_PERTURB, n)`; until then `MALLOC_PERTURB_`.
-static PERTURB: AtomicI32 = AtomicI32::new(FROM_ENVIRONMENT);
-
+/// `mallopt(M_PERTURB, value)`, or the environment's value.
 pub fn set_perturb(value: i32) {
     PERTURB.store(value, Ordering::Relaxed);
 }
@@ -56,9 +54,6 @@ pub fn set_perturb(value: i32) {
 /// turns it on and the byte is its low byte.
 #[inline]
 pub fn perturb() -> Option<u8> {
-    let value = match PERTURB.load(Ordering::Relaxed) {
-        FROM_ENVIRONMENT => config::current().perturb?,
-        value => value,
-    };
+    let value = PERTURB.load(Ordering::Relaxed);
     (value != 0).then_some(value as u8)
 }
