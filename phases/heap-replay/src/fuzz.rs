@@ -3,15 +3,20 @@
 //!
 //! cargo-fuzz needs a nightly compiler; this project builds on stable, so the
 //! generation and shrinking come from proptest. The case count is small by default so
-//! that `cargo test` stays fast; `PROPTEST_CASES=N` runs longer (e.g. 100000 overnight).
+//! that `cargo test` stays fast, and the seed is fixed, so that every run replays the same
+//! scripts; `PROPTEST_CASES=N` runs longer (e.g. 100000 overnight), and
+//! `PROPTEST_RNG_SEED=random` (or a number) draws other scripts.
 
 use proptest::prelude::*;
 use proptest::strategy::{Strategy, Union};
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
 use preload_kit::{Heap, MIN_ALIGN};
 
 use crate::{Action, Failure, Profile, Replay};
+
+/// The seed of `cargo test`'s fuzzing, unless `PROPTEST_RNG_SEED` is set.
+const FIXED_SEED: u64 = 0x6d79_6d61_6c6c_6f63;
 
 /// The longest script a case draws: long enough to build up a heap of a few hundred
 /// blocks, short enough that shrinking is quick.
@@ -57,8 +62,19 @@ pub fn fuzz<H: Heap>(new_heap: impl Fn() -> H, profile: &Profile, cases: u32) {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(cases);
+    // A fixed seed unless PROPTEST_RNG_SEED says otherwise: `cargo test` replays the
+    // same scripts on every run (a failure in CI repeats on a laptop); a long run picks
+    // its own seed to explore further (PROPTEST_RNG_SEED=random, or a number).
+    let rng_seed = match std::env::var("PROPTEST_RNG_SEED").as_deref() {
+        Ok("random") => RngSeed::Random,
+        Ok(number) => number
+            .parse()
+            .map_or(RngSeed::Fixed(FIXED_SEED), RngSeed::Fixed),
+        Err(_) => RngSeed::Fixed(FIXED_SEED),
+    };
     let config = Config {
         cases,
+        rng_seed,
         // A failing script is printed for a regression test, not kept in a file.
         failure_persistence: None,
         // proptest's automatic limit (4 per case) stops long before a script of

@@ -139,13 +139,15 @@ pub struct DebugLayer {
 }
 
 impl DebugLayer {
-    /// The layer for `config`: its seed, or a random one, announced on stderr.
+    /// The layer for `config`: its seed, or a random one, announced in the log (not
+    /// at all with `MALLOC_DEBUG=checks`, which prints nothing but faults).
     pub fn new(config: &Config) -> Self {
         let seed = match config.seed {
             Some(seed) => seed,
+            None if !config.debug_log => random_seed(),
             None => {
                 let seed = random_seed();
-                let mut out = Out::stderr();
+                let mut out = preload_kit::out::debug_log();
                 let _ = writeln!(
                     out,
                     "mymalloc: debug mode with seed {seed} (MALLOC_DEBUG_SEED={seed} repeats this run)"

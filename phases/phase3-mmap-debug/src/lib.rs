@@ -78,8 +78,12 @@ pub struct MmapDebugHeap {
 
 impl MmapDebugHeap {
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
+        let mut heap = MmapHeap::with_growth(config, growth);
+        if config.debug {
+            heap.reserve_freed_mappings();
+        }
         MmapDebugHeap {
-            heap: MmapHeap::with_growth(config, growth),
+            heap,
             debug: config.debug.then(|| DebugLayer::new(config)),
         }
     }

@@ -72,6 +72,12 @@ impl MmapHeap {
         }
     }
 
+    /// Freed mappings stay reserved without access for a while (debug mode; see
+    /// [`Mappings::reserve_freed`]).
+    pub fn reserve_freed_mappings(&mut self) {
+        self.mapped.reserve_freed();
+    }
+
     /// The current threshold: requests of this many bytes or more are mapped.
     pub fn mmap_threshold(&self) -> usize {
         self.mmap_threshold
@@ -82,12 +88,14 @@ impl MmapHeap {
     fn free_mapped(&mut self, addr: usize) -> Result<(), Fault> {
         let len = self.mapped.len_of(addr);
         self.mapped.unmap(addr)?;
+        // Just above the length: a request as large as the mapping (a whole number of
+        // pages, like 5 MiB) must go to the heap next time too.
         if let Ok(len) = len
             && !self.mmap_threshold_fixed
-            && len > self.mmap_threshold
-            && len <= MAX_DYNAMIC_MMAP_THRESHOLD
+            && len >= self.mmap_threshold
+            && len < MAX_DYNAMIC_MMAP_THRESHOLD
         {
-            self.mmap_threshold = len;
+            self.mmap_threshold = len + 1;
             self.brk.raise_trim_threshold(2 * len);
         }
         Ok(())
@@ -456,10 +464,18 @@ mod tests {
         assert!(!heap.brk.owns(addr(p)));
         heap.free(p).unwrap();
         let raised = heap.mmap_threshold();
-        assert_eq!(raised, 5_000_000_usize.next_multiple_of(page_size()));
+        assert_eq!(raised, 5_000_000_usize.next_multiple_of(page_size()) + 1);
         let q = heap.alloc(5_000_000, MIN_ALIGN).unwrap();
         assert!(heap.brk.owns(addr(q)), "the same size is now a brk block");
         heap.free(q).unwrap();
+        // A whole number of pages: the mapping is exactly the request, and the same
+        // request still goes to the heap afterwards.
+        let p = heap.alloc(6 << 20, MIN_ALIGN).unwrap();
+        heap.free(p).unwrap();
+        let q = heap.alloc(6 << 20, MIN_ALIGN).unwrap();
+        assert!(heap.brk.owns(addr(q)), "6 MiB again is a brk block");
+        heap.free(q).unwrap();
+        let raised = heap.mmap_threshold();
         let huge = heap.alloc(40 << 20, MIN_ALIGN).unwrap();
         heap.free(huge).unwrap();
         assert_eq!(heap.mmap_threshold(), raised, "40 MiB is above the cap");

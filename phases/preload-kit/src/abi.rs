@@ -40,9 +40,11 @@ fn after_call<A: SharedAllocator>(allocator: &A, log: impl FnOnce(&A, &mut Out))
 fn log_and_check<A: SharedAllocator>(allocator: &A, log: impl FnOnce(&A, &mut Out)) {
     /// Calls since start-up, for "check every Nth call".
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    let mut out = Out::stderr();
-    log(allocator, &mut out);
-    out.flush();
+    if config::current().debug_log {
+        let mut out = crate::out::debug_log();
+        log(allocator, &mut out);
+        out.flush();
+    }
     if A::CHECK_IN_DEBUG_MODE {
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         let every = config::current().check_every.unwrap_or(1);
@@ -374,6 +376,21 @@ pub fn malloc_stats<A: SharedAllocator>(allocator: &A) {
     set_errno(saved_errno);
 }
 
+/// At exit (a `.fini_array` entry of the library): in debug mode with the check spaced
+/// out (`MALLOC_CHECK_EVERY` above 1), one last full check, so that damage done after
+/// the last periodic check is still reported (exit 3). With the check after every
+/// call, the last call was checked already.
+pub fn check_at_exit<A: SharedAllocator>(allocator: &A) {
+    if !A::CHECK_IN_DEBUG_MODE || !config::debug_mode() {
+        return;
+    }
+    if config::current().check_every.unwrap_or(1) > 1
+        && let Err(fault) = allocator.check()
+    {
+        fail(allocator, "heap_check at exit", fault);
+    }
+}
+
 /// `heap_check()`: 0 when every invariant holds; otherwise reports the first broken one
 /// and exits 3.
 pub fn heap_check<A: SharedAllocator>(allocator: &A) -> i32 {
@@ -543,6 +560,15 @@ macro_rules! export_malloc {
             extern "C" fn register_fork_handlers() {
                 $crate::fork::register(before_fork, after_fork_in_parent, after_fork_in_child);
             }
+            /// Debug mode's last full check, when the process exits (see
+            /// [`abi::check_at_exit`]).
+            extern "C" fn check_at_exit() {
+                abi::check_at_exit(&GLOBAL)
+            }
+            #[used]
+            #[unsafe(link_section = ".fini_array")]
+            static CHECK_AT_EXIT: extern "C" fn() = check_at_exit;
+
             #[used]
             #[unsafe(link_section = ".init_array")]
             static REGISTER_FORK_HANDLERS: extern "C" fn() = register_fork_handlers;

@@ -289,8 +289,31 @@ pub fn mallinfo() -> Outcome {
         for &p in blocks.iter().skip(1).step_by(2) {
             crate::c::free(p);
         }
+        // malloc_info: glibc's XML, to a FILE.
+        let file = libc::tmpfile();
+        ensure!(!file.is_null(), "tmpfile failed");
+        let answer = libc::malloc_info(0, file);
+        ensure!(answer == 0, "malloc_info(0, file) returned {answer}");
+        ensure!(
+            libc::malloc_info(1, file) == libc::EINVAL,
+            "malloc_info(1, …) is not EINVAL"
+        );
+        libc::rewind(file);
+        let mut text = vec![0u8; 8192];
+        let read = libc::fread(text.as_mut_ptr().cast(), 1, text.len(), file);
+        libc::fclose(file);
+        let text = String::from_utf8_lossy(&text[..read]);
+        ensure!(
+            text.starts_with("<malloc version=\"1\">") && text.trim_end().ends_with("</malloc>"),
+            "malloc_info wrote {text:?}"
+        );
+        ensure!(
+            text.contains("<system type=\"current\" size=\"")
+                && !text.contains("size=\"0\"/>\n</malloc>"),
+            "malloc_info's figures are missing: {text:?}"
+        );
     }
-    Ok("mallinfo2 and mallinfo follow 100 x 1000 bytes, half freed, and 1 MiB".into())
+    Ok("mallinfo2 and mallinfo follow 100 x 1000 bytes, half freed, and 1 MiB; malloc_info writes XML".into())
 }
 
 /// `malloc_trim(0)` gives free memory at the top of the heap back at once: with the
@@ -330,4 +353,43 @@ pub fn malloc_trim() -> Outcome {
         );
     }
     Ok("malloc_trim(0) gave the freed top of the heap back at once".into())
+}
+
+/// hardened_malloc's `write_after_free_large_reuse`: a large block is freed, another
+/// of the same size is made (with a fixed threshold it is a mapping too, and the
+/// kernel likes to put it where the old one was), and the program writes through its
+/// dangling pointer to the first. A checking allocator stops the write (phase 3's
+/// debug mode keeps freed mappings reserved without access, so it faults); otherwise
+/// it lands in the new block, which this probe reports.
+pub fn write_after_free_large_reuse() -> Outcome {
+    const SIZE: usize = 256 * 1024;
+    // SAFETY: the write through `old` after its free is the misuse under test.
+    unsafe {
+        let old = crate::c::malloc(SIZE).cast::<u8>();
+        ensure!(!old.is_null(), "malloc(256 KiB) returned NULL");
+        crate::c::free(old.cast());
+        let new = crate::c::malloc(SIZE).cast::<u8>();
+        ensure!(!new.is_null(), "malloc(256 KiB) returned NULL");
+        new.write_bytes(0, SIZE);
+        std::ptr::write_volatile(std::hint::black_box(old).add(64 * 1024 + 1), b'a');
+        let landed = (new as usize..new as usize + SIZE).contains(&(old as usize + 64 * 1024 + 1));
+        crate::c::free(new.cast());
+        if landed {
+            return Err("a write through a dangling pointer landed in the new large block".into());
+        }
+    }
+    Err("a write into a freed large block went unnoticed".into())
+}
+
+/// A one-byte overflow, and then nothing more: the program ends normally. With the
+/// debug mode's check spaced out (`MALLOC_CHECK_EVERY`), only a last check at exit
+/// can still report it (exit 3 after this probe's `FAIL` line).
+pub fn overflow_before_exit() -> Outcome {
+    // SAFETY: the write one past the block is the misuse under test.
+    unsafe {
+        let p = crate::c::malloc(24).cast::<u8>();
+        ensure!(!p.is_null(), "malloc(24) returned NULL");
+        std::ptr::write_volatile(std::hint::black_box(p).add(24), 0);
+    }
+    Err("a one-byte overflow was not reported before the program ended".into())
 }

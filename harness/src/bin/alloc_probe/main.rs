@@ -46,6 +46,11 @@ const PROBES: &[Probe] = &[
     ("mallopt", fidelity::mallopt),
     ("mallinfo", fidelity::mallinfo),
     ("malloc-trim", fidelity::malloc_trim),
+    (
+        "write-after-free-large-reuse",
+        fidelity::write_after_free_large_reuse,
+    ),
+    ("overflow-before-exit", fidelity::overflow_before_exit),
 ];
 
 fn main() -> ExitCode {
