@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ptr::NonNull;
 
 use heap_replay::{Action::*, Profile, Replay, fuzz, script};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
 
 /// What a [`ToyHeap`] gets wrong.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -107,7 +107,7 @@ impl Heap for ToyHeap {
         let addr = ptr.as_ptr() as usize;
         let layout = self.blocks.get(&addr).ok_or(Fault::InvalidPointer {
             addr,
-            why: "not a block",
+            why: WhyInvalid::NotABlockStart,
         })?;
         Ok(layout.size() - 8)
     }

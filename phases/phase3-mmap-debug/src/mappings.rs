@@ -1,7 +1,7 @@
 //! Large blocks: each one an anonymous mapping of its own, known by a registry.
 //!
 //! ```text
-//!   a large block: whole pages from mmap         the registry (crate::table), in its
+//!   a large block: whole pages from mmap         the registry (kit table.rs), in its
 //!                                                own mapping, never in the heap
 //!   start = the pointer malloc returns           +---------------------------------+
 //!   +-----------------------------+--------+     | start -> { len, number }        |
@@ -32,10 +32,9 @@
 use core::fmt::Write as _;
 use core::ptr::NonNull;
 
-use preload_kit::{Fault, Out, os};
+use preload_kit::{Fault, Out, WhyInvalid, os};
 
-use crate::table::AddrTable;
-use split_coalesce::heap::OUTSIDE_THE_HEAP;
+use preload_kit::table::AddrTable;
 
 /// How many unmapped blocks are remembered for reporting double frees. Older ones are
 /// forgotten: a double free that late is reported as a pointer that is not ours.
@@ -237,18 +236,18 @@ impl Mappings {
         if self.live_around(addr).is_some() {
             return Fault::InvalidPointer {
                 addr,
-                why: "inside a mapped block, not its start",
+                why: WhyInvalid::InsideAMapping,
             };
         }
         match self.recently_unmapped.around(addr) {
             Some(freed) if freed.start == addr => Fault::DoubleFree { addr },
             Some(_) => Fault::InvalidPointer {
                 addr,
-                why: "inside a mapped block that was freed",
+                why: WhyInvalid::InsideAFreedMapping,
             },
             None => Fault::InvalidPointer {
                 addr,
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
             },
         }
     }
@@ -278,7 +277,7 @@ impl Mappings {
     }
 
     /// The invariants of the large blocks:
-    /// 1. the registry is a sound table (see [`crate::table`]);
+    /// 1. the registry is a sound table (see [`preload_kit::table`]);
     /// 2. every entry is a page-aligned start, a whole number of pages, and a number
     ///    that has been given out;
     /// 3. the lengths add up to `mapped_bytes`;
@@ -464,14 +463,14 @@ mod tests {
             mappings.unmap(a + 4096),
             Err(Fault::InvalidPointer {
                 addr: a + 4096,
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         assert_eq!(
             mappings.unmap(a + 16),
             Err(Fault::InvalidPointer {
                 addr: a + 16,
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         mappings.unmap(a).unwrap();
@@ -479,7 +478,7 @@ mod tests {
         assert!(matches!(
             mappings.unmap(a + 16),
             Err(Fault::InvalidPointer {
-                why: "inside a mapped block that was freed",
+                why: WhyInvalid::InsideAFreedMapping,
                 ..
             })
         ));
@@ -488,7 +487,7 @@ mod tests {
         assert!(matches!(
             mappings.unmap(stack),
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));
