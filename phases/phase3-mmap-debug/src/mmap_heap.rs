@@ -36,6 +36,7 @@ use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats
 
 use crate::mappings::Mappings;
 use split_coalesce::heap::{M_TRIM_THRESHOLD, SplitCoalesceHeap};
+use split_coalesce::{FreeIndex, FreeList};
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
 /// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
@@ -48,9 +49,12 @@ pub const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
 /// `mallopt`'s parameter number for the mmap threshold (glibc's `M_MMAP_THRESHOLD`).
 pub const M_MMAP_THRESHOLD: i32 = -3;
 
-pub struct MmapHeap {
+/// Generic, as phase 2's heap is, over how the brk heap finds free blocks: phase 3
+/// uses phase 2's [`FreeList`]; a later phase can route the same way around a heap
+/// with another index (`MmapHeap<ItsIndex>`).
+pub struct MmapHeap<L: FreeIndex = FreeList> {
     /// Blocks below the threshold: phase 2's heap, unchanged.
-    brk: SplitCoalesceHeap,
+    brk: SplitCoalesceHeap<L>,
     /// Blocks at or above it.
     mapped: Mappings,
     mmap_threshold: usize,
@@ -59,7 +63,7 @@ pub struct MmapHeap {
     mmap_threshold_fixed: bool,
 }
 
-impl MmapHeap {
+impl<L: FreeIndex> MmapHeap<L> {
     /// An empty heap. `growth` is for its brk heap: `BrkThenMmap` when preloaded,
     /// `MmapOnly` in unit tests (whose process has another allocator moving the break).
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
@@ -152,7 +156,7 @@ impl MmapHeap {
     }
 }
 
-impl Heap for MmapHeap {
+impl<L: FreeIndex> Heap for MmapHeap<L> {
     const NAME: &'static str = "phase3-mmap-debug";
 
     fn new(config: &Config) -> Self {
@@ -417,7 +421,7 @@ mod tests {
             mmap_threshold: Some(4096),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let mut heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
         let p = heap.alloc(5000, MIN_ALIGN).unwrap();
         assert!(!heap.brk.owns(addr(p)));
         assert!(heap.set_option(M_MMAP_THRESHOLD, 1 << 20));
@@ -491,7 +495,7 @@ mod tests {
                 ..Config::DEFAULT
             },
         ] {
-            let mut fixed = MmapHeap::with_growth(&config, Growth::MmapOnly);
+            let mut fixed: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
             let p = fixed.alloc(5_000_000, MIN_ALIGN).unwrap();
             fixed.free(p).unwrap();
             assert_eq!(fixed.mmap_threshold(), DEFAULT_MMAP_THRESHOLD);

@@ -256,7 +256,8 @@ fn seeded_workload_keeps_contents_and_invariants() {
         seed: Some(42),
         ..Config::DEFAULT
     };
-    let heap = Debugged::around(&config, MmapHeap::with_growth(&config, Growth::MmapOnly));
+    let heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+    let heap = Debugged::around(&config, heap);
     let mut replay = Replay::new(heap).check_every(25);
     replay.run(&script(5, 5000, &THROUGH_THE_LAYER)).unwrap();
     replay.free_all().unwrap();

@@ -38,6 +38,7 @@ pub mod out;
 pub mod report;
 pub mod shared;
 pub mod table;
+pub mod totals;
 
 pub use config::Config;
 pub use info::MallInfo;
@@ -46,6 +47,7 @@ pub use locked::Locked;
 pub use out::Out;
 pub use report::{EXIT_CORRUPTION, EXIT_MISUSE};
 pub use shared::SharedAllocator;
+pub use totals::{Tally, Totals};
 
 use core::fmt;
 use core::ptr::NonNull;
