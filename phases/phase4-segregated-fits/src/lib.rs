@@ -58,14 +58,8 @@ pub struct SegregatedFitsHeap {
 
 impl SegregatedFitsHeap {
     /// An empty heap; `growth` is for the brk heap (`MmapOnly` in unit tests).
-    ///
-    /// With the bins, a freed large buffer can be reused well by the brk heap, so the
-    /// mmap threshold follows freed mappings, as glibc's does (see
-    /// `MmapHeap::follow_freed_mappings`): a program that keeps asking for buffers of
-    /// a few MiB pays for fresh pages once, not every time.
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
         let mut heap = MmapHeap::with_growth(config, growth);
-        heap.follow_freed_mappings();
         heap.brk_mut().set_trim_slack(TRIM_SLACK);
         SegregatedFitsHeap {
             heap: Debugged::around(config, heap),
@@ -227,7 +221,8 @@ mod tests {
         heap.check().unwrap();
     }
 
-    /// Freeing a mapped block raises the mmap threshold to its size: the next buffer of
+    /// Phase 3's dynamic threshold, inherited: freeing a mapped block raises the mmap
+    /// threshold to its size: the next buffer of
     /// that size comes from the brk heap, and a freed one there is reused in place.
     /// A threshold the user set stays where it is.
     #[test]
