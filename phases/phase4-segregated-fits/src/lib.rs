@@ -41,7 +41,7 @@ use core::ptr::NonNull;
 use mmap_debug::MmapHeap;
 use preload_kit::arena::Growth;
 use preload_kit::debug::Debugged;
-use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MallInfo, Out, Stats};
 
 pub use bins::Bins;
 
@@ -52,6 +52,8 @@ pub const TRIM_SLACK: usize = 64 * 1024;
 
 /// Phase 4's heap: phase 3's, whose brk heap keeps its free blocks in [`Bins`].
 /// Every call goes straight to it; only the name and the dump are phase 4's own.
+/// Every method of [`Heap`] is forwarded, those with a default too: a default left in
+/// place answers instead of phase 3's heap (`malloc_trim` gave nothing back).
 pub struct SegregatedFitsHeap {
     heap: Debugged<MmapHeap<Bins>>,
 }
@@ -150,6 +152,14 @@ impl Heap for SegregatedFitsHeap {
 
     fn set_option(&mut self, param: i32, value: i32) -> bool {
         self.heap.set_option(param, value)
+    }
+
+    fn mallinfo(&self) -> MallInfo {
+        self.heap.mallinfo()
+    }
+
+    fn trim(&mut self, pad: usize) -> bool {
+        self.heap.trim(pad)
     }
 }
 
