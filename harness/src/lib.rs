@@ -7,6 +7,7 @@
 //! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
 //! - [`grade`]: the grader: any `.so` against a phase's rubric of [`checks`], for points.
 //! - [`phase_diff`]: the diff of one phase's sources to the next, committed in `docs/src/`.
+//! - [`record`]: records a real program's allocation calls as a [`threaded_trace`].
 //! - [`pictures`]: the book's heap maps and footprint chart, drawn from heap dumps.
 
 pub mod bench;
@@ -15,6 +16,8 @@ pub mod grade;
 pub mod phase_diff;
 pub mod phases;
 pub mod pictures;
+pub mod record;
 pub mod rng;
 pub mod runner;
+pub mod threaded_trace;
 pub mod trace;

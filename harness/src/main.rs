@@ -5,6 +5,7 @@
 //! harness run --lib PATH.so -- CMD ARGS... CMD under any allocator
 //! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
 //! harness traces --out DIR                 write the generated trace suite (harness/traces/)
+//! harness record --out FILE.trc -- CMD...  record CMD's allocation calls as a threaded trace
 //! harness bench [--reps N] [--quick] [--out FILE]   benchmark report (docs/benchmarks.md)
 //! harness pictures --out DIR               the book's heap maps and footprint chart (SVG)
 //! harness grade --lib PATH.so --phase N    grade any allocator on phase N's rubric
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Some("traces") => traces(&args[1..]),
         Some("grade") => harness::grade::cli::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("record") => record(&args[1..]),
         Some("phase-diff") => phase_diff(&args[1..]),
         Some("pictures") => pictures(&args[1..]),
         Some("-h" | "--help") => {
@@ -250,6 +252,27 @@ fn bench(args: &[String]) -> ExitCode {
     }
     eprintln!("harness bench: wrote {}", out.display());
     ExitCode::SUCCESS
+}
+
+/// Records a command's allocation calls (see `harness::record`).
+fn record(args: &[String]) -> ExitCode {
+    let usage = "usage: harness record --out FILE.trc -- CMD [ARGS...]";
+    let [flag, out, dashes, command @ ..] = args else {
+        return usage_error(usage);
+    };
+    if flag != "--out" || dashes != "--" {
+        return usage_error(usage);
+    }
+    match harness::record::record(command, std::path::Path::new(out)) {
+        Ok(summary) => {
+            eprintln!("harness record: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("harness record: {problem}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Draws the book's pictures (see `harness::pictures`) into DIR (docs/src/pictures).

@@ -59,6 +59,16 @@ pub fn run(path: &str, show: Show) -> i32 {
             return EXIT_BAD_TRACE;
         }
     };
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map_or(path.into(), |n| n.to_string_lossy().into_owned());
+    if harness::threaded_trace::ThreadedTrace::is_threaded(&text) {
+        if show != Show::default() {
+            eprintln!("bench_alloc: --dump-at-peak and --stats-every need a malloc-lab trace");
+            return EXIT_BAD_TRACE;
+        }
+        return crate::replay::run(path, &name, text, baseline);
+    }
     let trace = match Trace::parse(&text) {
         Ok(trace) => trace,
         Err(e) => {
@@ -153,9 +163,6 @@ pub fn run(path: &str, show: Show) -> i32 {
     let footprint = peak_resident_bytes()
         .saturating_sub(baseline + harness_bytes)
         .max(1);
-    let name = std::path::Path::new(path)
-        .file_name()
-        .map_or(path.into(), |n| n.to_string_lossy());
     println!(
         "trace {name}: {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
          peak footprint {footprint} B; utilization {:.1}%; peak RSS {} KiB",
