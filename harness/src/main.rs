@@ -6,7 +6,8 @@
 //! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
 //! harness traces --out DIR                 write the generated trace suite (harness/traces/)
 //! harness record --out FILE.trc -- CMD...  record CMD's allocation calls as a threaded trace
-//! harness bench [--reps N] [--quick] [--out FILE]   benchmark report (docs/benchmarks.md)
+//! harness bench [--reps N] [--quick] [--only A,B] [--timeout S] [--out FILE]
+//!                                          benchmark report (docs/benchmarks.md)
 //! harness pictures --out DIR               the book's heap maps and footprint chart (SVG)
 //! harness grade --lib PATH.so --phase N    grade any allocator on phase N's rubric
 //! harness grade --dir FOLDER --phase N     grade a folder of submissions (`harness grade -h`)
@@ -216,12 +217,10 @@ fn traces(args: &[String]) -> ExitCode {
 }
 
 /// Runs every workload under every allocator and writes the report (by default over
-/// docs/benchmarks.md). Progress goes to stderr.
+/// docs/benchmarks.md, its charts into docs/src/bench/). Progress goes to stderr.
 fn bench(args: &[String]) -> ExitCode {
-    let mut options = harness::bench::Options {
-        reps: 5,
-        quick: false,
-    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut options = harness::bench::Options::new(quick);
     let mut out = phases::workspace_root().join("docs/benchmarks.md");
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -230,7 +229,15 @@ fn bench(args: &[String]) -> ExitCode {
                 Some(n) if n > 0 => options.reps = n,
                 _ => return usage_error("--reps needs a whole number above 0"),
             },
-            "--quick" => options.quick = true,
+            "--timeout" => match rest.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => options.timeout = Duration::from_secs(n),
+                _ => return usage_error("--timeout needs a whole number of seconds above 0"),
+            },
+            "--only" => match rest.next() {
+                Some(list) => options.only = list.split(',').map(str::to_string).collect(),
+                None => return usage_error("--only needs names, e.g. larson,phase2"),
+            },
+            "--quick" => {}
             "--out" => match rest.next() {
                 Some(path) => out = PathBuf::from(path),
                 None => return usage_error("--out needs a file"),
@@ -238,6 +245,7 @@ fn bench(args: &[String]) -> ExitCode {
             other => return usage_error(&format!("unknown argument {other:?}")),
         }
     }
+    let started = std::time::Instant::now();
     let results = match harness::bench::run(&options, |line| eprintln!("harness bench: {line}")) {
         Ok(results) => results,
         Err(problem) => {
@@ -245,12 +253,31 @@ fn bench(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = results.render(&harness::bench::describe_machine());
-    if let Err(e) = std::fs::write(&out, &report) {
+    // The charts go beside the report: docs/benchmarks.md -> docs/src/bench/.
+    let folder = out
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let charts = folder.join("src/bench");
+    let report = results.render(&harness::bench::describe_machine(), "src/bench");
+    let written = std::fs::create_dir_all(&charts)
+        .and_then(|()| std::fs::write(&out, &report))
+        .and_then(|()| {
+            for (file, svg) in harness::pictures::bench_chart::draw(&results) {
+                std::fs::write(charts.join(file), svg)?;
+            }
+            Ok(())
+        });
+    if let Err(e) = written {
         eprintln!("harness: cannot write {}: {e}", out.display());
         return ExitCode::from(2);
     }
-    eprintln!("harness bench: wrote {}", out.display());
+    eprintln!(
+        "harness bench: wrote {} and its charts in {} ({:.0} s)",
+        out.display(),
+        charts.display(),
+        started.elapsed().as_secs_f64()
+    );
     ExitCode::SUCCESS
 }
 

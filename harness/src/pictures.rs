@@ -24,6 +24,7 @@
 //! a run of small neighbours and then asks for blocks larger than any of them, so a
 //! heap that cannot merge neighbours grows by a dead run every round.
 
+pub mod bench_chart;
 pub mod dump;
 pub mod footprint;
 pub mod heap_map;

@@ -170,7 +170,7 @@ fn parse(mut args: impl Iterator<Item = &'static str>, seed: u64) -> Result<Mode
             "--small" => blocks = Some(count(arg, args.next())?),
             "--threads" => threads = Some(count(arg, args.next())?),
             "--iterations" => iterations = Some(count(arg, args.next())?),
-            name if workloads::NAMES.contains(&name) => {
+            name if workloads::is_workload(name) => {
                 let config = workloads::Config {
                     threads: 1,
                     iterations: None,

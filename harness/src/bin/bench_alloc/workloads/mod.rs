@@ -88,18 +88,13 @@ impl Tally {
     }
 }
 
-/// The names of the modes, as `--help` and `harness bench` list them.
-pub const NAMES: &[&str] = &[
-    "larson",
-    "xmalloc",
-    "cache-scratch",
-    "cache-thrash",
-    "mstress",
-    "rptest",
-    "alloc-test",
-    "malloc-large",
-    "mleak",
-];
+/// Whether `name` is a workload's: the list is `harness bench`'s, so that a workload
+/// added here is benchmarked too.
+pub fn is_workload(name: &str) -> bool {
+    harness::bench::STANDARD
+        .iter()
+        .any(|(known, _)| *known == name)
+}
 
 /// Runs the workload called `name`; its exit code.
 pub fn run(name: &str, config: Config) -> i32 {
@@ -114,7 +109,7 @@ pub fn run(name: &str, config: Config) -> i32 {
         "alloc-test" => alloc_test::run(config),
         "malloc-large" => malloc_large::run(config),
         "mleak" => mleak::run(config),
-        _ => unreachable!("the parser accepts only NAMES"),
+        _ => unreachable!("the parser accepts only names for which is_workload holds"),
     };
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     let threads = config.threads;
