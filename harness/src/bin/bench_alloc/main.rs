@@ -6,7 +6,7 @@
 //! bench_alloc --threads T [--small N]   the same, split over T threads
 //! bench_alloc WORKLOAD [--threads T] [--iterations N]
 //!                                  a standard workload (larson, xmalloc, ...: see `workloads`)
-//! bench_alloc --trace FILE         replay a malloc-lab trace: ops/s, peak payload, utilization
+//! bench_alloc --trace FILE         replay a malloc-lab or threaded trace: ops/s, peak payload, utilization
 //!     [--dump-at-peak] [--stats-every N]   ...with heap dumps / stats for `harness pictures`
 //! bench_alloc --ops 'a 0 64, f 0'  a few calls named on the command line, then a heap dump
 //! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
@@ -55,8 +55,9 @@ usage: bench_alloc [--small N] [--threads T] [--trace FILE]
                   rptest, alloc-test, malloc-large, mleak. Prints one line:
                   NAME: T threads, N ops in S s, R ops/s; peak RSS K KiB; ok
   --iterations N  with WORKLOAD: its main loop count per thread (each has a default)
-  --trace FILE    replay a malloc-lab trace (harness/traces/): ops/s, peak payload,
-                  peak footprint, utilization
+  --trace FILE    replay a malloc-lab trace (harness/traces/*.rep), or a threaded
+                  trace recorded by `harness record` (harness/traces/recorded/*.trc)
+                  with its threads: ops/s, peak payload, peak footprint, utilization
   --dump-at-peak  with --trace: heap_dump() before the first operation and right after
                   the one that brings the live payload to its peak
   --stats-every N with --trace: malloc_stats() before the first operation, after every

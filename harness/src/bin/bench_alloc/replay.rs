@@ -27,7 +27,7 @@ struct Slot {
     done: AtomicU32,
 }
 
-pub fn run(path: &str, name: &str, text: String, baseline: usize) -> i32 {
+pub fn run(path: &str, text: String, baseline: usize) -> i32 {
     let trace = match ThreadedTrace::parse(&text) {
         Ok(trace) => trace,
         Err(e) => {
@@ -92,6 +92,7 @@ pub fn run(path: &str, name: &str, text: String, baseline: usize) -> i32 {
         .saturating_sub(baseline + harness_bytes)
         .max(1);
     let peak_payload = peak.load(Ordering::Relaxed);
+    let name = crate::trace::file_name(path);
     let threads = trace.threads;
     println!(
         "trace {name}: {threads} thread{}, {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
