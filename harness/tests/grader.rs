@@ -10,7 +10,8 @@
 //! Timing checks are left out throughout (`skip_timing`, `--no-timing`, or `--only`
 //! naming other checks): the suite never asserts wall-clock time on a shared machine.
 //! Test names start with the phase whose rubric they grade on, so that
-//! `cargo test -p harness -- phase1` includes them.
+//! `cargo test -p harness -- phase1` includes them, or with `each_phase_` when they
+//! grade every registered phase (`HARNESS_PHASE=N` narrows them to one).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,8 +116,8 @@ fn assert_fails_exactly(report: &Report, must_fail: &[&str], either_way: &[(&str
 }
 
 #[test]
-fn every_reference_phase_gets_full_marks_on_its_own_rubric() {
-    for phase in phases::PHASES {
+fn each_phase_gets_full_marks_on_its_own_rubric() {
+    for phase in phases::under_test() {
         let report = grade(&phase_lib(phase.number), phase.number);
         assert_fails_exactly(&report, &[], &[]);
         assert_eq!(report.score(), report.max_score(), "{}", report.table());
@@ -447,24 +448,18 @@ fn phase1_a_crate_folder_is_built_and_graded() {
     // broken/no-double-free-check as a crate of its own, outside the workspace.
     let source =
         std::fs::read_to_string(root.join("harness/broken/no-double-free-check/src/lib.rs"))
-            .unwrap()
-            .replace(
-                "../../../../phases/",
-                &format!("{}/phases/", root.display()),
-            )
-            .replace(
-                "../../phase1_with_a_defect.rs",
-                &format!("{}/harness/broken/phase1_with_a_defect.rs", root.display()),
-            );
+            .unwrap();
     std::fs::write(student.join("src/lib.rs"), source).unwrap();
     std::fs::write(
         student.join("Cargo.toml"),
         format!(
             "[package]\nname = \"carol-malloc\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
              [lib]\ncrate-type = [\"cdylib\"]\n\n\
-             [dependencies]\npreload-kit = {{ path = \"{}/phases/preload-kit\" }}\n\n\
+             [dependencies]\npreload-kit = {{ path = \"{root}/phases/preload-kit\" }}\n\
+             sbrk-freelist = {{ path = \"{root}/phases/phase1-sbrk-freelist\" }}\n\
+             broken-frame = {{ path = \"{root}/harness/broken/frame\" }}\n\n\
              [profile.release]\npanic = \"abort\"\n\n[workspace]\n",
-            root.display()
+            root = root.display()
         ),
     )
     .unwrap();
