@@ -88,7 +88,8 @@ fn decade_label(value: f64, unit: &str) -> String {
 fn ratios(results: &Results) -> String {
     const WIDTH: f64 = 960.0;
     const LEFT: f64 = 250.0;
-    const RIGHT: f64 = 930.0;
+    // Room on the right for a group of timeouts drawn side by side from their bound.
+    const RIGHT: f64 = 870.0;
     const ROW: f64 = 18.0;
     let mut picture = Svg::new(
         WIDTH,
@@ -146,15 +147,28 @@ fn ratios(results: &Results) -> String {
             Style::new(11.0).end(),
             &workload.label(),
         );
+        // Timeouts at one time limit share one lower bound: drawn side by side from
+        // it (further right is still "at least"), with one arrow after the group.
+        let mut timeouts_at: Vec<(f64, usize)> = Vec::new();
         for c in 0..results.contenders.len() {
             let Some((r, timed_out)) = ratio_of(w, c) else {
                 continue;
             };
-            let x = x_of(r);
-            marker(&mut picture, c, x, y, timed_out);
+            let mut x = x_of(r);
             if timed_out {
-                picture.text(x + 6.0, y + 4.0, Style::new(11.0).fill(colour(c)), "→");
+                match timeouts_at.iter_mut().find(|(at, _)| (*at - x).abs() < 1.0) {
+                    Some((_, drawn)) => {
+                        x += 11.0 * *drawn as f64;
+                        *drawn += 1;
+                    }
+                    None => timeouts_at.push((x, 1)),
+                }
             }
+            marker(&mut picture, c, x, y, timed_out);
+        }
+        for (x, drawn) in timeouts_at {
+            let end = x + 11.0 * (drawn - 1) as f64;
+            picture.text(end + 6.0, y + 4.0, Style::new(11.0).fill(INK), "→");
         }
     }
     picture.text(
@@ -274,4 +288,56 @@ fn threads(results: &Results) -> String {
     let rows = families.len().div_ceil(COLUMNS) as f64;
     picture.set_height(top + rows * (PANEL_H + 50.0) + 10.0);
     picture.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{Outcome, Sample, Workload, contenders};
+    use std::time::Duration;
+
+    /// Three allocators time out on one workload: three open markers, side by side.
+    #[test]
+    fn timeouts_at_one_bound_are_all_visible() {
+        let done = Outcome::Done(Sample {
+            seconds: 1.0,
+            ops_per_sec: 1000.0,
+            peak_rss_kib: 1,
+            utilization: None,
+        });
+        let contenders: Vec<_> = contenders().into_iter().take(4).collect();
+        let mut row = vec![vec![Outcome::TimedOut]; contenders.len()];
+        row[0] = vec![done];
+        let results = Results {
+            contenders,
+            workloads: vec![Workload {
+                name: "alloc-test".into(),
+                threads: 1,
+                args: Vec::new(),
+                trace: false,
+                scales: true,
+            }],
+            runs: vec![row],
+            reps: 1,
+            timeout: Duration::from_secs(20),
+            command: String::new(),
+            date: String::new(),
+        };
+        let svg = ratios(&results);
+        let open: Vec<&str> = svg
+            .lines()
+            .filter(|l| l.starts_with("<rect") && l.contains("fill=\"#ffffff\" rx"))
+            .collect();
+        assert_eq!(open.len(), 3, "{svg}");
+        let xs: std::collections::BTreeSet<&str> = open
+            .iter()
+            .map(|l| l.split("x=\"").nth(1).unwrap().split('"').next().unwrap())
+            .collect();
+        assert_eq!(
+            xs.len(),
+            3,
+            "side by side, not on top of each other:\n{svg}"
+        );
+        assert_eq!(svg.matches('→').count(), 1, "one arrow after the group");
+    }
 }
