@@ -13,7 +13,9 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{
+    Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, Totals, WhyInvalid,
+};
 
 use crate::block::{Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::FreeList;
@@ -22,10 +24,7 @@ pub struct FreeListHeap {
     arena: Arena,
     free_list: FreeList,
     /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
-    used_blocks: usize,
-    used_bytes: usize,
-    free_blocks: usize,
-    free_bytes: usize,
+    totals: Totals,
 }
 
 impl FreeListHeap {
@@ -35,10 +34,7 @@ impl FreeListHeap {
         FreeListHeap {
             arena: Arena::new(growth),
             free_list: FreeList::new(),
-            used_blocks: 0,
-            used_bytes: 0,
-            free_blocks: 0,
-            free_bytes: 0,
+            totals: Totals::ZERO,
         }
     }
 
@@ -62,8 +58,7 @@ impl FreeListHeap {
         }
         let block = self.carve(size)?;
         block.init(size, false);
-        self.free_blocks += 1;
-        self.free_bytes += size;
+        self.totals.free.add(size);
         Some(block)
     }
 
@@ -74,8 +69,7 @@ impl FreeListHeap {
     }
 
     fn add_free(&mut self, block: Block) {
-        self.free_blocks += 1;
-        self.free_bytes += block.size();
+        self.totals.free.add(block.size());
         self.free_list.push(block);
     }
 
@@ -87,22 +81,22 @@ impl FreeListHeap {
         let invalid = |why| Fault::InvalidPointer { addr, why };
         let Some(region) = self.arena.region_of(addr) else {
             return Err(invalid(if self.arena.offset_of(addr).is_some() {
-                "not the start of a block"
+                WhyInvalid::NotABlockStart
             } else {
-                "not inside the heap"
+                WhyInvalid::OutsideTheHeap
             }));
         };
         if !addr.is_multiple_of(MIN_ALIGN) {
-            return Err(invalid("not 16-byte aligned, so not the start of a block"));
+            return Err(invalid(WhyInvalid::Misaligned));
         }
         if addr - region.start < HEADER_SIZE {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         // SAFETY: `addr` is 16-aligned and `region.start <= addr - 16 < addr < top`, so
         // the 16 header bytes lie in the carved part of the region.
         let block = unsafe { Block::at(addr - HEADER_SIZE) };
         if !block.header_is_intact() {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         if block.size() < MIN_BLOCK || block.next_in_heap() > region.top {
             return Err(Fault::Corruption {
@@ -198,18 +192,15 @@ impl Heap for FreeListHeap {
             None => self.grow(size, align)?,
         };
         block.set_used(true);
-        self.free_blocks -= 1;
-        self.free_bytes -= block.size();
-        self.used_blocks += 1;
-        self.used_bytes += block.size();
+        self.totals.free.remove(block.size());
+        self.totals.used.add(block.size());
         Some(block.payload())
     }
 
     fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
         let block = self.used_block_of(ptr)?;
         block.set_used(false);
-        self.used_blocks -= 1;
-        self.used_bytes -= block.size();
+        self.totals.used.remove(block.size());
         self.add_free(block);
         Ok(())
     }
@@ -220,7 +211,7 @@ impl Heap for FreeListHeap {
             let addr = ptr.as_ptr() as usize;
             return Err(Fault::InvalidPointer {
                 addr,
-                why: "the block was freed",
+                why: WhyInvalid::FreedBlock,
             });
         }
         Ok(block.payload_size())
@@ -270,14 +261,15 @@ impl Heap for FreeListHeap {
         }
     }
 
+    /// `mallinfo2`'s figures: the blocks' totals, and the arena's uncarved room as
+    /// free. (Phase 1 never gives memory back, so `malloc_trim` keeps the default.)
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::of_arena(&self.arena, &self.stats())
+    }
+
     fn stats(&self) -> Stats {
-        Stats {
-            used_blocks: self.used_blocks,
-            used_bytes: self.used_bytes,
-            free_blocks: self.free_blocks,
-            free_bytes: self.free_bytes,
-            largest_free: self.free_list.iter().map(Block::size).max().unwrap_or(0),
-        }
+        let largest_free = self.free_list.iter().map(Block::size).max().unwrap_or(0);
+        self.totals.stats(largest_free)
     }
 
     /// The phase-1 invariants:
@@ -288,15 +280,9 @@ impl Heap for FreeListHeap {
     ///    free blocks, and cannot hold one twice without looping);
     /// 3. the running totals agree with the heap.
     fn check(&self) -> Result<(), Fault> {
-        let mut seen = Stats::default();
+        let mut seen = Totals::ZERO;
         self.walk(|block| {
-            if block.is_used() {
-                seen.used_blocks += 1;
-                seen.used_bytes += block.size();
-            } else {
-                seen.free_blocks += 1;
-                seen.free_bytes += block.size();
-            }
+            seen.count(block.is_used(), block.size());
             Ok(())
         })?;
 
@@ -321,7 +307,7 @@ impl Heap for FreeListHeap {
                 });
             }
             listed += 1;
-            if listed > seen.free_blocks {
+            if listed > seen.free.blocks {
                 return Err(Fault::Corruption {
                     addr,
                     what: "free list loops or holds a block twice",
@@ -330,38 +316,20 @@ impl Heap for FreeListHeap {
             entry = block.next_free();
         }
         let start = self.arena.regions().first().map_or(0, |r| r.start);
-        if listed != seen.free_blocks {
+        if listed != seen.free.blocks {
             return Err(Fault::Corruption {
                 addr: start,
                 what: "a free block is missing from the free list",
             });
         }
-        let counted = (
-            self.used_blocks,
-            self.used_bytes,
-            self.free_blocks,
-            self.free_bytes,
-        );
-        if counted
-            != (
-                seen.used_blocks,
-                seen.used_bytes,
-                seen.free_blocks,
-                seen.free_bytes,
-            )
-        {
-            return Err(Fault::Corruption {
-                addr: start,
-                what: "block totals disagree with the heap",
-            });
-        }
-        Ok(())
+        self.totals.agree_with(&seen, start)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::{Profile, Replay, script};
 
     fn heap() -> FreeListHeap {
         FreeListHeap::with_growth(Growth::MmapOnly)
@@ -418,7 +386,7 @@ mod tests {
         assert!(matches!(
             heap.free(outside),
             Err(Fault::InvalidPointer {
-                why: "not inside the heap",
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));
@@ -451,42 +419,22 @@ mod tests {
         );
     }
 
-    /// A seeded random workload: every block keeps its contents, blocks never overlap,
-    /// and the heap check passes after every step.
+    /// A seeded workload of small blocks (malloc, calloc, memalign, free, realloc),
+    /// replayed by `heap_replay`: every block keeps its contents and never overlaps
+    /// another, and the heap check passes every 97 actions.
     #[test]
-    fn random_workload_keeps_contents_and_invariants() {
-        let mut heap = heap();
-        let mut live: std::vec::Vec<(NonNull<u8>, usize, u8)> = std::vec::Vec::new();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        for step in 0..4000 {
-            let r = next();
-            if live.is_empty() || r % 3 != 0 {
-                let size = (next() % 300) as usize;
-                let p = heap.alloc(size, MIN_ALIGN).unwrap();
-                let fill = step as u8;
-                // SAFETY: `alloc` returned at least `size` writable bytes.
-                unsafe { p.as_ptr().write_bytes(fill, size) };
-                live.push((p, size, fill));
-            } else {
-                let (p, size, fill) = live.swap_remove((r as usize / 3) % live.len());
-                // SAFETY: the block is still allocated and `size` bytes long.
-                let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), size) };
-                assert!(
-                    bytes.iter().all(|&b| b == fill),
-                    "block at {p:?} lost its contents"
-                );
-                heap.free(p).unwrap();
-            }
-            if step % 97 == 0 {
-                heap.check().unwrap();
-            }
-        }
-        heap.check().unwrap();
+    fn seeded_workload_keeps_contents_and_invariants() {
+        let mut replay = Replay::new(heap()).check_every(97);
+        replay.run(&script(1, 4000, &Profile::SMALL)).unwrap();
+        replay.free_all().unwrap();
+        let stats = replay.heap().stats();
+        assert_eq!((stats.used_blocks, stats.used_bytes), (0, 0));
+    }
+
+    /// Random scripts of the same actions, shrunk to a minimal one on failure
+    /// (`PROPTEST_CASES=N` runs more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_keep_contents_and_invariants() {
+        heap_replay::fuzz(heap, &Profile::SMALL, 64);
     }
 }

@@ -20,7 +20,9 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{
+    Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, Totals, WhyInvalid,
+};
 
 use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::{FreeIndex, FreeList};
@@ -32,14 +34,6 @@ pub const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
 /// How high the trim threshold may climb by itself (see [`SplitCoalesceHeap::grow`]):
 /// glibc lets its dynamic thresholds reach 32 MiB too.
 pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
-
-/// Why a pointer is refused when it lies in no region of this heap. Phase 3 routes
-/// such pointers to its mappings on this answer.
-pub const OUTSIDE_THE_HEAP: &str = "not inside the heap";
-
-/// Why `usable_size` refuses a block that was freed. Phase 3's debug layer recognises a
-/// double free by it.
-pub const FREED_BLOCK: &str = "the block was freed";
 
 /// `mallopt`'s parameter number for the trim threshold (glibc's `M_TRIM_THRESHOLD`).
 pub const M_TRIM_THRESHOLD: i32 = -1;
@@ -57,10 +51,7 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// and has not been asked for again.
     just_trimmed: bool,
     /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
-    used_blocks: usize,
-    used_bytes: usize,
-    free_blocks: usize,
-    free_bytes: usize,
+    totals: Totals,
 }
 
 impl<L: FreeIndex> SplitCoalesceHeap<L> {
@@ -74,10 +65,17 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
             trim_threshold_fixed: config.trim_threshold.is_some(),
             just_trimmed: false,
-            used_blocks: 0,
-            used_bytes: 0,
-            free_blocks: 0,
-            free_bytes: 0,
+            totals: Totals::ZERO,
+        }
+    }
+
+    /// Raises the trim threshold to at least `bytes`, unless the user set it. Phase 3
+    /// calls this when it raises its mmap threshold: the large blocks the heap now
+    /// serves would otherwise be given back at every free and faulted in again at the
+    /// next malloc (glibc keeps its trim threshold at twice its mmap threshold).
+    pub fn raise_trim_threshold(&mut self, bytes: usize) {
+        if !self.trim_threshold_fixed && self.trim_threshold < bytes {
+            self.trim_threshold = bytes;
         }
     }
 
@@ -130,13 +128,13 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             block.init_used(size, false);
         } else {
             self.free_list.remove(block);
-            self.free_blocks -= 1;
+            self.totals.free.blocks -= 1;
             block.set_used(true);
             self.set_next_prev_free(block, false);
         }
-        self.free_bytes -= block.size();
-        self.used_blocks += 1;
-        self.used_bytes += block.size();
+        // Either way, `block`'s bytes move from free to used.
+        self.totals.free.bytes -= block.size();
+        self.totals.used.add(block.size());
         block
     }
 
@@ -163,8 +161,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         // The block below the top is never free (it would have gone back into the
         // top), and the first block of a new region has nothing before it.
         block.init_used(size, false);
-        self.used_blocks += 1;
-        self.used_bytes += size;
+        self.totals.used.add(size);
         Some(block)
     }
 
@@ -201,7 +198,8 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         let rest = unsafe { Block::at(block.addr() + size) };
         rest.init_used(rest_size, false);
         block.init_used(size, block.prev_is_free());
-        self.used_blocks += 1;
+        // One used block becomes two, with the same bytes.
+        self.totals.used.blocks += 1;
         rest
     }
 
@@ -221,8 +219,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         let next = next_neighbour(block, region)?;
 
         let freed = block.size();
-        self.used_blocks -= 1;
-        self.used_bytes -= freed;
+        self.totals.used.remove(freed);
         // From here on `block`'s own header is stale (inside a merged block, or above
         // the top): it says "free", so that freeing it again is a double free.
         block.set_used(false);
@@ -235,8 +232,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             // The merged block ends at the top of the heap: it goes back to the arena.
             if let Some(prev) = prev {
                 self.free_list.remove(prev);
-                self.free_blocks -= 1;
-                self.free_bytes -= prev.size();
+                self.totals.free.remove(prev.size());
             }
             self.arena.uncarve(start.addr());
             self.trim_top();
@@ -248,17 +244,18 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         match (prev, next_free) {
             (None, None) => {
                 self.free_list.insert(block);
-                self.free_blocks += 1;
+                self.totals.free.blocks += 1;
             }
             (None, Some(next)) => self.free_list.replace(next, block),
             (Some(prev), None) => self.free_list.grew(prev, prev_size),
             (Some(prev), Some(next)) => {
                 self.free_list.remove(next);
                 self.free_list.grew(prev, prev_size);
-                self.free_blocks -= 1;
+                self.totals.free.blocks -= 1;
             }
         }
-        self.free_bytes += freed;
+        // The merged free block holds the freed bytes as well.
+        self.totals.free.bytes += freed;
         if let Some(next) = next
             && next.is_used()
         {
@@ -324,10 +321,10 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             Some(next) if next.is_free() && next.size() >= extra => {
                 let after = next_neighbour(next, region)?;
                 self.free_list.remove(next);
-                self.free_blocks -= 1;
-                self.free_bytes -= next.size();
+                self.totals.free.remove(next.size());
                 let merged = block.size() + next.size();
-                self.used_bytes += next.size();
+                // Still one used block, larger by `next`.
+                self.totals.used.bytes += next.size();
                 // `next`'s header is now inside the program's block: erase it, so that
                 // a pointer to it is an interior pointer, not a freed block.
                 next.erase();
@@ -347,7 +344,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
                 };
                 debug_assert_eq!(carved.as_ptr() as usize, block.next_in_heap());
                 block.init_used(size, block.prev_is_free());
-                self.used_bytes += extra;
+                self.totals.used.bytes += extra;
                 Ok(true)
             }
             _ => Ok(false),
@@ -365,19 +362,19 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         let addr = ptr.as_ptr() as usize;
         let invalid = |why| Fault::InvalidPointer { addr, why };
         let Some(region) = self.region_around(addr) else {
-            return Err(invalid(OUTSIDE_THE_HEAP));
+            return Err(invalid(WhyInvalid::OutsideTheHeap));
         };
         if !addr.is_multiple_of(MIN_ALIGN) {
-            return Err(invalid("not 16-byte aligned, so not the start of a block"));
+            return Err(invalid(WhyInvalid::Misaligned));
         }
         if addr - region.start < HEADER_SIZE {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         // SAFETY: `addr` is 16-aligned and `region.start <= addr - 16 < addr < end`,
         // so the 16 header bytes lie in the region's mapped memory.
         let block = unsafe { Block::at(addr - HEADER_SIZE) };
         if !block.header_is_intact() {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         if block.is_free() {
             return Err(Fault::DoubleFree { addr });
@@ -530,7 +527,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             Ok((block, _)) => Ok(block.payload_size()),
             Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
                 addr,
-                why: FREED_BLOCK,
+                why: WhyInvalid::FreedBlock,
             }),
             Err(fault) => Err(fault),
         }
@@ -586,6 +583,19 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
         }
     }
 
+    /// `mallinfo2`'s figures: the blocks' totals, and the arena's uncarved room as
+    /// free (the newest region's is what a trim gives back).
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::of_arena(&self.arena, &self.stats())
+    }
+
+    /// `malloc_trim(pad)`: free memory at the top beyond `pad` bytes goes back now,
+    /// whatever the trim threshold says. Free blocks at the top are already part of
+    /// the uncarved room (see `release`), so this is the arena's trim.
+    fn trim(&mut self, pad: usize) -> bool {
+        self.arena.trim(pad) > 0
+    }
+
     fn stats(&self) -> Stats {
         // The largest free block from a walk of the heap rather than of the list: a
         // walk is bounded even if the list is damaged.
@@ -596,13 +606,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             }
             Ok(())
         });
-        Stats {
-            used_blocks: self.used_blocks,
-            used_bytes: self.used_bytes,
-            free_blocks: self.free_blocks,
-            free_bytes: self.free_bytes,
-            largest_free,
-        }
+        self.totals.stats(largest_free)
     }
 
     /// The phase-2 invariants:
@@ -619,7 +623,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
     ///    index checks its own invariants on the way ([`FreeIndex::check_each`]);
     /// 5. the running totals equal what the walk counted.
     fn check(&self) -> Result<(), Fault> {
-        let mut seen = Stats::default();
+        let mut seen = Totals::ZERO;
         let mut walked_fingerprint = 0u64;
         let mut before: Option<Block> = None;
         self.walk(|region, block| {
@@ -631,10 +635,8 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                     what: "PREV_FREE bit disagrees with the block before",
                 });
             }
-            if block.is_used() {
-                seen.used_blocks += 1;
-                seen.used_bytes += block.size();
-            } else {
+            seen.count(block.is_used(), block.size());
+            if block.is_free() {
                 if prev_free {
                     return Err(Fault::Corruption {
                         addr,
@@ -653,8 +655,6 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                         what: "free block at the top was not given back",
                     });
                 }
-                seen.free_blocks += 1;
-                seen.free_bytes += block.size();
                 walked_fingerprint = walked_fingerprint.wrapping_add(fingerprint(addr));
             }
             before = Some(block);
@@ -663,7 +663,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
 
         let mut listed = 0;
         let mut listed_fingerprint = 0u64;
-        self.free_list.check_each(seen.free_blocks, |block| {
+        self.free_list.check_each(seen.free.blocks, |block| {
             let addr = block.addr();
             let inside = self
                 .arena
@@ -686,7 +686,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             Ok(())
         })?;
         let start = self.arena.regions().first().map_or(0, |r| r.start);
-        if listed != seen.free_blocks {
+        if listed != seen.free.blocks {
             return Err(Fault::Corruption {
                 addr: start,
                 what: "a free block is missing from the free list",
@@ -698,26 +698,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                 what: "free list holds something that is not a free block of the heap",
             });
         }
-        let counted = (
-            self.used_blocks,
-            self.used_bytes,
-            self.free_blocks,
-            self.free_bytes,
-        );
-        if counted
-            != (
-                seen.used_blocks,
-                seen.used_bytes,
-                seen.free_blocks,
-                seen.free_bytes,
-            )
-        {
-            return Err(Fault::Corruption {
-                addr: start,
-                what: "block totals disagree with the heap",
-            });
-        }
-        Ok(())
+        self.totals.agree_with(&seen, start)
     }
 
     /// `mallopt(M_TRIM_THRESHOLD, n)`: keep at most `n` free bytes at the top of the
@@ -735,6 +716,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::{Profile, Replay, script};
     use std::vec::Vec;
 
     fn heap() -> SplitCoalesceHeap {
@@ -998,7 +980,7 @@ mod tests {
         assert!(matches!(
             heap.free(outside),
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));
@@ -1008,7 +990,7 @@ mod tests {
         assert!(matches!(
             heap.usable_size(p),
             Err(Fault::InvalidPointer {
-                why: FREED_BLOCK,
+                why: WhyInvalid::FreedBlock,
                 ..
             })
         ));
@@ -1053,7 +1035,7 @@ mod tests {
         assert!(matches!(
             heap.free(b),
             Err(Fault::InvalidPointer {
-                why: "not the start of a block",
+                why: WhyInvalid::NotABlockStart,
                 ..
             })
         ));
@@ -1190,7 +1172,7 @@ mod tests {
         ));
 
         let (mut heap, _, _, _) = setup();
-        heap.used_bytes += 16;
+        heap.totals.used.bytes += 16;
         assert!(matches!(
             heap.check(),
             Err(Fault::Corruption {
@@ -1318,68 +1300,23 @@ mod tests {
         );
     }
 
-    /// A seeded random workload of malloc, free, realloc and memalign: every block
-    /// keeps its contents, and the heap check passes every few steps. At the end,
-    /// freeing everything leaves an empty heap: every block merged back.
+    /// A seeded workload of malloc, calloc, memalign, free and realloc, mostly small
+    /// blocks with some of tens of KiB, replayed by `heap_replay`: every block keeps its
+    /// contents and never overlaps another, and the heap check passes every 7 actions.
+    /// At the end, freeing everything leaves an empty heap: every block merged back.
     #[test]
-    fn random_workload_keeps_contents_and_invariants() {
-        let mut heap = heap();
-        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        for step in 0..20_000 {
-            let r = next();
-            let fill_byte = step as u8;
-            let size = match next() % 100 {
-                0 => (next() % 70_000) as usize,
-                1..=30 => (next() % 2000) as usize,
-                _ => (next() % 100) as usize,
-            };
-            match r % 8 {
-                _ if live.is_empty() => {}
-                0..=2 => {
-                    let (p, size, byte) = live.swap_remove((r as usize >> 8) % live.len());
-                    assert!(holds(p, size, byte), "block at {p:?} lost its contents");
-                    heap.free(p).unwrap();
-                    continue;
-                }
-                3 => {
-                    let i = (r as usize >> 8) % live.len();
-                    let (p, old, byte) = live[i];
-                    let q = heap.realloc(p, size.max(1)).unwrap().unwrap();
-                    assert!(holds(q, old.min(size.max(1)), byte), "realloc lost bytes");
-                    fill(q, size.max(1), fill_byte);
-                    live[i] = (q, size.max(1), fill_byte);
-                    continue;
-                }
-                _ => {}
-            }
-            let p = if r % 16 == 4 {
-                let align = 32 << (next() % 8);
-                let p = heap.alloc(size, align).unwrap();
-                assert_eq!(addr(p) % align, 0);
-                p
-            } else {
-                alloc(&mut heap, size)
-            };
-            fill(p, size, fill_byte);
-            live.push((p, size, fill_byte));
-            if step % 7 == 0 {
-                heap.check().unwrap();
-            }
-        }
-        heap.check().unwrap();
-        for (p, size, byte) in live.drain(..) {
-            assert!(holds(p, size, byte));
-            heap.free(p).unwrap();
-        }
-        heap.check().unwrap();
-        assert_eq!(heap.stats(), Stats::default());
-        assert_eq!(blocks(&heap), []);
+    fn seeded_workload_keeps_contents_and_invariants() {
+        let mut replay = Replay::new(heap()).check_every(7);
+        replay.run(&script(2, 20_000, &Profile::MIXED)).unwrap();
+        replay.free_all().unwrap();
+        assert_eq!(replay.heap().stats(), Stats::default());
+        assert_eq!(blocks(replay.heap()), []);
+    }
+
+    /// Random scripts of the same actions, shrunk to a minimal one on failure
+    /// (`PROPTEST_CASES=N` runs more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_keep_contents_and_invariants() {
+        heap_replay::fuzz(heap, &Profile::MIXED, 64);
     }
 }

@@ -1,7 +1,7 @@
 //! Large blocks: each one an anonymous mapping of its own, known by a registry.
 //!
 //! ```text
-//!   a large block: whole pages from mmap         the registry (crate::table), in its
+//!   a large block: whole pages from mmap         the registry (kit table.rs), in its
 //!                                                own mapping, never in the heap
 //!   start = the pointer malloc returns           +---------------------------------+
 //!   +-----------------------------+--------+     | start -> { len, number }        |
@@ -32,10 +32,9 @@
 use core::fmt::Write as _;
 use core::ptr::NonNull;
 
-use preload_kit::{Fault, Out, os};
+use preload_kit::{Fault, Out, WhyInvalid, os};
 
-use crate::table::AddrTable;
-use split_coalesce::heap::OUTSIDE_THE_HEAP;
+use preload_kit::table::AddrTable;
 
 /// How many unmapped blocks are remembered for reporting double frees. Older ones are
 /// forgotten: a double free that late is reported as a pointer that is not ours.
@@ -56,6 +55,9 @@ pub struct Mapping {
     pub start: usize,
     pub len: usize,
     pub number: usize,
+    /// Freed, but its range still held without access (see
+    /// [`Mappings::reserve_freed`]): unmapped for good when forgotten.
+    pub reserved: bool,
 }
 
 impl Mapping {
@@ -75,6 +77,9 @@ pub struct Mappings {
     next_number: usize,
     /// The sum of every live mapping's length, for the stats; `check` verifies it.
     mapped_bytes: usize,
+    /// Freed mappings stay reserved without access while they are remembered (see
+    /// [`Mappings::reserve_freed`]).
+    reserve_freed: bool,
 }
 
 impl Default for Mappings {
@@ -90,7 +95,18 @@ impl Mappings {
             recently_unmapped: Recent::new(),
             next_number: 1,
             mapped_bytes: 0,
+            reserve_freed: false,
         }
+    }
+
+    /// From now on, a freed mapping is not unmapped at once: its pages are replaced by
+    /// a reservation without access (their memory goes back to the OS) for as long as
+    /// the ring of recently unmapped blocks remembers it ([`RECENT`] frees). The kernel
+    /// cannot hand its addresses to a new mapping meanwhile, so a write through a
+    /// dangling pointer into a freed large block faults at once (SIGSEGV) instead of
+    /// landing in whatever block was mapped there next. Debug mode turns this on.
+    pub fn reserve_freed(&mut self) {
+        self.reserve_freed = true;
     }
 
     /// Live mappings and their total length.
@@ -140,16 +156,29 @@ impl Mappings {
             return Err(self.misuse(addr));
         };
         self.mapped_bytes -= mapped.len;
+        let mut reserved = false;
         if let Some(start) = NonNull::new(addr as *mut u8) {
             // SAFETY: the registry says `[addr, addr + len)` is one whole mapping of ours,
             // and the program has just given it back.
-            unsafe { os::unmap(start, mapped.len) };
+            reserved = self.reserve_freed && unsafe { os::reserve(start, mapped.len) };
+            if !reserved {
+                // SAFETY: as above.
+                unsafe { os::unmap(start, mapped.len) };
+            }
         }
-        self.recently_unmapped.remember(Mapping {
+        let forgotten = self.recently_unmapped.remember(Mapping {
             start: addr,
             len: mapped.len,
             number: mapped.number,
+            reserved,
         });
+        if let Some(old) = forgotten.filter(|m| m.reserved)
+            && let Some(start) = NonNull::new(old.start as *mut u8)
+        {
+            // SAFETY: a reservation this registry made when the block was freed; nothing
+            // has used the range since (it has no access).
+            unsafe { os::unmap(start, old.len) };
+        }
         Ok(())
     }
 
@@ -191,6 +220,7 @@ impl Mappings {
             start,
             len: mapped.len,
             number: mapped.number,
+            reserved: false,
         };
         if let Some(mapped) = self.registry.get(page_start) {
             return Some(as_mapping((page_start, mapped)));
@@ -206,18 +236,18 @@ impl Mappings {
         if self.live_around(addr).is_some() {
             return Fault::InvalidPointer {
                 addr,
-                why: "inside a mapped block, not its start",
+                why: WhyInvalid::InsideAMapping,
             };
         }
         match self.recently_unmapped.around(addr) {
             Some(freed) if freed.start == addr => Fault::DoubleFree { addr },
             Some(_) => Fault::InvalidPointer {
                 addr,
-                why: "inside a mapped block that was freed",
+                why: WhyInvalid::InsideAFreedMapping,
             },
             None => Fault::InvalidPointer {
                 addr,
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
             },
         }
     }
@@ -247,7 +277,7 @@ impl Mappings {
     }
 
     /// The invariants of the large blocks:
-    /// 1. the registry is a sound table (see [`crate::table`]);
+    /// 1. the registry is a sound table (see [`preload_kit::table`]);
     /// 2. every entry is a page-aligned start, a whole number of pages, and a number
     ///    that has been given out;
     /// 3. the lengths add up to `mapped_bytes`;
@@ -343,11 +373,14 @@ impl Recent {
         }
     }
 
-    fn remember(&mut self, mapping: Mapping) {
-        if let Some(slot) = self.entries.get_mut(self.next) {
-            *slot = Some(mapping);
-        }
+    /// Remembers `mapping`; returns the one it displaced, if any.
+    fn remember(&mut self, mapping: Mapping) -> Option<Mapping> {
+        let displaced = self
+            .entries
+            .get_mut(self.next)
+            .and_then(|slot| slot.replace(mapping));
         self.next = (self.next + 1) % RECENT;
+        displaced
     }
 
     fn forget_overlapping(&mut self, start: usize, len: usize) {
@@ -379,6 +412,28 @@ mod tests {
         unsafe { preload_kit::libc::msync(page as *mut _, page_size(), 0) == 0 }
     }
 
+    /// With `reserve_freed`, a freed mapping's range stays taken (so no new mapping
+    /// can be put there) until the ring forgets it; then it is unmapped for good.
+    #[test]
+    fn freed_mappings_stay_reserved_while_remembered() {
+        let mut mappings = Mappings::new();
+        mappings.reserve_freed();
+        let first = mappings.map(200_000, 16).unwrap().as_ptr() as usize;
+        mappings.unmap(first).unwrap();
+        assert!(is_mapped(first), "reserved, not unmapped");
+        assert_eq!(
+            mappings.unmap(first),
+            Err(Fault::DoubleFree { addr: first })
+        );
+        for _ in 0..RECENT {
+            let p = mappings.map(4096, 16).unwrap().as_ptr() as usize;
+            assert_ne!(p, first, "a reserved range is never handed out again");
+            mappings.unmap(p).unwrap();
+        }
+        assert!(!is_mapped(first), "forgotten by the ring, so unmapped");
+        mappings.check().unwrap();
+    }
+
     #[test]
     fn a_block_is_a_mapping_until_freed() {
         let mut mappings = Mappings::new();
@@ -408,14 +463,14 @@ mod tests {
             mappings.unmap(a + 4096),
             Err(Fault::InvalidPointer {
                 addr: a + 4096,
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         assert_eq!(
             mappings.unmap(a + 16),
             Err(Fault::InvalidPointer {
                 addr: a + 16,
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         mappings.unmap(a).unwrap();
@@ -423,7 +478,7 @@ mod tests {
         assert!(matches!(
             mappings.unmap(a + 16),
             Err(Fault::InvalidPointer {
-                why: "inside a mapped block that was freed",
+                why: WhyInvalid::InsideAFreedMapping,
                 ..
             })
         ));
@@ -432,7 +487,7 @@ mod tests {
         assert!(matches!(
             mappings.unmap(stack),
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));
@@ -540,6 +595,7 @@ mod tests {
             start: a + 4096,
             len: 4096,
             number: 7,
+            reserved: false,
         });
         assert_eq!(
             mappings.check(),

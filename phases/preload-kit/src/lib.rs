@@ -12,6 +12,9 @@
 //!   `malloc_stats`, `mallopt`. Its argument handling ([`abi`]) is written once:
 //!   overflow checks, `errno`, alignment validation, `realloc`'s special cases, the
 //!   debug log; its `fork` handlers are in [`fork`].
+//! - [`debug`]: debug mode as a layer around any heap ([`debug::Debugged`]): canaries,
+//!   checksummed headers, a quarantine of poisoned freed blocks, a registry of live
+//!   blocks in an address table of its own ([`table`]).
 //! - [`os`] wraps `sbrk`, `mmap` and friends; [`arena`] keeps the memory they return.
 //! - [`out`] prints without allocating; [`Fault`]s end the process with a one-line
 //!   message and the documented exit code.
@@ -24,20 +27,27 @@
 pub mod abi;
 pub mod arena;
 pub mod config;
+pub mod debug;
 pub mod fork;
+pub mod info;
 pub mod lock;
 pub mod locked;
+pub mod options;
 pub mod os;
 pub mod out;
 pub mod report;
 pub mod shared;
+pub mod table;
+pub mod totals;
 
 pub use config::Config;
+pub use info::MallInfo;
 pub use libc;
 pub use locked::Locked;
 pub use out::Out;
 pub use report::{EXIT_CORRUPTION, EXIT_MISUSE};
 pub use shared::SharedAllocator;
+pub use totals::{Tally, Totals};
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -110,10 +120,28 @@ pub trait Heap: Sized {
     /// Whether debug mode runs [`Heap::check`] after calls (phase 3's debug mode).
     const CHECK_IN_DEBUG_MODE: bool = false;
 
-    /// `mallopt(param, value)`: true if the phase honoured the parameter.
+    /// `mallopt(param, value)`: true if the phase honoured the parameter. (The kit
+    /// answers the program as glibc would for the rest: see [`options`].)
     fn set_option(&mut self, _param: i32, _value: i32) -> bool {
         false
     }
+
+    /// The figures of `mallinfo2` and `malloc_info`. The default knows only the
+    /// [`Heap::stats`]; a phase with an arena or mappings says more.
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::from_stats(&self.stats())
+    }
+
+    /// `malloc_trim(pad)`: gives free memory back to the OS, keeping `pad` bytes at the
+    /// top of the heap; true if anything went back. The default gives nothing back.
+    fn trim(&mut self, _pad: usize) -> bool {
+        false
+    }
+
+    /// Called once, before the first allocation, when [`debug::Debugged`] puts the
+    /// debug layer around this heap: a heap that can help catch bugs at some cost
+    /// (phase 3 keeps freed mappings reserved without access) does it from here.
+    fn enter_debug_mode(&mut self) {}
 }
 
 /// An address as the allocator prints it.
@@ -146,9 +174,50 @@ pub enum Fault {
     /// the program's view of it is wrong.
     DoubleFree { addr: usize },
     /// `addr` was never returned by this allocator; `why` says how we know. Exit 2.
-    InvalidPointer { addr: usize, why: &'static str },
+    InvalidPointer { addr: usize, why: WhyInvalid },
     /// The heap's own data at `addr` is not what the allocator wrote. Exit 3.
     Corruption { addr: usize, what: &'static str },
+}
+
+/// Why a pointer given to `free`, `realloc` or `malloc_usable_size` is not a live
+/// block. Allocators route on it (phase 3 sends a pointer its brk heap finds
+/// [`WhyInvalid::OutsideTheHeap`] on to its mappings); the report prints it in words
+/// ([`WhyInvalid::words`]): `invalid pointer 0x… passed to free (not inside the heap)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhyInvalid {
+    /// In no memory that this allocator (or this part of it) owns.
+    OutsideTheHeap,
+    /// Inside the heap, but no block starts there.
+    NotABlockStart,
+    /// Not 16-byte aligned, so no payload can start there.
+    Misaligned,
+    /// The block was freed (what `malloc_usable_size` finds where `free` would find a
+    /// double free).
+    FreedBlock,
+    /// Inside a mapped block, past its start.
+    InsideAMapping,
+    /// Inside a mapped block that was unmapped.
+    InsideAFreedMapping,
+}
+
+impl WhyInvalid {
+    /// The words the report prints.
+    pub const fn words(self) -> &'static str {
+        match self {
+            WhyInvalid::OutsideTheHeap => "not inside the heap",
+            WhyInvalid::NotABlockStart => "not the start of a block",
+            WhyInvalid::Misaligned => "not 16-byte aligned, so not the start of a block",
+            WhyInvalid::FreedBlock => "the block was freed",
+            WhyInvalid::InsideAMapping => "inside a mapped block, not its start",
+            WhyInvalid::InsideAFreedMapping => "inside a mapped block that was freed",
+        }
+    }
+}
+
+impl fmt::Display for WhyInvalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
 }
 
 /// Byte counts for the `[stats]` line. Sizes are whole blocks, headers included.
