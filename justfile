@@ -7,6 +7,8 @@
 #   just phase1 run -- CMD ARGS...   CMD under phase 1's allocator
 #   just bench                       every phase against glibc and others (harness bench)
 #   just grade LIB.so N              grade any allocator on phase N's rubric
+#   just new DIR [--lang c]          a starter for your own allocator
+#   just check N DIR [--watch]       your allocator, stage by stage (phase N)
 #
 # `phase2` and `phase3` work the same way once their crates (phases/phase2-*/,
 # phases/phase3-*/) are in the workspace.
@@ -108,3 +110,11 @@ _phase number action *args:
             exit 2
             ;;
     esac
+
+# Your own allocator: a starter crate in DIR (`--lang c` for C), e.g. `just new ../my-malloc`.
+new dir *args:
+    cargo run --release --quiet -p harness --bin harness -- new "$@"
+
+# Check your allocator (crate, C folder or .so) stage by stage on phase N: `just check 1 ../my-malloc --watch`.
+check phase path *args:
+    cargo run --release --quiet -p harness --bin harness -- check --phase "$@"

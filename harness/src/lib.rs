@@ -8,6 +8,8 @@
 //! - [`grade`]: the grader: any `.so` against a phase's rubric of [`checks`], for points.
 //! - [`phase_diff`]: the diff of one phase's sources to the next, committed in `docs/src/`.
 //! - [`pictures`]: the book's heap maps and footprint chart, drawn from heap dumps.
+//! - [`starters`] and [`stages`]: a student's own allocator, `harness new` and
+//!   `harness check` (stage by stage, stopping at the first failure).
 
 pub mod bench;
 pub mod checks;
@@ -17,4 +19,6 @@ pub mod phases;
 pub mod pictures;
 pub mod rng;
 pub mod runner;
+pub mod stages;
+pub mod starters;
 pub mod trace;

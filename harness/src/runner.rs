@@ -85,6 +85,38 @@ impl Run {
 
     /// Runs the command. `Err` only when it could not be started at all.
     pub fn run(&self) -> std::io::Result<Outcome> {
+        let outcome = self.run_unrecorded()?;
+        RECORDED.with_borrow_mut(|recorded| {
+            if let Some(runs) = recorded {
+                runs.push((self.clone(), outcome.clone()));
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// The command as one would type it in a shell to repeat it: the folder, the
+    /// variables set for it, the program and its arguments (standard input not shown).
+    pub fn shell_line(&self) -> String {
+        let mut words = Vec::new();
+        if let Some(dir) = &self.cwd {
+            words.push(format!("cd {} &&", shell_quote(&dir.to_string_lossy())));
+        }
+        if let Some(lib) = &self.preload {
+            words.push(format!(
+                "LD_PRELOAD={}",
+                shell_quote(&lib.to_string_lossy())
+            ));
+        }
+        for (key, value) in &self.env {
+            let value = shell_quote(&value.to_string_lossy());
+            words.push(format!("{}={value}", key.to_string_lossy()));
+        }
+        words.push(shell_quote(&self.program.to_string_lossy()));
+        words.extend(self.args.iter().map(|a| shell_quote(&a.to_string_lossy())));
+        words.join(" ")
+    }
+
+    fn run_unrecorded(&self) -> std::io::Result<Outcome> {
         // Output goes to unlinked temporary files rather than pipes: no reader threads,
         // no deadlock on a full pipe, and a merged stream keeps its order.
         let mut stdout_file = scratch_file()?;
@@ -161,6 +193,31 @@ impl Run {
             elapsed,
             peak_rss_kib: usage.map(|u| u.ru_maxrss.max(0) as u64),
         })
+    }
+}
+
+thread_local! {
+    /// The runs made by this thread while [`recording`] is on.
+    static RECORDED: std::cell::RefCell<Option<Vec<(Run, Outcome)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `f`, and returns with its result every run that it made on this thread, in
+/// order: what a check ran, so that a failure can show the command to repeat it.
+pub fn recording<R>(f: impl FnOnce() -> R) -> (R, Vec<(Run, Outcome)>) {
+    let outer = RECORDED.replace(Some(Vec::new()));
+    let result = f();
+    let runs = RECORDED.replace(outer).unwrap_or_default();
+    (result, runs)
+}
+
+/// `word` quoted for `sh` when it holds anything but plain characters.
+pub fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./=:@%+,-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -324,6 +381,20 @@ mod tests {
             matches!(state, None | Some('Z')),
             "sleep {straggler} still runs: {stat}"
         );
+    }
+
+    #[test]
+    fn runs_are_recorded_with_a_line_to_repeat_them() {
+        let ((), runs) = recording(|| {
+            let _ = Run::new("sh")
+                .args(["-c", "exit 4"])
+                .env("MALLOC_DEBUG", "1")
+                .run();
+        });
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].0.shell_line(), "MALLOC_DEBUG=1 sh -c 'exit 4'");
+        assert_eq!(runs[0].1.ending, Ending::Exited(4));
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
 
     #[test]
