@@ -252,6 +252,42 @@ fn short_command(run: &Run) -> String {
     words.join(" ")
 }
 
+/// Every stage of the book's phases as a Markdown table, with the points the grader
+/// gives each and the section that explains it (the handout's table is this text).
+pub fn markdown() -> String {
+    let mut out =
+        String::from("| stage | check | what it shows | since phase | points | explained in |\n");
+    out.push_str("|---|---|---|---|---|---|\n");
+    for (index, check) in checks::CATALOGUE.iter().enumerate() {
+        let section = check.section();
+        let timing = if check.timing { " (timing)" } else { "" };
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {}{timing} | {} | {} | [{}]({}#{}) |",
+            index + 1,
+            check.id,
+            check.title,
+            check.since,
+            check.points,
+            section.heading,
+            section.page,
+            section.anchor()
+        );
+    }
+    out.push('\n');
+    let last = checks::CATALOGUE.iter().map(|c| c.since).max().unwrap_or(0);
+    for phase in 1..=last {
+        let stages = stages(phase);
+        let points: u32 = stages.iter().map(|c| c.points).sum();
+        let _ = writeln!(
+            out,
+            "`harness check --phase {phase}` runs {} stages, worth {points} points.",
+            stages.len()
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,40 +335,4 @@ mod tests {
             "catching-bugs-guards-poison-and-a-quarantine"
         );
     }
-}
-
-/// Every stage of the book's phases as a Markdown table, with the points the grader
-/// gives each and the section that explains it (the handout's table is this text).
-pub fn markdown() -> String {
-    let mut out =
-        String::from("| stage | check | what it shows | since phase | points | explained in |\n");
-    out.push_str("|---|---|---|---|---|---|\n");
-    for (index, check) in checks::CATALOGUE.iter().enumerate() {
-        let section = check.section();
-        let timing = if check.timing { " (timing)" } else { "" };
-        let _ = writeln!(
-            out,
-            "| {} | `{}` | {}{timing} | {} | {} | [{}]({}#{}) |",
-            index + 1,
-            check.id,
-            check.title,
-            check.since,
-            check.points,
-            section.heading,
-            section.page,
-            section.anchor()
-        );
-    }
-    out.push('\n');
-    let last = checks::CATALOGUE.iter().map(|c| c.since).max().unwrap_or(0);
-    for phase in 1..=last {
-        let stages = stages(phase);
-        let points: u32 = stages.iter().map(|c| c.points).sum();
-        let _ = writeln!(
-            out,
-            "`harness check --phase {phase}` runs {} stages, worth {points} points.",
-            stages.len()
-        );
-    }
-    out
 }

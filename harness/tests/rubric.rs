@@ -1,12 +1,12 @@
 //! Every reference phase passes its rubric: its own checks and every earlier phase's
-//! (see `harness::checks`). Timing checks are left to the benchmarks and the grader:
+//! (see `harness::checks`), run as the stages of `harness check --phase N`. Timing checks are left to the benchmarks and the grader:
 //! a wall-clock limit on a shared machine would make this suite flaky.
 //!
 //! Test names start with the phase (`phase1_…`), so `cargo test -p harness -- phase1`
 //! runs one phase's share.
 
 use harness::checks::{self, Subject, Verdict};
-use harness::phases;
+use harness::{phases, stages};
 
 fn passes_its_rubric(number: u32) {
     phases::build_all().expect("the phases build");
@@ -17,12 +17,19 @@ fn passes_its_rubric(number: u32) {
         tools: checks::release_tools(),
         scratch: scratch.path().into(),
     };
+    // The stages `harness check --phase N` runs, every one of them: a student's
+    // stages and the reference phases' tests are the same list.
+    let options = stages::Options {
+        phase: number,
+        only: None,
+        skip_timing: true,
+        keep_going: true,
+    };
     let mut report = String::new();
     let mut failed = 0;
-    for check in checks::rubric(number).filter(|check| !check.timing) {
-        let verdict = checks::run_check(check, &subject);
-        report.push_str(&format!("{:<28} {verdict:?}\n", check.id));
-        if matches!(verdict, Verdict::Fail(_)) {
+    for stage in stages::run(&options, &subject, |_| {}) {
+        report.push_str(&format!("{:<28} {:?}\n", stage.check.id, stage.verdict));
+        if matches!(stage.verdict, Verdict::Fail(_)) {
             failed += 1;
         }
     }

@@ -128,7 +128,11 @@ impl Heap for MyHeap {
     const NAME: &'static str = "my-malloc";
 
     fn new(config: &Config) -> Self {
+        // Chapter 3, step 2 ("Choosing the threshold"): keep `config.mmap_threshold`.
         // Chapter 3, step 3 ("When the break cannot grow"): `Growth::BrkThenMmap`.
+        // Chapter 3, step 4 ("Catching bugs: guards, poison and a quarantine"): when
+        // `config.debug`, add canaries around blocks and poison freed ones (and set
+        // `CHECK_IN_DEBUG_MODE` below, so that the kit calls `check` after each call).
         let _ = config;
         MyHeap {
             arena: Arena::new(Growth::BrkOnly),
@@ -226,6 +230,14 @@ impl Heap for MyHeap {
             Ok(())
         });
         stats
+    }
+
+    /// Chapter 3, step 2 ("Choosing the threshold"): `mallopt(M_MMAP_THRESHOLD, value)`
+    /// arrives here as `param == -3`; set the threshold and return true. Until
+    /// written: no parameter is honoured.
+    fn set_option(&mut self, param: i32, value: i32) -> bool {
+        let _ = (param, value);
+        false
     }
 
     /// Chapter 1, step 5 ("The implementation"): walk the heap (`self.walk`) and the

@@ -1,0 +1,232 @@
+//! A student's path through the book: `harness new` makes a starter, and `harness
+//! check` runs a phase's stages on it. The starters are built here from fresh copies,
+//! as a student gets them; the reference phases' stages are in `rubric.rs`.
+//!
+//! Test names start with the phase they check (`phase1_…`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+use harness::phases;
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn harness(args: &[&str]) -> Ran {
+    let output = Command::cargo_bin("harness")
+        .expect("the harness binary")
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("harness runs");
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn new_starter(dir: &Path, lang: &str) -> PathBuf {
+    let starter = dir.join("my-malloc");
+    let made = harness(&["new", starter.to_str().unwrap(), "--lang", lang]);
+    assert_eq!(made.code, Some(0), "harness new: {}", made.stderr);
+    starter
+}
+
+fn check(args: &[&str]) -> Ran {
+    let mut all = vec!["check"];
+    all.extend(args);
+    harness(&all)
+}
+
+/// What the handout promises a fresh starter prints: stage 1 fails, naming the step
+/// to write and the section that explains it.
+fn assert_fails_at_stage_1(ran: &Ran, step_line: &str) {
+    assert_eq!(ran.code, Some(1), "{}\n{}", ran.stdout, ran.stderr);
+    let out = &ran.stdout;
+    assert!(
+        out.contains("stage  1/") && out.contains(" FAIL api/alignment"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" failed: api/alignment (every block is 16-byte aligned)"),
+        "{out}"
+    );
+    assert!(out.contains(step_line), "{out}");
+    assert!(out.contains("--only api/alignment"), "{out}");
+    assert!(
+        out.contains("read:      docs/src/ch01-sbrk-freelist.md#blocks-and-their-headers"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("stage  2/"),
+        "stops at the first failure:\n{out}"
+    );
+}
+
+#[test]
+fn phase1_rust_starter_builds_and_fails_at_stage_1_saying_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let starter = new_starter(dir.path(), "rust");
+    let ran = check(&["--phase", "1", starter.to_str().unwrap()]);
+    assert_fails_at_stage_1(
+        &ran,
+        "my-malloc: chapter 1, step 1 is not written yet: block_size_for in src/block.rs \
+         (see \"Blocks and their headers\")",
+    );
+}
+
+#[test]
+fn phase1_c_starter_builds_and_fails_at_stage_1_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let starter = new_starter(dir.path(), "c");
+    let ran = check(&["--phase", "1", starter.to_str().unwrap()]);
+    assert_fails_at_stage_1(
+        &ran,
+        "my-malloc: chapter 1, step 1 is not written yet: mm_alloc in mymalloc.c \
+         (see \"Blocks and their headers\")",
+    );
+    assert!(starter.join("libmymalloc.so").is_file());
+}
+
+/// The starter's heap with every phase-1 step filled in by the reference policy: each
+/// method hands the call to `sbrk_freelist::FreeListHeap`. Proves that a correct
+/// policy in the starter's frame passes every stage (the frame adds nothing that fails).
+const FILLED_IN_HEAP: &str = r#"
+use core::ptr::NonNull;
+
+use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+use sbrk_freelist::FreeListHeap;
+
+pub struct MyHeap(FreeListHeap);
+
+impl Heap for MyHeap {
+    const NAME: &'static str = "my-malloc";
+    fn new(config: &Config) -> Self {
+        MyHeap(FreeListHeap::new(config))
+    }
+    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.0.alloc(size, align)
+    }
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        self.0.free(ptr)
+    }
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        self.0.usable_size(ptr)
+    }
+    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        self.0.realloc(ptr, size)
+    }
+    fn locate(&self, addr: usize) -> Location {
+        self.0.locate(addr)
+    }
+    fn dump_blocks(&self, out: &mut Out) {
+        self.0.dump_blocks(out)
+    }
+    fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+    fn check(&self) -> Result<(), Fault> {
+        self.0.check()
+    }
+}
+"#;
+
+#[test]
+fn phase1_starter_filled_in_with_the_reference_policy_passes_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let starter = new_starter(dir.path(), "rust");
+    let policy = phases::workspace_root().join("phases/phase1-sbrk-freelist");
+    let manifest = starter.join("Cargo.toml");
+    let mut cargo_toml = std::fs::read_to_string(&manifest).unwrap();
+    cargo_toml = cargo_toml.replace(
+        "[dependencies]\n",
+        &format!(
+            "[dependencies]\nsbrk-freelist = {{ path = {:?} }}\n",
+            policy.display().to_string()
+        ),
+    );
+    std::fs::write(&manifest, cargo_toml).unwrap();
+    std::fs::write(starter.join("src/heap.rs"), FILLED_IN_HEAP).unwrap();
+    let ran = check(&["--phase", "1", "--no-timing", starter.to_str().unwrap()]);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("every stage run passed"),
+        "{}",
+        ran.stdout
+    );
+    assert!(!ran.stdout.contains("FAIL"), "{}", ran.stdout);
+}
+
+#[test]
+fn check_says_what_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = check(&["--phase", "1", dir.path().to_str().unwrap()]);
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr
+            .contains("neither a crate (Cargo.toml) nor a C folder (Makefile)"),
+        "{}",
+        ran.stderr
+    );
+    let ran = check(&["--phase", "1"]);
+    assert_eq!(ran.code, Some(2));
+    let ran = check(&["--phase", "1", "--only", "api/nothing", "x"]);
+    assert_eq!(ran.code, Some(2));
+}
+
+/// `docs/src/handout.md` shows every stage between two markers: what `harness check
+/// --list` prints (regenerate it with that command).
+#[test]
+fn the_stages_in_the_handout_are_the_catalogue() {
+    let page = phases::workspace_root().join("docs/src/handout.md");
+    let text = std::fs::read_to_string(&page).expect("docs/src/handout.md exists");
+    let begin = "<!-- harness check --list: begin -->\n";
+    let end = "<!-- harness check --list: end -->";
+    let start = text.find(begin).expect("the begin marker") + begin.len();
+    let stop = text[start..].find(end).expect("the end marker") + start;
+    let generated = harness::stages::markdown();
+    assert_eq!(
+        &text[start..stop],
+        generated,
+        "docs/src/handout.md's stages are out of date: replace them with \
+         `cargo run -p harness --bin harness -- check --list`"
+    );
+    let listed = harness(&["check", "--list"]);
+    assert_eq!(
+        (listed.code, listed.stdout.as_str()),
+        (Some(0), generated.as_str())
+    );
+}
+
+/// The templates are the files under `harness/starters/`, copied as they are (the
+/// kit's path aside).
+#[test]
+fn a_new_starter_is_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let starter = new_starter(dir.path(), "rust");
+    let template = phases::workspace_root().join("harness/starters/rust");
+    for file in [
+        "src/lib.rs",
+        "src/steps.rs",
+        "src/block.rs",
+        "src/heap.rs",
+        ".gitignore",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(starter.join(file)).unwrap(),
+            std::fs::read_to_string(template.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let manifest = std::fs::read_to_string(starter.join("Cargo.toml")).unwrap();
+    let kit = phases::workspace_root().join("phases/preload-kit");
+    assert!(
+        manifest.contains(&format!("path = {:?}", kit.display().to_string())),
+        "{manifest}"
+    );
+}
