@@ -50,7 +50,13 @@ impl Submission {
     pub fn build(&self, phase: u32) -> Result<PathBuf, String> {
         match self {
             Submission::Lib(lib) => Ok(lib.clone()),
-            Submission::Crate(dir) => crate::grade::batch::build(dir, phase),
+            Submission::Crate(dir) => {
+                // Absolute: Cargo reads a relative target folder from the crate's folder.
+                let dir = dir
+                    .canonicalize()
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                crate::grade::batch::build(&dir, phase)
+            }
             Submission::C(dir) => {
                 let outcome = Run::new("make")
                     .arg("-C")
