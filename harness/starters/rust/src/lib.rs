@@ -1,9 +1,10 @@
 //! # my-malloc: your allocator
 //!
 //! You write the policy (how blocks are laid out, found, split, merged); `preload-kit`
-//! does the rest: it exports `malloc`, `free` and the whole family with C linkage,
-//! checks sizes for overflow, sets `errno`, validates alignments, holds the lock and
-//! handles `fork`. The last line of this file hands your [`MyHeap`] to it.
+//! does the rest: `Locked` puts your heap behind one lock (your code never sees two
+//! threads) and handles `fork`; `export_malloc!` exports `malloc`, `free` and the
+//! whole family with C linkage, checks sizes for overflow, sets `errno` and validates
+//! alignments. The last line of this file hands your [`MyHeap`] to them.
 //!
 //! Each part to write is a function whose body calls [`steps::not_written`]: its
 //! comment names the chapter and the step that explain it. Until you write it, the
@@ -23,4 +24,4 @@ pub mod steps;
 
 pub use heap::MyHeap;
 
-preload_kit::export_malloc!(MyHeap);
+preload_kit::export_malloc!(preload_kit::Locked<MyHeap>);
