@@ -230,3 +230,57 @@ fn a_new_starter_is_the_template() {
         "{manifest}"
     );
 }
+
+/// `--watch` checks again after a save: a change to the C file starts a second round.
+#[test]
+fn phase1_watch_checks_again_when_a_file_changes() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let starter = new_starter(dir.path(), "c");
+    let log = dir.path().join("watch.log");
+    let mut child = Command::cargo_bin("harness")
+        .unwrap()
+        .args([
+            "check",
+            "--phase",
+            "1",
+            "--watch",
+            starter.to_str().unwrap(),
+        ])
+        .env_remove("LD_PRELOAD")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rounds = |log: &Path| {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text.matches("(watching ").count()
+    };
+    let wait_for = |n: usize| {
+        let start = Instant::now();
+        while rounds(&log) < n && start.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rounds(&log)
+    };
+    let first = wait_for(1);
+    // Modification times can be coarse: make sure the next write is seen as newer.
+    std::thread::sleep(Duration::from_millis(1100));
+    let source = starter.join("mymalloc.c");
+    let text = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(&source, text + "\n/* saved again */\n").unwrap();
+    let second = wait_for(2);
+    let _ = child.kill();
+    let _ = child.wait();
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert_eq!((first, second), (1, 2), "{output}");
+    assert_eq!(
+        output.matches("failed: api/alignment").count(),
+        2,
+        "{output}"
+    );
+}
