@@ -13,7 +13,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
 
 use crate::block::{Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::FreeList;
@@ -87,22 +87,22 @@ impl FreeListHeap {
         let invalid = |why| Fault::InvalidPointer { addr, why };
         let Some(region) = self.arena.region_of(addr) else {
             return Err(invalid(if self.arena.offset_of(addr).is_some() {
-                "not the start of a block"
+                WhyInvalid::NotABlockStart
             } else {
-                "not inside the heap"
+                WhyInvalid::OutsideTheHeap
             }));
         };
         if !addr.is_multiple_of(MIN_ALIGN) {
-            return Err(invalid("not 16-byte aligned, so not the start of a block"));
+            return Err(invalid(WhyInvalid::Misaligned));
         }
         if addr - region.start < HEADER_SIZE {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         // SAFETY: `addr` is 16-aligned and `region.start <= addr - 16 < addr < top`, so
         // the 16 header bytes lie in the carved part of the region.
         let block = unsafe { Block::at(addr - HEADER_SIZE) };
         if !block.header_is_intact() {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         if block.size() < MIN_BLOCK || block.next_in_heap() > region.top {
             return Err(Fault::Corruption {
@@ -220,7 +220,7 @@ impl Heap for FreeListHeap {
             let addr = ptr.as_ptr() as usize;
             return Err(Fault::InvalidPointer {
                 addr,
-                why: "the block was freed",
+                why: WhyInvalid::FreedBlock,
             });
         }
         Ok(block.payload_size())
@@ -418,7 +418,7 @@ mod tests {
         assert!(matches!(
             heap.free(outside),
             Err(Fault::InvalidPointer {
-                why: "not inside the heap",
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));

@@ -20,7 +20,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
 
 use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::{FreeIndex, FreeList};
@@ -32,14 +32,6 @@ pub const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
 /// How high the trim threshold may climb by itself (see [`SplitCoalesceHeap::grow`]):
 /// glibc lets its dynamic thresholds reach 32 MiB too.
 pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
-
-/// Why a pointer is refused when it lies in no region of this heap. Phase 3 routes
-/// such pointers to its mappings on this answer.
-pub const OUTSIDE_THE_HEAP: &str = "not inside the heap";
-
-/// Why `usable_size` refuses a block that was freed. Phase 3's debug layer recognises a
-/// double free by it.
-pub const FREED_BLOCK: &str = "the block was freed";
 
 /// `mallopt`'s parameter number for the trim threshold (glibc's `M_TRIM_THRESHOLD`).
 pub const M_TRIM_THRESHOLD: i32 = -1;
@@ -365,19 +357,19 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         let addr = ptr.as_ptr() as usize;
         let invalid = |why| Fault::InvalidPointer { addr, why };
         let Some(region) = self.region_around(addr) else {
-            return Err(invalid(OUTSIDE_THE_HEAP));
+            return Err(invalid(WhyInvalid::OutsideTheHeap));
         };
         if !addr.is_multiple_of(MIN_ALIGN) {
-            return Err(invalid("not 16-byte aligned, so not the start of a block"));
+            return Err(invalid(WhyInvalid::Misaligned));
         }
         if addr - region.start < HEADER_SIZE {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         // SAFETY: `addr` is 16-aligned and `region.start <= addr - 16 < addr < end`,
         // so the 16 header bytes lie in the region's mapped memory.
         let block = unsafe { Block::at(addr - HEADER_SIZE) };
         if !block.header_is_intact() {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         if block.is_free() {
             return Err(Fault::DoubleFree { addr });
@@ -530,7 +522,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             Ok((block, _)) => Ok(block.payload_size()),
             Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
                 addr,
-                why: FREED_BLOCK,
+                why: WhyInvalid::FreedBlock,
             }),
             Err(fault) => Err(fault),
         }
@@ -998,7 +990,7 @@ mod tests {
         assert!(matches!(
             heap.free(outside),
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));
@@ -1008,7 +1000,7 @@ mod tests {
         assert!(matches!(
             heap.usable_size(p),
             Err(Fault::InvalidPointer {
-                why: FREED_BLOCK,
+                why: WhyInvalid::FreedBlock,
                 ..
             })
         ));
@@ -1053,7 +1045,7 @@ mod tests {
         assert!(matches!(
             heap.free(b),
             Err(Fault::InvalidPointer {
-                why: "not the start of a block",
+                why: WhyInvalid::NotABlockStart,
                 ..
             })
         ));

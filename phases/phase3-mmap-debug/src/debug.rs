@@ -45,10 +45,9 @@
 use core::fmt::Write as _;
 use core::ptr::NonNull;
 
-use preload_kit::{Config, Fault, Heap, MIN_ALIGN, Out, libc, os};
+use preload_kit::{Config, Fault, Heap, MIN_ALIGN, Out, WhyInvalid, libc, os};
 
 use crate::table::AddrTable;
-use split_coalesce::heap::{FREED_BLOCK, OUTSIDE_THE_HEAP};
 
 /// Bytes before the program's pointer: the check word and the leading canary. A
 /// multiple of 16, so the pointer stays 16-byte aligned.
@@ -235,7 +234,7 @@ impl DebugLayer {
             Ok(guarded) => Ok(guarded.size),
             Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
                 addr,
-                why: FREED_BLOCK,
+                why: WhyInvalid::FreedBlock,
             }),
             Err(fault) => Err(fault),
         }
@@ -307,18 +306,19 @@ impl DebugLayer {
         else {
             return Fault::InvalidPointer {
                 addr: user,
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
             };
         };
         match heap.usable_size(below) {
-            Err(Fault::InvalidPointer { why, .. }) if why == FREED_BLOCK => {
-                Fault::DoubleFree { addr: user }
-            }
+            Err(Fault::InvalidPointer {
+                why: WhyInvalid::FreedBlock,
+                ..
+            }) => Fault::DoubleFree { addr: user },
             Err(Fault::InvalidPointer { why, .. }) => Fault::InvalidPointer { addr: user, why },
             Err(fault) => fault,
             Ok(_) => Fault::InvalidPointer {
                 addr: user,
-                why: "not the start of a block",
+                why: WhyInvalid::NotABlockStart,
             },
         }
     }
@@ -643,7 +643,7 @@ mod tests {
             debug.usable_size(&mut heap, p),
             Err(Fault::InvalidPointer {
                 addr: addr(p),
-                why: FREED_BLOCK
+                why: WhyInvalid::FreedBlock
             })
         );
         // Push it out of the quarantine with blocks of another size (so that none
@@ -676,7 +676,7 @@ mod tests {
         assert!(matches!(
             debug.free(&mut heap, inside),
             Err(Fault::InvalidPointer {
-                why: "inside a mapped block, not its start",
+                why: WhyInvalid::InsideAMapping,
                 ..
             })
         ));
@@ -691,7 +691,7 @@ mod tests {
         assert!(matches!(
             debug.free(&mut heap, stack),
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));

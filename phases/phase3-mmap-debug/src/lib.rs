@@ -33,7 +33,7 @@
 //! With `MALLOC_DEBUG` unset, the only additions to phase 2's fast path are one
 //! comparison with the threshold in `malloc`, one test of an `Option` for the debug
 //! layer, and in `free` a look at the brk heap's answer (a pointer it calls
-//! `OUTSIDE_THE_HEAP` goes on to the mappings).
+//! `WhyInvalid::OutsideTheHeap` goes on to the mappings).
 //!
 //! With `MALLOC_DEBUG=1`, every block costs 24 more bytes (16 before, 8 after) and a
 //! registry entry; every call writes a log line; every free poisons the block. The

@@ -32,10 +32,9 @@
 use core::fmt::Write as _;
 use core::ptr::NonNull;
 
-use preload_kit::{Fault, Out, os};
+use preload_kit::{Fault, Out, WhyInvalid, os};
 
 use crate::table::AddrTable;
-use split_coalesce::heap::OUTSIDE_THE_HEAP;
 
 /// How many unmapped blocks are remembered for reporting double frees. Older ones are
 /// forgotten: a double free that late is reported as a pointer that is not ours.
@@ -206,18 +205,18 @@ impl Mappings {
         if self.live_around(addr).is_some() {
             return Fault::InvalidPointer {
                 addr,
-                why: "inside a mapped block, not its start",
+                why: WhyInvalid::InsideAMapping,
             };
         }
         match self.recently_unmapped.around(addr) {
             Some(freed) if freed.start == addr => Fault::DoubleFree { addr },
             Some(_) => Fault::InvalidPointer {
                 addr,
-                why: "inside a mapped block that was freed",
+                why: WhyInvalid::InsideAFreedMapping,
             },
             None => Fault::InvalidPointer {
                 addr,
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
             },
         }
     }
@@ -408,14 +407,14 @@ mod tests {
             mappings.unmap(a + 4096),
             Err(Fault::InvalidPointer {
                 addr: a + 4096,
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         assert_eq!(
             mappings.unmap(a + 16),
             Err(Fault::InvalidPointer {
                 addr: a + 16,
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         mappings.unmap(a).unwrap();
@@ -423,7 +422,7 @@ mod tests {
         assert!(matches!(
             mappings.unmap(a + 16),
             Err(Fault::InvalidPointer {
-                why: "inside a mapped block that was freed",
+                why: WhyInvalid::InsideAFreedMapping,
                 ..
             })
         ));
@@ -432,7 +431,7 @@ mod tests {
         assert!(matches!(
             mappings.unmap(stack),
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             })
         ));

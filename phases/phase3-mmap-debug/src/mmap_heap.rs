@@ -25,10 +25,10 @@
 use core::ptr::NonNull;
 
 use preload_kit::arena::Growth;
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
 
 use crate::mappings::Mappings;
-use split_coalesce::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
+use split_coalesce::heap::{M_TRIM_THRESHOLD, SplitCoalesceHeap};
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
 /// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
@@ -139,11 +139,11 @@ impl Heap for MmapHeap {
 
     /// The brk heap is asked first, without a separate ownership test: its own check
     /// finds the region anyway, and small blocks are nearly every free. Only a pointer
-    /// it calls [`OUTSIDE_THE_HEAP`] goes on to the mappings.
+    /// it calls [`WhyInvalid::OutsideTheHeap`] goes on to the mappings.
     fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
         match self.brk.free(ptr) {
             Err(Fault::InvalidPointer {
-                why: OUTSIDE_THE_HEAP,
+                why: WhyInvalid::OutsideTheHeap,
                 ..
             }) => self.mapped.unmap(ptr.as_ptr() as usize),
             result => result,
@@ -158,7 +158,7 @@ impl Heap for MmapHeap {
         match self.mapped.len_of(addr) {
             Err(Fault::DoubleFree { addr }) => Err(Fault::InvalidPointer {
                 addr,
-                why: FREED_BLOCK,
+                why: WhyInvalid::FreedBlock,
             }),
             result => result,
         }
@@ -284,7 +284,7 @@ mod tests {
             heap.usable_size(large),
             Err(Fault::InvalidPointer {
                 addr: addr(large),
-                why: FREED_BLOCK
+                why: WhyInvalid::FreedBlock
             })
         );
         heap.free(small).unwrap();
@@ -394,7 +394,7 @@ mod tests {
             heap.free(inside),
             Err(Fault::InvalidPointer {
                 addr: addr(inside),
-                why: "inside a mapped block, not its start"
+                why: WhyInvalid::InsideAMapping
             })
         );
         assert!(heap.realloc(inside, 10).is_err());

@@ -146,9 +146,50 @@ pub enum Fault {
     /// the program's view of it is wrong.
     DoubleFree { addr: usize },
     /// `addr` was never returned by this allocator; `why` says how we know. Exit 2.
-    InvalidPointer { addr: usize, why: &'static str },
+    InvalidPointer { addr: usize, why: WhyInvalid },
     /// The heap's own data at `addr` is not what the allocator wrote. Exit 3.
     Corruption { addr: usize, what: &'static str },
+}
+
+/// Why a pointer given to `free`, `realloc` or `malloc_usable_size` is not a live
+/// block. Allocators route on it (phase 3 sends a pointer its brk heap finds
+/// [`WhyInvalid::OutsideTheHeap`] on to its mappings); the report prints it in words
+/// ([`WhyInvalid::words`]): `invalid pointer 0x… passed to free (not inside the heap)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhyInvalid {
+    /// In no memory that this allocator (or this part of it) owns.
+    OutsideTheHeap,
+    /// Inside the heap, but no block starts there.
+    NotABlockStart,
+    /// Not 16-byte aligned, so no payload can start there.
+    Misaligned,
+    /// The block was freed (what `malloc_usable_size` finds where `free` would find a
+    /// double free).
+    FreedBlock,
+    /// Inside a mapped block, past its start.
+    InsideAMapping,
+    /// Inside a mapped block that was unmapped.
+    InsideAFreedMapping,
+}
+
+impl WhyInvalid {
+    /// The words the report prints.
+    pub const fn words(self) -> &'static str {
+        match self {
+            WhyInvalid::OutsideTheHeap => "not inside the heap",
+            WhyInvalid::NotABlockStart => "not the start of a block",
+            WhyInvalid::Misaligned => "not 16-byte aligned, so not the start of a block",
+            WhyInvalid::FreedBlock => "the block was freed",
+            WhyInvalid::InsideAMapping => "inside a mapped block, not its start",
+            WhyInvalid::InsideAFreedMapping => "inside a mapped block that was freed",
+        }
+    }
+}
+
+impl fmt::Display for WhyInvalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
 }
 
 /// Byte counts for the `[stats]` line. Sizes are whole blocks, headers included.
