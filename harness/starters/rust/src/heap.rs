@@ -10,7 +10,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
 
 use crate::block::{Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::steps;
@@ -82,16 +82,19 @@ impl MyHeap {
         let addr = ptr.as_ptr() as usize;
         let invalid = |why| Fault::InvalidPointer { addr, why };
         let Some(region) = self.arena.region_of(addr) else {
-            return Err(invalid("not inside the heap"));
+            return Err(invalid(WhyInvalid::OutsideTheHeap));
         };
-        if !addr.is_multiple_of(MIN_ALIGN) || addr - region.start < HEADER_SIZE {
-            return Err(invalid("not the start of a block"));
+        if !addr.is_multiple_of(MIN_ALIGN) {
+            return Err(invalid(WhyInvalid::Misaligned));
+        }
+        if addr - region.start < HEADER_SIZE {
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         // SAFETY: `addr - 16` is 16-aligned and not below the region's start, so the
         // header's 16 bytes are inside the carved part of the region.
         let block = unsafe { Block::at(addr - HEADER_SIZE) };
         if !block.is_stamped() {
-            return Err(invalid("not the start of a block"));
+            return Err(invalid(WhyInvalid::NotABlockStart));
         }
         if block.size() < MIN_BLOCK || block.next_in_heap() > region.top {
             return Err(Fault::Corruption {
@@ -168,7 +171,7 @@ impl Heap for MyHeap {
         if !block.is_used() {
             return Err(Fault::InvalidPointer {
                 addr: ptr.as_ptr() as usize,
-                why: "the block was freed",
+                why: WhyInvalid::FreedBlock,
             });
         }
         Ok(block.payload_size())
