@@ -189,7 +189,7 @@ fn the_stages_in_the_handout_are_the_catalogue() {
     let end = "<!-- harness check --list: end -->";
     let start = text.find(begin).expect("the begin marker") + begin.len();
     let stop = text[start..].find(end).expect("the end marker") + start;
-    let generated = harness::stages::markdown();
+    let generated = harness::student::stages::markdown();
     assert_eq!(
         &text[start..stop],
         generated,

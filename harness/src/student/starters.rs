@@ -33,24 +33,27 @@ impl Lang {
 }
 
 const RUST: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../starters/rust/Cargo.toml")),
-    (".gitignore", include_str!("../starters/rust/.gitignore")),
-    ("src/lib.rs", include_str!("../starters/rust/src/lib.rs")),
+    ("Cargo.toml", include_str!("../../starters/rust/Cargo.toml")),
+    (".gitignore", include_str!("../../starters/rust/.gitignore")),
+    ("src/lib.rs", include_str!("../../starters/rust/src/lib.rs")),
     (
         "src/steps.rs",
-        include_str!("../starters/rust/src/steps.rs"),
+        include_str!("../../starters/rust/src/steps.rs"),
     ),
     (
         "src/block.rs",
-        include_str!("../starters/rust/src/block.rs"),
+        include_str!("../../starters/rust/src/block.rs"),
     ),
-    ("src/heap.rs", include_str!("../starters/rust/src/heap.rs")),
+    (
+        "src/heap.rs",
+        include_str!("../../starters/rust/src/heap.rs"),
+    ),
 ];
 
 const C: &[(&str, &str)] = &[
-    ("Makefile", include_str!("../starters/c/Makefile")),
-    (".gitignore", include_str!("../starters/c/.gitignore")),
-    ("mymalloc.c", include_str!("../starters/c/mymalloc.c")),
+    ("Makefile", include_str!("../../starters/c/Makefile")),
+    (".gitignore", include_str!("../../starters/c/.gitignore")),
+    ("mymalloc.c", include_str!("../../starters/c/mymalloc.c")),
 ];
 
 /// The kit's path as the template's `Cargo.toml` gives it: right for the template
