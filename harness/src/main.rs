@@ -484,6 +484,9 @@ fn new(args: &[String]) -> ExitCode {
         [flag, lang, dir] if flag == "--lang" => (dir, lang.as_str()),
         _ => return usage_error("new", "expected DIR and at most --lang rust|c"),
     };
+    if dir.starts_with('-') {
+        return usage_error("new", &format!("unknown option {dir:?}"));
+    }
     let Some(lang) = harness::student::starters::Lang::parse(lang) else {
         return usage_error("new", "--lang is rust or c");
     };
