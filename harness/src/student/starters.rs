@@ -87,6 +87,18 @@ pub fn create(dir: &Path, lang: Lang) -> Result<Vec<PathBuf>, String> {
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         written.push(path);
     }
+    if lang == Lang::Rust {
+        // The workspace's lock file pins the kit's dependencies (libc) to the versions
+        // the kit is tested with, and lets a clone that has built once build the
+        // starter without the registry. Cargo drops the entries the starter does not use.
+        let lock = dir.join("Cargo.lock");
+        let pinned = phases::workspace_root().join("Cargo.lock");
+        if pinned.is_file() {
+            std::fs::copy(&pinned, &lock)
+                .map_err(|e| format!("cannot write {}: {e}", lock.display()))?;
+            written.push(lock);
+        }
+    }
     Ok(written)
 }
 
