@@ -13,7 +13,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, Totals, WhyInvalid};
 
 use crate::block::{Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::FreeList;
@@ -22,10 +22,7 @@ pub struct FreeListHeap {
     arena: Arena,
     free_list: FreeList,
     /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
-    used_blocks: usize,
-    used_bytes: usize,
-    free_blocks: usize,
-    free_bytes: usize,
+    totals: Totals,
 }
 
 impl FreeListHeap {
@@ -35,10 +32,7 @@ impl FreeListHeap {
         FreeListHeap {
             arena: Arena::new(growth),
             free_list: FreeList::new(),
-            used_blocks: 0,
-            used_bytes: 0,
-            free_blocks: 0,
-            free_bytes: 0,
+            totals: Totals::ZERO,
         }
     }
 
@@ -62,8 +56,7 @@ impl FreeListHeap {
         }
         let block = self.carve(size)?;
         block.init(size, false);
-        self.free_blocks += 1;
-        self.free_bytes += size;
+        self.totals.free.add(size);
         Some(block)
     }
 
@@ -74,8 +67,7 @@ impl FreeListHeap {
     }
 
     fn add_free(&mut self, block: Block) {
-        self.free_blocks += 1;
-        self.free_bytes += block.size();
+        self.totals.free.add(block.size());
         self.free_list.push(block);
     }
 
@@ -198,18 +190,15 @@ impl Heap for FreeListHeap {
             None => self.grow(size, align)?,
         };
         block.set_used(true);
-        self.free_blocks -= 1;
-        self.free_bytes -= block.size();
-        self.used_blocks += 1;
-        self.used_bytes += block.size();
+        self.totals.free.remove(block.size());
+        self.totals.used.add(block.size());
         Some(block.payload())
     }
 
     fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
         let block = self.used_block_of(ptr)?;
         block.set_used(false);
-        self.used_blocks -= 1;
-        self.used_bytes -= block.size();
+        self.totals.used.remove(block.size());
         self.add_free(block);
         Ok(())
     }
@@ -271,13 +260,8 @@ impl Heap for FreeListHeap {
     }
 
     fn stats(&self) -> Stats {
-        Stats {
-            used_blocks: self.used_blocks,
-            used_bytes: self.used_bytes,
-            free_blocks: self.free_blocks,
-            free_bytes: self.free_bytes,
-            largest_free: self.free_list.iter().map(Block::size).max().unwrap_or(0),
-        }
+        let largest_free = self.free_list.iter().map(Block::size).max().unwrap_or(0);
+        self.totals.stats(largest_free)
     }
 
     /// The phase-1 invariants:
@@ -288,15 +272,9 @@ impl Heap for FreeListHeap {
     ///    free blocks, and cannot hold one twice without looping);
     /// 3. the running totals agree with the heap.
     fn check(&self) -> Result<(), Fault> {
-        let mut seen = Stats::default();
+        let mut seen = Totals::ZERO;
         self.walk(|block| {
-            if block.is_used() {
-                seen.used_blocks += 1;
-                seen.used_bytes += block.size();
-            } else {
-                seen.free_blocks += 1;
-                seen.free_bytes += block.size();
-            }
+            seen.count(block.is_used(), block.size());
             Ok(())
         })?;
 
@@ -321,7 +299,7 @@ impl Heap for FreeListHeap {
                 });
             }
             listed += 1;
-            if listed > seen.free_blocks {
+            if listed > seen.free.blocks {
                 return Err(Fault::Corruption {
                     addr,
                     what: "free list loops or holds a block twice",
@@ -330,32 +308,13 @@ impl Heap for FreeListHeap {
             entry = block.next_free();
         }
         let start = self.arena.regions().first().map_or(0, |r| r.start);
-        if listed != seen.free_blocks {
+        if listed != seen.free.blocks {
             return Err(Fault::Corruption {
                 addr: start,
                 what: "a free block is missing from the free list",
             });
         }
-        let counted = (
-            self.used_blocks,
-            self.used_bytes,
-            self.free_blocks,
-            self.free_bytes,
-        );
-        if counted
-            != (
-                seen.used_blocks,
-                seen.used_bytes,
-                seen.free_blocks,
-                seen.free_bytes,
-            )
-        {
-            return Err(Fault::Corruption {
-                addr: start,
-                what: "block totals disagree with the heap",
-            });
-        }
-        Ok(())
+        self.totals.agree_with(&seen, start)
     }
 }
 

@@ -20,7 +20,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, Totals, WhyInvalid};
 
 use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::{FreeIndex, FreeList};
@@ -49,10 +49,7 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// and has not been asked for again.
     just_trimmed: bool,
     /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
-    used_blocks: usize,
-    used_bytes: usize,
-    free_blocks: usize,
-    free_bytes: usize,
+    totals: Totals,
 }
 
 impl<L: FreeIndex> SplitCoalesceHeap<L> {
@@ -66,10 +63,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
             trim_threshold_fixed: config.trim_threshold.is_some(),
             just_trimmed: false,
-            used_blocks: 0,
-            used_bytes: 0,
-            free_blocks: 0,
-            free_bytes: 0,
+            totals: Totals::ZERO,
         }
     }
 
@@ -120,15 +114,15 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             // The block before a free block is used (free neighbours merge), so
             // PREV_FREE is clear; the block after `rest` still follows a free block.
             block.init_used(size, false);
+            // Still one free block, `size` bytes smaller.
+            self.totals.free.bytes -= size;
         } else {
             self.free_list.remove(block);
-            self.free_blocks -= 1;
+            self.totals.free.remove(block.size());
             block.set_used(true);
             self.set_next_prev_free(block, false);
         }
-        self.free_bytes -= block.size();
-        self.used_blocks += 1;
-        self.used_bytes += block.size();
+        self.totals.used.add(block.size());
         block
     }
 
@@ -155,8 +149,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         // The block below the top is never free (it would have gone back into the
         // top), and the first block of a new region has nothing before it.
         block.init_used(size, false);
-        self.used_blocks += 1;
-        self.used_bytes += size;
+        self.totals.used.add(size);
         Some(block)
     }
 
@@ -193,7 +186,8 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         let rest = unsafe { Block::at(block.addr() + size) };
         rest.init_used(rest_size, false);
         block.init_used(size, block.prev_is_free());
-        self.used_blocks += 1;
+        // One used block becomes two, with the same bytes.
+        self.totals.used.blocks += 1;
         rest
     }
 
@@ -213,8 +207,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         let next = next_neighbour(block, region)?;
 
         let freed = block.size();
-        self.used_blocks -= 1;
-        self.used_bytes -= freed;
+        self.totals.used.remove(freed);
         // From here on `block`'s own header is stale (inside a merged block, or above
         // the top): it says "free", so that freeing it again is a double free.
         block.set_used(false);
@@ -227,8 +220,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             // The merged block ends at the top of the heap: it goes back to the arena.
             if let Some(prev) = prev {
                 self.free_list.remove(prev);
-                self.free_blocks -= 1;
-                self.free_bytes -= prev.size();
+                self.totals.free.remove(prev.size());
             }
             self.arena.uncarve(start.addr());
             self.trim_top();
@@ -240,17 +232,18 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         match (prev, next_free) {
             (None, None) => {
                 self.free_list.insert(block);
-                self.free_blocks += 1;
+                self.totals.free.blocks += 1;
             }
             (None, Some(next)) => self.free_list.replace(next, block),
             (Some(prev), None) => self.free_list.grew(prev, prev_size),
             (Some(prev), Some(next)) => {
                 self.free_list.remove(next);
                 self.free_list.grew(prev, prev_size);
-                self.free_blocks -= 1;
+                self.totals.free.blocks -= 1;
             }
         }
-        self.free_bytes += freed;
+        // The merged free block holds the freed bytes as well.
+        self.totals.free.bytes += freed;
         if let Some(next) = next
             && next.is_used()
         {
@@ -316,10 +309,10 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             Some(next) if next.is_free() && next.size() >= extra => {
                 let after = next_neighbour(next, region)?;
                 self.free_list.remove(next);
-                self.free_blocks -= 1;
-                self.free_bytes -= next.size();
+                self.totals.free.remove(next.size());
                 let merged = block.size() + next.size();
-                self.used_bytes += next.size();
+                // Still one used block, larger by `next`.
+                self.totals.used.bytes += next.size();
                 // `next`'s header is now inside the program's block: erase it, so that
                 // a pointer to it is an interior pointer, not a freed block.
                 next.erase();
@@ -339,7 +332,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
                 };
                 debug_assert_eq!(carved.as_ptr() as usize, block.next_in_heap());
                 block.init_used(size, block.prev_is_free());
-                self.used_bytes += extra;
+                self.totals.used.bytes += extra;
                 Ok(true)
             }
             _ => Ok(false),
@@ -588,13 +581,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             }
             Ok(())
         });
-        Stats {
-            used_blocks: self.used_blocks,
-            used_bytes: self.used_bytes,
-            free_blocks: self.free_blocks,
-            free_bytes: self.free_bytes,
-            largest_free,
-        }
+        self.totals.stats(largest_free)
     }
 
     /// The phase-2 invariants:
@@ -611,7 +598,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
     ///    index checks its own invariants on the way ([`FreeIndex::check_each`]);
     /// 5. the running totals equal what the walk counted.
     fn check(&self) -> Result<(), Fault> {
-        let mut seen = Stats::default();
+        let mut seen = Totals::ZERO;
         let mut walked_fingerprint = 0u64;
         let mut before: Option<Block> = None;
         self.walk(|region, block| {
@@ -623,10 +610,8 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                     what: "PREV_FREE bit disagrees with the block before",
                 });
             }
-            if block.is_used() {
-                seen.used_blocks += 1;
-                seen.used_bytes += block.size();
-            } else {
+            seen.count(block.is_used(), block.size());
+            if block.is_free() {
                 if prev_free {
                     return Err(Fault::Corruption {
                         addr,
@@ -645,8 +630,6 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                         what: "free block at the top was not given back",
                     });
                 }
-                seen.free_blocks += 1;
-                seen.free_bytes += block.size();
                 walked_fingerprint = walked_fingerprint.wrapping_add(fingerprint(addr));
             }
             before = Some(block);
@@ -655,7 +638,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
 
         let mut listed = 0;
         let mut listed_fingerprint = 0u64;
-        self.free_list.check_each(seen.free_blocks, |block| {
+        self.free_list.check_each(seen.free.blocks, |block| {
             let addr = block.addr();
             let inside = self
                 .arena
@@ -678,7 +661,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             Ok(())
         })?;
         let start = self.arena.regions().first().map_or(0, |r| r.start);
-        if listed != seen.free_blocks {
+        if listed != seen.free.blocks {
             return Err(Fault::Corruption {
                 addr: start,
                 what: "a free block is missing from the free list",
@@ -690,26 +673,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                 what: "free list holds something that is not a free block of the heap",
             });
         }
-        let counted = (
-            self.used_blocks,
-            self.used_bytes,
-            self.free_blocks,
-            self.free_bytes,
-        );
-        if counted
-            != (
-                seen.used_blocks,
-                seen.used_bytes,
-                seen.free_blocks,
-                seen.free_bytes,
-            )
-        {
-            return Err(Fault::Corruption {
-                addr: start,
-                what: "block totals disagree with the heap",
-            });
-        }
-        Ok(())
+        self.totals.agree_with(&seen, start)
     }
 
     /// `mallopt(M_TRIM_THRESHOLD, n)`: keep at most `n` free bytes at the top of the
@@ -1182,7 +1146,7 @@ mod tests {
         ));
 
         let (mut heap, _, _, _) = setup();
-        heap.used_bytes += 16;
+        heap.totals.used.bytes += 16;
         assert!(matches!(
             heap.check(),
             Err(Fault::Corruption {

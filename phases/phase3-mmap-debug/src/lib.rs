@@ -14,14 +14,21 @@
 //!
 //! Read the files in this order:
 //!
-//! 1. [`table`]: an address-keyed hash table in memory of its own: the registries.
-//! 2. [`mappings`]: large blocks, the registry of mappings and the ring of recently
-//!    unmapped ones; why a mapped block needs no header.
-//! 3. [`mmap_heap`]: [`MmapHeap`], which sends each request to the brk heap or to a
+//! 1. [`mappings`]: large blocks, the registry of mappings (an address-keyed table
+//!    from the kit, `preload_kit::table`) and the ring of recently unmapped ones; why a
+//!    mapped block needs no header.
+//! 2. [`mmap_heap`]: [`MmapHeap`], which sends each request to the brk heap or to a
 //!    mapping by its size, and each pointer to whichever owns it.
-//! 4. [`debug`]: [`DebugLayer`]: the guards, the quarantine, the seed.
-//! 5. This file: [`MmapDebugHeap`], the heap the `.so` exports: `MmapHeap`, with or
-//!    without the debug layer around it.
+//! 3. This file: [`MmapDebugHeap`], the heap the `.so` exports: `MmapHeap`, with or
+//!    without the kit's debug layer around it (`preload_kit::debug`: the guards, the
+//!    quarantine, the seed), which works around any heap.
+//!
+//! ```text
+//!   MmapDebugHeap = Debugged<MmapHeap>     the debug layer, when MALLOC_DEBUG=1
+//!     MmapHeap                             routes by size, and pointers by owner
+//!       brk: SplitCoalesceHeap             phase 2's heap, unchanged: small blocks
+//!       mapped: Mappings                   one mapping per large block
+//! ```
 //!
 //! **From phase 2, unchanged**: the brk heap is phase 2's `SplitCoalesceHeap`, from
 //! the `split-coalesce` package this one depends on, held as a field of [`MmapHeap`].
@@ -53,120 +60,24 @@
 
 #![cfg_attr(not(test), no_std)]
 
-pub mod debug;
 pub mod mappings;
 pub mod mmap_heap;
-pub mod table;
 #[cfg(test)]
 mod test_support;
 
-use core::ptr::NonNull;
-
-use preload_kit::arena::Growth;
-use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
-
-pub use debug::DebugLayer;
 pub use mmap_heap::MmapHeap;
+pub use preload_kit::debug::{DebugLayer, Debugged};
 
-/// Phase 3's heap: [`MmapHeap`], with the [`DebugLayer`] around it when
-/// `MALLOC_DEBUG=1`. Every method is one branch: straight to the heap, or through
-/// the layer (which calls the heap itself).
-pub struct MmapDebugHeap {
-    heap: MmapHeap,
-    debug: Option<DebugLayer>,
-}
-
-impl MmapDebugHeap {
-    pub fn with_growth(config: &Config, growth: Growth) -> Self {
-        MmapDebugHeap {
-            heap: MmapHeap::with_growth(config, growth),
-            debug: config.debug.then(|| DebugLayer::new(config)),
-        }
-    }
-}
-
-impl Heap for MmapDebugHeap {
-    const NAME: &'static str = "phase3-mmap-debug";
-
-    /// The kit runs [`Heap::check`] after calls in debug mode.
-    const CHECK_IN_DEBUG_MODE: bool = true;
-
-    fn new(config: &Config) -> Self {
-        MmapDebugHeap::with_growth(config, Growth::BrkThenMmap)
-    }
-
-    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        match &mut self.debug {
-            None => self.heap.alloc(size, align),
-            Some(debug) => debug.alloc(&mut self.heap, size, align),
-        }
-    }
-
-    fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
-        match &mut self.debug {
-            None => self.heap.alloc_zeroed(size),
-            Some(debug) => debug.alloc_zeroed(&mut self.heap, size),
-        }
-    }
-
-    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        match &mut self.debug {
-            None => self.heap.free(ptr),
-            Some(debug) => debug.free(&mut self.heap, ptr),
-        }
-    }
-
-    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
-        match &mut self.debug {
-            None => self.heap.usable_size(ptr),
-            Some(debug) => debug.usable_size(&mut self.heap, ptr),
-        }
-    }
-
-    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
-        match &mut self.debug {
-            None => self.heap.realloc(ptr, size),
-            Some(debug) => debug.realloc(&mut self.heap, ptr, size),
-        }
-    }
-
-    fn locate(&self, addr: usize) -> Location {
-        self.heap.locate(addr)
-    }
-
-    /// The heap's blocks, then (in debug mode) the quarantined ones.
-    fn dump_blocks(&self, out: &mut Out) {
-        self.heap.dump_blocks(out);
-        if let Some(debug) = &self.debug {
-            debug.dump(&self.heap, out);
-        }
-    }
-
-    /// The heap's totals. In debug mode, quarantined blocks are still used blocks of
-    /// the heap, and every block counts its guards.
-    fn stats(&self) -> Stats {
-        self.heap.stats()
-    }
-
-    /// The heap's invariants (phase 2's, the mapping registry's), then the debug
-    /// layer's (registry, guards, quarantine).
-    fn check(&self) -> Result<(), Fault> {
-        self.heap.check()?;
-        match &self.debug {
-            Some(debug) => debug.check(),
-            None => Ok(()),
-        }
-    }
-
-    fn set_option(&mut self, param: i32, value: i32) -> bool {
-        self.heap.set_option(param, value)
-    }
-}
+/// Phase 3's heap: [`MmapHeap`], with the kit's debug layer around it when
+/// `MALLOC_DEBUG=1` (see [`Debugged`]: every method is one branch, straight to the
+/// heap or through the layer).
+pub type MmapDebugHeap = Debugged<MmapHeap>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use preload_kit::MIN_ALIGN;
+    use preload_kit::arena::Growth;
+    use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN};
 
     fn heap(debug: bool) -> MmapDebugHeap {
         let config = Config {
@@ -174,7 +85,7 @@ mod tests {
             seed: Some(42),
             ..Config::DEFAULT
         };
-        MmapDebugHeap::with_growth(&config, Growth::MmapOnly)
+        Debugged::around(&config, MmapHeap::with_growth(&config, Growth::MmapOnly))
     }
 
     /// The dump of `heap`, as text.

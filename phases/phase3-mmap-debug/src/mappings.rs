@@ -1,7 +1,7 @@
 //! Large blocks: each one an anonymous mapping of its own, known by a registry.
 //!
 //! ```text
-//!   a large block: whole pages from mmap         the registry (crate::table), in its
+//!   a large block: whole pages from mmap         the registry (kit table.rs), in its
 //!                                                own mapping, never in the heap
 //!   start = the pointer malloc returns           +---------------------------------+
 //!   +-----------------------------+--------+     | start -> { len, number }        |
@@ -34,7 +34,7 @@ use core::ptr::NonNull;
 
 use preload_kit::{Fault, Out, WhyInvalid, os};
 
-use crate::table::AddrTable;
+use preload_kit::table::AddrTable;
 
 /// How many unmapped blocks are remembered for reporting double frees. Older ones are
 /// forgotten: a double free that late is reported as a pointer that is not ours.
@@ -246,7 +246,7 @@ impl Mappings {
     }
 
     /// The invariants of the large blocks:
-    /// 1. the registry is a sound table (see [`crate::table`]);
+    /// 1. the registry is a sound table (see [`preload_kit::table`]);
     /// 2. every entry is a page-aligned start, a whole number of pages, and a number
     ///    that has been given out;
     /// 3. the lengths add up to `mapped_bytes`;

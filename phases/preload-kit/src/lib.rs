@@ -12,6 +12,9 @@
 //!   `malloc_stats`, `mallopt`. Its argument handling ([`abi`]) is written once:
 //!   overflow checks, `errno`, alignment validation, `realloc`'s special cases, the
 //!   debug log; its `fork` handlers are in [`fork`].
+//! - [`debug`]: debug mode as a layer around any heap ([`debug::Debugged`]): canaries,
+//!   checksummed headers, a quarantine of poisoned freed blocks, a registry of live
+//!   blocks in an address table of its own ([`table`]).
 //! - [`os`] wraps `sbrk`, `mmap` and friends; [`arena`] keeps the memory they return.
 //! - [`out`] prints without allocating; [`Fault`]s end the process with a one-line
 //!   message and the documented exit code.
@@ -24,6 +27,7 @@
 pub mod abi;
 pub mod arena;
 pub mod config;
+pub mod debug;
 pub mod fork;
 pub mod lock;
 pub mod locked;
@@ -31,6 +35,8 @@ pub mod os;
 pub mod out;
 pub mod report;
 pub mod shared;
+pub mod table;
+pub mod totals;
 
 pub use config::Config;
 pub use libc;
@@ -38,6 +44,7 @@ pub use locked::Locked;
 pub use out::Out;
 pub use report::{EXIT_CORRUPTION, EXIT_MISUSE};
 pub use shared::SharedAllocator;
+pub use totals::{Tally, Totals};
 
 use core::fmt;
 use core::ptr::NonNull;

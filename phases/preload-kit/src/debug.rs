@@ -1,8 +1,11 @@
-//! Debug mode (`MALLOC_DEBUG=1`): a layer around the heap that fences every block with
+//! Debug mode (`MALLOC_DEBUG=1`): a layer around any heap that fences every block with
 //! checked bytes and holds freed blocks back, poisoned, before really freeing them.
 //!
 //! The layer knows nothing of how the heap lays blocks out: it asks it for a block a
-//! little larger than the program's request and arranges the bytes inside.
+//! little larger than the program's request and arranges the bytes inside. So it
+//! works around any [`Heap`], and a phase gets debug mode by composition:
+//! [`Debugged<H>`] is `H` with the layer around it when `MALLOC_DEBUG=1` (phase 3
+//! exports `Debugged<MmapHeap>`).
 //!
 //! ```text
 //!   the heap's block (any Heap: brk block or mapping)
@@ -40,14 +43,13 @@
 //!
 //! The check ([`DebugLayer::check`]) reads every live block's header and canaries and
 //! every quarantined byte: the kit runs it after every call in debug mode, or every Nth
-//! (`MALLOC_CHECK_EVERY`). Its cost grows with the heap; see the crate docs.
+//! (`MALLOC_CHECK_EVERY`). Its cost grows with the heap; see phase 3's crate docs.
 
 use core::fmt::Write as _;
 use core::ptr::NonNull;
 
-use preload_kit::{Config, Fault, Heap, MIN_ALIGN, Out, WhyInvalid, libc, os};
-
 use crate::table::AddrTable;
+use crate::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid, os};
 
 /// Bytes before the program's pointer: the check word and the leading canary. A
 /// multiple of 16, so the pointer stays 16-byte aligned.
@@ -63,10 +65,14 @@ pub const QUARANTINE_BYTES: usize = 1 << 20;
 /// Blocks larger than this are freed at once, after their canaries are checked.
 pub const QUARANTINE_MAX_BLOCK: usize = 64 * 1024;
 
-const HEADER_SMASHED: &str = "block header overwritten (buffer underflow)";
-const LEADING_CANARY: &str = "leading canary overwritten (buffer underflow)";
-const TRAILING_CANARY: &str = "trailing canary overwritten (buffer overflow)";
-const POISON_DISTURBED: &str = "freed block written to (use after free)";
+/// What [`Fault::Corruption`] says when the check word before a block is wrong.
+pub const HEADER_SMASHED: &str = "block header overwritten (buffer underflow)";
+/// ...when the canary before the block is wrong.
+pub const LEADING_CANARY: &str = "leading canary overwritten (buffer underflow)";
+/// ...when the canary after the block is wrong.
+pub const TRAILING_CANARY: &str = "trailing canary overwritten (buffer overflow)";
+/// ...when a quarantined block's poison changed.
+pub const POISON_DISTURBED: &str = "freed block written to (use after free)";
 
 /// What the registry of live blocks knows about one: enough to find every guard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +122,7 @@ impl Values {
 
     /// The canary of the block at `user`. Setting the low bit of every byte keeps
     /// zero bytes out of it.
-    fn canary(&self, user: usize) -> u64 {
+    pub fn canary(&self, user: usize) -> u64 {
         (self.canary_key ^ mix(user as u64)) | 0x0101_0101_0101_0101
     }
 }
@@ -166,6 +172,26 @@ impl DebugLayer {
 
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// The values this layer writes (for tests that play a buggy program).
+    pub fn values(&self) -> Values {
+        self.values
+    }
+
+    /// Is the block at `user` waiting in the quarantine?
+    pub fn is_quarantined(&self, user: usize) -> bool {
+        self.quarantine.contains(user)
+    }
+
+    /// How many freed blocks wait in the quarantine.
+    pub fn quarantined_blocks(&self) -> usize {
+        self.quarantine.len
+    }
+
+    /// How many blocks the program holds.
+    pub fn live_blocks(&self) -> usize {
+        self.live.len()
     }
 
     /// [`Heap::alloc`] through the layer: a block from `heap` with room for the guards,
@@ -425,7 +451,7 @@ fn heap_block(user: usize, block: Guarded) -> Result<NonNull<u8>, Fault> {
 
 /// A seed nobody chose: from the kernel's random pool (`getrandom`, which does not
 /// allocate), or, if that fails this early, from the clock and the stack's address.
-fn random_seed() -> u64 {
+pub fn random_seed() -> u64 {
     let saved_errno = os::errno();
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
@@ -507,40 +533,109 @@ impl Quarantine {
     }
 }
 
+/// Any heap with the debug layer around it when `MALLOC_DEBUG=1`: debug mode by
+/// composition. Every method is one branch: straight to the heap, or through the layer
+/// (which calls the heap itself).
+pub struct Debugged<H> {
+    heap: H,
+    debug: Option<DebugLayer>,
+}
+
+impl<H: Heap> Debugged<H> {
+    /// `heap`, with the layer around it if `config` turns debug mode on.
+    pub fn around(config: &Config, heap: H) -> Self {
+        Debugged {
+            heap,
+            debug: config.debug.then(|| DebugLayer::new(config)),
+        }
+    }
+
+    /// The heap inside.
+    pub fn heap(&self) -> &H {
+        &self.heap
+    }
+}
+
+impl<H: Heap> Heap for Debugged<H> {
+    const NAME: &'static str = H::NAME;
+
+    /// The kit runs [`Heap::check`] after calls in debug mode.
+    const CHECK_IN_DEBUG_MODE: bool = true;
+
+    fn new(config: &Config) -> Self {
+        Debugged::around(config, H::new(config))
+    }
+
+    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        match &mut self.debug {
+            None => self.heap.alloc(size, align),
+            Some(debug) => debug.alloc(&mut self.heap, size, align),
+        }
+    }
+
+    fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
+        match &mut self.debug {
+            None => self.heap.alloc_zeroed(size),
+            Some(debug) => debug.alloc_zeroed(&mut self.heap, size),
+        }
+    }
+
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        match &mut self.debug {
+            None => self.heap.free(ptr),
+            Some(debug) => debug.free(&mut self.heap, ptr),
+        }
+    }
+
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        match &mut self.debug {
+            None => self.heap.usable_size(ptr),
+            Some(debug) => debug.usable_size(&mut self.heap, ptr),
+        }
+    }
+
+    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        match &mut self.debug {
+            None => self.heap.realloc(ptr, size),
+            Some(debug) => debug.realloc(&mut self.heap, ptr, size),
+        }
+    }
+
+    fn locate(&self, addr: usize) -> Location {
+        self.heap.locate(addr)
+    }
+
+    /// The heap's blocks, then (in debug mode) the quarantined ones.
+    fn dump_blocks(&self, out: &mut Out) {
+        self.heap.dump_blocks(out);
+        if let Some(debug) = &self.debug {
+            debug.dump(&self.heap, out);
+        }
+    }
+
+    /// The heap's totals. In debug mode, quarantined blocks are still used blocks of
+    /// the heap, and every block counts its guards.
+    fn stats(&self) -> Stats {
+        self.heap.stats()
+    }
+
+    /// The heap's invariants, then the debug layer's (registry, guards, quarantine).
+    fn check(&self) -> Result<(), Fault> {
+        self.heap.check()?;
+        match &self.debug {
+            Some(debug) => debug.check(),
+            None => Ok(()),
+        }
+    }
+
+    fn set_option(&mut self, param: i32, value: i32) -> bool {
+        self.heap.set_option(param, value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mmap_heap::MmapHeap;
-    use preload_kit::arena::Growth;
-    use std::vec::Vec;
-
-    fn setup() -> (DebugLayer, MmapHeap) {
-        (
-            DebugLayer::with_seed(42),
-            MmapHeap::with_growth(&Config::DEFAULT, Growth::MmapOnly),
-        )
-    }
-
-    fn addr(p: NonNull<u8>) -> usize {
-        p.as_ptr() as usize
-    }
-
-    /// Writes `byte` at `offset` from `p` (negative: before it), as a buggy program would.
-    fn poke(p: NonNull<u8>, offset: isize, byte: u8) {
-        // SAFETY: the tests only poke bytes of the heap's block around `p`.
-        unsafe { p.as_ptr().offset(offset).write_volatile(byte) }
-    }
-
-    fn holds(p: NonNull<u8>, size: usize, byte: u8) -> bool {
-        // SAFETY: callers pass a live block of at least `size` bytes.
-        unsafe { core::slice::from_raw_parts(p.as_ptr(), size) }
-            .iter()
-            .all(|&b| b == byte)
-    }
-
-    fn corruption(addr: usize, what: &'static str) -> Result<(), Fault> {
-        Err(Fault::Corruption { addr, what })
-    }
 
     #[test]
     fn values_come_from_the_seed() {
@@ -553,238 +648,5 @@ mod tests {
             assert!(canary.to_ne_bytes().iter().all(|&b| b != 0));
         }
         assert_ne!(random_seed(), random_seed());
-    }
-
-    #[test]
-    fn a_one_byte_overflow_into_the_padding_is_caught_on_free() {
-        let (mut debug, mut heap) = setup();
-        // 20 bytes: without the layer the block would have 12 bytes of padding after
-        // them, which an overflow could scribble on unseen.
-        let p = debug.alloc(&mut heap, 20, MIN_ALIGN).unwrap();
-        poke(p, 19, 1);
-        debug.check().unwrap();
-        poke(p, 20, 0);
-        assert_eq!(debug.check(), corruption(addr(p), TRAILING_CANARY));
-        assert_eq!(
-            debug.free(&mut heap, p),
-            corruption(addr(p), TRAILING_CANARY)
-        );
-    }
-
-    #[test]
-    fn the_canary_check_runs_on_realloc_too() {
-        let (mut debug, mut heap) = setup();
-        let p = debug.alloc(&mut heap, 64, MIN_ALIGN).unwrap();
-        poke(p, 64, b'!');
-        assert!(matches!(
-            debug.realloc(&mut heap, p, 200),
-            Err(Fault::Corruption {
-                what: TRAILING_CANARY,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn underflows_are_named_however_deep_they_go() {
-        for (depth, what) in [
-            (1, LEADING_CANARY),
-            (9, HEADER_SMASHED),
-            (17, HEADER_SMASHED),
-        ] {
-            let (mut debug, mut heap) = setup();
-            let p = debug.alloc(&mut heap, 100, MIN_ALIGN).unwrap();
-            // A write `depth` bytes before the block, and no further: past our header,
-            // byte 17 is the heap's own header, which only the heap can judge.
-            poke(p, -depth, 0x41);
-            assert_eq!(
-                debug.free(&mut heap, p),
-                corruption(addr(p), what),
-                "depth {depth}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_write_after_free_is_caught_by_the_check_and_on_leaving_the_quarantine() {
-        let (mut debug, mut heap) = setup();
-        let p = debug.alloc(&mut heap, 64, MIN_ALIGN).unwrap();
-        debug.free(&mut heap, p).unwrap();
-        debug.check().unwrap();
-        poke(p, 40, 0);
-        assert_eq!(debug.check(), corruption(addr(p), POISON_DISTURBED));
-        // Without a check, the block is examined when it leaves the quarantine.
-        let mut result = Ok(());
-        for _ in 0..QUARANTINE_BLOCKS {
-            let q = debug.alloc(&mut heap, 64, MIN_ALIGN).unwrap();
-            result = debug.free(&mut heap, q);
-            if result.is_err() {
-                break;
-            }
-        }
-        assert_eq!(result, corruption(addr(p), POISON_DISTURBED));
-    }
-
-    #[test]
-    fn double_frees_are_caught_in_and_after_the_quarantine() {
-        let (mut debug, mut heap) = setup();
-        let p = debug.alloc(&mut heap, 64, MIN_ALIGN).unwrap();
-        let _guard = debug.alloc(&mut heap, 64, MIN_ALIGN).unwrap();
-        debug.free(&mut heap, p).unwrap();
-        assert_eq!(
-            debug.free(&mut heap, p),
-            Err(Fault::DoubleFree { addr: addr(p) })
-        );
-        assert_eq!(
-            debug.realloc(&mut heap, p, 8),
-            Err(Fault::DoubleFree { addr: addr(p) })
-        );
-        assert_eq!(
-            debug.usable_size(&mut heap, p),
-            Err(Fault::InvalidPointer {
-                addr: addr(p),
-                why: WhyInvalid::FreedBlock
-            })
-        );
-        // Push it out of the quarantine with blocks of another size (so that none
-        // lands where it was): the heap's own header then says "freed".
-        for _ in 0..QUARANTINE_BLOCKS {
-            let q = debug.alloc(&mut heap, 3000, MIN_ALIGN).unwrap();
-            debug.free(&mut heap, q).unwrap();
-        }
-        assert!(!debug.quarantine.contains(addr(p)));
-        assert_eq!(
-            debug.free(&mut heap, p),
-            Err(Fault::DoubleFree { addr: addr(p) })
-        );
-        debug.check().unwrap();
-        heap.check().unwrap();
-    }
-
-    #[test]
-    fn mapped_blocks_skip_the_quarantine_and_their_misuse_is_named() {
-        let (mut debug, mut heap) = setup();
-        let p = debug.alloc(&mut heap, 256 * 1024, MIN_ALIGN).unwrap();
-        assert!(matches!(
-            heap.locate(addr(p)),
-            preload_kit::Location::Mapping {
-                index: 1,
-                offset: HEADER_SIZE
-            }
-        ));
-        let inside = NonNull::new(p.as_ptr().wrapping_add(5000)).unwrap();
-        assert!(matches!(
-            debug.free(&mut heap, inside),
-            Err(Fault::InvalidPointer {
-                why: WhyInvalid::InsideAMapping,
-                ..
-            })
-        ));
-        debug.free(&mut heap, p).unwrap();
-        assert_eq!(debug.quarantine.len, 0, "a mapping is unmapped at once");
-        assert_eq!(
-            debug.free(&mut heap, p),
-            Err(Fault::DoubleFree { addr: addr(p) })
-        );
-        let mut local = 0u64;
-        let stack = NonNull::from(&mut local).cast::<u8>();
-        assert!(matches!(
-            debug.free(&mut heap, stack),
-            Err(Fault::InvalidPointer {
-                why: WhyInvalid::OutsideTheHeap,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn realloc_moves_keeps_the_bytes_and_quarantines_the_old_block() {
-        let (mut debug, mut heap) = setup();
-        let p = debug.alloc(&mut heap, 100, MIN_ALIGN).unwrap();
-        // SAFETY: the block holds 100 bytes.
-        unsafe { p.as_ptr().write_bytes(7, 100) };
-        assert_eq!(debug.usable_size(&mut heap, p), Ok(100));
-        let q = debug.realloc(&mut heap, p, 50).unwrap().unwrap();
-        assert_ne!(q, p);
-        assert!(holds(q, 50, 7));
-        assert_eq!(debug.usable_size(&mut heap, q), Ok(50));
-        assert!(debug.quarantine.contains(addr(p)));
-        poke(p, 0, 1);
-        assert_eq!(debug.check(), corruption(addr(p), POISON_DISTURBED));
-    }
-
-    #[test]
-    fn calloc_and_aligned_blocks_through_the_layer() {
-        let (mut debug, mut heap) = setup();
-        let z = debug.alloc_zeroed(&mut heap, 1000).unwrap();
-        assert!(holds(z, 1000, 0));
-        for align in [32, 64, 4096, 1 << 16] {
-            let p = debug.alloc(&mut heap, 100, align).unwrap();
-            assert_eq!(addr(p) % align, 0);
-            poke(p, 100, 0);
-            assert_eq!(
-                debug.free(&mut heap, p),
-                corruption(addr(p), TRAILING_CANARY)
-            );
-            poke(p, 100, (debug.values.canary(addr(p)) & 0xff) as u8);
-            debug.free(&mut heap, p).unwrap();
-        }
-        assert_eq!(debug.alloc(&mut heap, usize::MAX - 8, MIN_ALIGN), None);
-        assert_eq!(debug.alloc(&mut heap, 10, 1 << 62), None);
-        debug.check().unwrap();
-    }
-
-    /// Random work through the layer: contents kept, the layer's and the heap's checks
-    /// pass throughout, and freeing everything leaves only the quarantine in the heap.
-    #[test]
-    fn random_workload_keeps_contents_and_invariants() {
-        let (mut debug, mut heap) = setup();
-        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
-        for step in 0..5000 {
-            let byte = step as u8;
-            let size = match next() % 20 {
-                0 => (next() % 300_000) as usize,
-                _ => (next() % 600) as usize,
-            };
-            match next() % 4 {
-                0 if !live.is_empty() => {
-                    let (p, size, byte) = live.swap_remove(next() as usize % live.len());
-                    assert!(holds(p, size, byte));
-                    debug.free(&mut heap, p).unwrap();
-                }
-                1 if !live.is_empty() => {
-                    let i = next() as usize % live.len();
-                    let (p, old, old_byte) = live[i];
-                    let q = debug.realloc(&mut heap, p, size.max(1)).unwrap().unwrap();
-                    assert!(holds(q, old.min(size.max(1)), old_byte));
-                    // SAFETY: the block holds `size.max(1)` bytes.
-                    unsafe { q.as_ptr().write_bytes(byte, size.max(1)) };
-                    live[i] = (q, size.max(1), byte);
-                }
-                _ => {
-                    let align = if next().is_multiple_of(8) {
-                        64
-                    } else {
-                        MIN_ALIGN
-                    };
-                    let p = debug.alloc(&mut heap, size, align).unwrap();
-                    // SAFETY: the block holds `size` bytes.
-                    unsafe { p.as_ptr().write_bytes(byte, size) };
-                    live.push((p, size, byte));
-                }
-            }
-            if step % 25 == 0 {
-                debug.check().unwrap();
-                heap.check().unwrap();
-            }
-        }
-        for (p, _, _) in live.drain(..) {
-            debug.free(&mut heap, p).unwrap();
-        }
-        debug.check().unwrap();
-        heap.check().unwrap();
-        assert!(debug.live.is_empty());
-        assert_eq!(heap.stats().used_blocks, debug.quarantine.len);
     }
 }

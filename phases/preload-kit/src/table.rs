@@ -1,9 +1,9 @@
 //! A hash table keyed by address, in memory of its own: never in the heap it describes.
 //!
-//! Two registries are built on it. [`crate::mappings`] records every mapping made for
-//! a large block (keyed by its start) and debug mode ([`crate::debug`]) records every
-//! live block (keyed by the program's pointer). Both answer "is this pointer one of
-//! ours?" *before* the allocator reads a byte near it, so a wild pointer is reported,
+//! Two registries are built on it. Phase 3's `mappings.rs` records every mapping made
+//! for a large block (keyed by its start) and debug mode ([`crate::debug`]) records
+//! every live block (keyed by the program's pointer). Both answer "is this pointer one
+//! of ours?" *before* the allocator reads a byte near it, so a wild pointer is reported,
 //! not followed; and a buffer overflow in the heap cannot damage them.
 //!
 //! ```text
@@ -34,7 +34,7 @@ use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ptr::NonNull;
 
-use preload_kit::os;
+use crate::os;
 
 /// The first table's slots. Tables are made lazily, so a program with no large blocks
 /// (and no debug mode) never maps one.
