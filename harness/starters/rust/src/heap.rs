@@ -133,9 +133,8 @@ impl Heap for MyHeap {
     fn new(config: &Config) -> Self {
         // Chapter 3, step 2 ("Choosing the threshold"): keep `config.mmap_threshold`.
         // Chapter 3, step 3 ("When the break cannot grow"): `Growth::BrkThenMmap`.
-        // Chapter 3, step 4 ("Catching bugs: guards, poison and a quarantine"): when
-        // `config.debug`, add canaries around blocks and poison freed ones (and set
-        // `CHECK_IN_DEBUG_MODE` below, so that the kit calls `check` after each call).
+        // Chapter 3, step 4 ("Catching bugs: guards, poison and a quarantine"): the
+        // debug mode is a layer around a heap; see the last line of src/lib.rs.
         let _ = config;
         MyHeap {
             arena: Arena::new(Growth::BrkOnly),

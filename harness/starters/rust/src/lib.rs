@@ -24,4 +24,8 @@ pub mod steps;
 
 pub use heap::MyHeap;
 
+// Chapter 3, step 4 ("Catching bugs: guards, poison and a quarantine"): the debug mode
+// (canaries, poisoned freed blocks, the heap check after every call) is a layer around
+// a heap. Write your own, or compose the kit's: `Locked<preload_kit::debug::Debugged<MyHeap>>`.
+
 preload_kit::export_malloc!(preload_kit::Locked<MyHeap>);
