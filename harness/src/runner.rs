@@ -96,7 +96,7 @@ impl Run {
 
     /// The command as one would type it in a shell to repeat it: the folder, the
     /// variables set for it, the program and its arguments (standard input not shown).
-    pub fn shell_line(&self) -> String {
+    pub fn shell_command(&self) -> String {
         let mut words = Vec::new();
         if let Some(dir) = &self.cwd {
             words.push(format!("cd {} &&", shell_quote(&dir.to_string_lossy())));
@@ -392,7 +392,7 @@ mod tests {
                 .run();
         });
         assert_eq!(runs.len(), 1);
-        assert_eq!(runs[0].0.shell_line(), "MALLOC_DEBUG=1 sh -c 'exit 4'");
+        assert_eq!(runs[0].0.shell_command(), "MALLOC_DEBUG=1 sh -c 'exit 4'");
         assert_eq!(runs[0].1.ending, Ending::Exited(4));
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }

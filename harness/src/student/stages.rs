@@ -233,7 +233,7 @@ pub fn explain(stage: &Stage, total: usize, again: &str) -> String {
     }
     let _ = writeln!(out, "  alone:     {again}");
     if let Some((run, _)) = stage.run_under_test() {
-        let _ = writeln!(out, "             {}", run.shell_line());
+        let _ = writeln!(out, "             {}", run.shell_command());
     }
     let _ = writeln!(out, "  read:      {}", check.section());
     out
