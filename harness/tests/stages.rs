@@ -284,3 +284,118 @@ fn phase1_watch_checks_again_when_a_file_changes() {
         "{output}"
     );
 }
+
+/// Replaces `from` by `to` in the starter's file `name`; the test fails if the starter
+/// no longer has `from` (its steps changed shape, and this test must follow).
+fn write_step(starter: &Path, name: &str, from: &str, to: &str) {
+    let path = starter.join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{name} has no {from:?}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+}
+
+/// A student's way through chapter 1, in the starter's own files: the steps' bodies
+/// written as the chapter asks, everything given left as it is. After steps 1 and 2
+/// the first failure is the stage that step 3 is for, and names step 3; after steps 3
+/// and 4 every stage passes. So the starter's given code (the pointer check, the
+/// walk, realloc, alloc's outline) is right, and the stages come in the steps' order.
+#[test]
+fn phase1_starter_steps_written_in_order_pass_their_stages_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let starter = new_starter(dir.path(), "rust");
+    let path = starter.to_str().unwrap();
+    write_step(&starter, "src/block.rs", "use crate::steps;\n", "");
+    write_step(
+        &starter,
+        "src/block.rs",
+        "    let _ = size;\n    steps::not_written(&steps::BLOCK_SIZE)\n",
+        "    let size = size.checked_add(HEADER_SIZE)?.checked_next_multiple_of(BLOCK_ALIGN)?;
+    (size <= isize::MAX as usize).then_some(size.max(MIN_BLOCK))\n",
+    );
+    write_step(
+        &starter,
+        "src/heap.rs",
+        "        let _ = (size, align);\n        steps::not_written(&steps::GROW)\n",
+        "        // Room for the block and the largest gap before it, in one region.
+        if !self.arena.make_room(size.checked_add(align)?.checked_add(MIN_BLOCK)?) {
+            return None;
+        }
+        let top = self.arena.newest()?.top;
+        let payload = (top + HEADER_SIZE).next_multiple_of(align);
+        let mut gap = payload - HEADER_SIZE - top;
+        if gap != 0 && gap < MIN_BLOCK {
+            gap += align;
+        }
+        if gap > 0 {
+            let addr = self.arena.carve(gap)?.as_ptr() as usize;
+            // SAFETY: the arena just carved `gap` bytes at `addr`, 16-aligned.
+            let gap_block = unsafe { Block::at(addr) };
+            gap_block.write_header(gap, false);
+        }
+        let addr = self.arena.carve(size)?.as_ptr() as usize;
+        // SAFETY: the arena just carved `size` bytes at `addr`, 16-aligned.
+        let block = unsafe { Block::at(addr) };
+        block.write_header(size, false);
+        Some(block)\n",
+    );
+    let ran = check(&["--phase", "1", "--no-timing", path]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("stage 18/") && ran.stdout.contains(" ok   programs/gcc"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains(" failed: misuse/double-free"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout
+            .contains("my-malloc: chapter 1, step 3 is not written yet: MyHeap::free"),
+        "{}",
+        ran.stdout
+    );
+
+    write_step(
+        &starter,
+        "src/heap.rs",
+        "        let _ = ptr;\n        let _ = steps::not_written::<()>(&steps::FREE);\n        Ok(())\n",
+        "        let block = self.block_of(ptr)?;
+        if !block.is_used() {
+            return Err(Fault::DoubleFree { addr: ptr.as_ptr() as usize });
+        }
+        block.set_used(false);
+        block.set_next_free(self.free_list);
+        self.free_list = Some(block);
+        Ok(())\n",
+    );
+    write_step(
+        &starter,
+        "src/heap.rs",
+        "        let _ = (size, align);\n        steps::not_written(&steps::FIRST_FIT)\n",
+        "        let mut previous: Option<Block> = None;
+        let mut current = self.free_list;
+        while let Some(block) = current {
+            let next = block.next_free();
+            let aligned = (block.payload().as_ptr() as usize).is_multiple_of(align);
+            if block.size() >= size && aligned {
+                match previous {
+                    None => self.free_list = next,
+                    Some(previous) => previous.set_next_free(next),
+                }
+                return Some(block);
+            }
+            previous = Some(block);
+            current = next;
+        }
+        None\n",
+    );
+    let ran = check(&["--phase", "1", "--no-timing", path]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("every stage run passed"),
+        "{}",
+        ran.stdout
+    );
+}
