@@ -35,7 +35,7 @@
 //! line before their fence: `<!-- not run: it rewrites a committed file -->`. That
 //! holds for every ```` ```sh ````, ```` ```bash ```` or ```` ```shell ```` block, and
 //! for a ```` ```text ```` block that shows a `$ ` command. And no page names a folder
-//! of the machine it was written on (`/work/…`, `/home/…`): a reader's clone is
+//! of the machine it was written on (`/work/…`, `/root/…`): a reader's clone is
 //! elsewhere.
 //!
 //! Each registered phase's chapter (the registry's `chapter`) is checked by
@@ -346,9 +346,11 @@ fn unmarked_commands(text: &str) -> Vec<String> {
     problems
 }
 
-/// Lines that name a folder of the author's machine, as `LINE: the folder`.
+/// Lines that name a folder of the machines this book is written on (`/work/…`,
+/// `/root/…`), as `LINE: the folder`. An example may still name a made-up folder
+/// (`/home/me/mymalloc`).
 fn machine_paths(text: &str) -> Vec<String> {
-    const FOLDERS: &[&str] = &["/work/", "/home/", "/root/", "/Users/"];
+    const FOLDERS: &[&str] = &["/work/", "/root/"];
     text.lines()
         .enumerate()
         .filter_map(|(index, line)| {
