@@ -376,7 +376,7 @@ fn commands_not_run_must_say_why() {
 }
 
 /// Variables that change what an allocator prints: never inherited by a transcript.
-const CLEARED: &str = "MALLOC_DEBUG MALLOC_DEBUG_SEED MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_ MALLOC_CHECK_EVERY";
+const CLEARED: &str = "MALLOC_DEBUG MALLOC_DEBUG_SEED MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_ MALLOC_CHECK_EVERY MALLOC_DEBUG_LOG MALLOC_PERTURB_";
 
 fn run_example(example: &Example) -> Result<(), String> {
     let command = with_target_dir(&example.command);

@@ -13,7 +13,9 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, Totals, WhyInvalid};
+use preload_kit::{
+    Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, Totals, WhyInvalid,
+};
 
 use crate::block::{Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::FreeList;
@@ -259,6 +261,12 @@ impl Heap for FreeListHeap {
         }
     }
 
+    /// `mallinfo2`'s figures: the blocks' totals, and the arena's uncarved room as
+    /// free. (Phase 1 never gives memory back, so `malloc_trim` keeps the default.)
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::of_arena(&self.arena, &self.stats())
+    }
+
     fn stats(&self) -> Stats {
         let largest_free = self.free_list.iter().map(Block::size).max().unwrap_or(0);
         self.totals.stats(largest_free)
@@ -321,6 +329,7 @@ impl Heap for FreeListHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::{Profile, Replay, script};
 
     fn heap() -> FreeListHeap {
         FreeListHeap::with_growth(Growth::MmapOnly)
@@ -410,42 +419,22 @@ mod tests {
         );
     }
 
-    /// A seeded random workload: every block keeps its contents, blocks never overlap,
-    /// and the heap check passes after every step.
+    /// A seeded workload of small blocks (malloc, calloc, memalign, free, realloc),
+    /// replayed by `heap_replay`: every block keeps its contents and never overlaps
+    /// another, and the heap check passes every 97 actions.
     #[test]
-    fn random_workload_keeps_contents_and_invariants() {
-        let mut heap = heap();
-        let mut live: std::vec::Vec<(NonNull<u8>, usize, u8)> = std::vec::Vec::new();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        for step in 0..4000 {
-            let r = next();
-            if live.is_empty() || r % 3 != 0 {
-                let size = (next() % 300) as usize;
-                let p = heap.alloc(size, MIN_ALIGN).unwrap();
-                let fill = step as u8;
-                // SAFETY: `alloc` returned at least `size` writable bytes.
-                unsafe { p.as_ptr().write_bytes(fill, size) };
-                live.push((p, size, fill));
-            } else {
-                let (p, size, fill) = live.swap_remove((r as usize / 3) % live.len());
-                // SAFETY: the block is still allocated and `size` bytes long.
-                let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), size) };
-                assert!(
-                    bytes.iter().all(|&b| b == fill),
-                    "block at {p:?} lost its contents"
-                );
-                heap.free(p).unwrap();
-            }
-            if step % 97 == 0 {
-                heap.check().unwrap();
-            }
-        }
-        heap.check().unwrap();
+    fn seeded_workload_keeps_contents_and_invariants() {
+        let mut replay = Replay::new(heap()).check_every(97);
+        replay.run(&script(1, 4000, &Profile::SMALL)).unwrap();
+        replay.free_all().unwrap();
+        let stats = replay.heap().stats();
+        assert_eq!((stats.used_blocks, stats.used_bytes), (0, 0));
+    }
+
+    /// Random scripts of the same actions, shrunk to a minimal one on failure
+    /// (`PROPTEST_CASES=N` runs more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_keep_contents_and_invariants() {
+        heap_replay::fuzz(heap, &Profile::SMALL, 64);
     }
 }

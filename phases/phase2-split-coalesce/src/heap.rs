@@ -20,7 +20,9 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, Totals, WhyInvalid};
+use preload_kit::{
+    Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, Totals, WhyInvalid,
+};
 
 use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
 use crate::free_list::{FreeIndex, FreeList};
@@ -64,6 +66,16 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             trim_threshold_fixed: config.trim_threshold.is_some(),
             just_trimmed: false,
             totals: Totals::ZERO,
+        }
+    }
+
+    /// Raises the trim threshold to at least `bytes`, unless the user set it. Phase 3
+    /// calls this when it raises its mmap threshold: the large blocks the heap now
+    /// serves would otherwise be given back at every free and faulted in again at the
+    /// next malloc (glibc keeps its trim threshold at twice its mmap threshold).
+    pub fn raise_trim_threshold(&mut self, bytes: usize) {
+        if !self.trim_threshold_fixed && self.trim_threshold < bytes {
+            self.trim_threshold = bytes;
         }
     }
 
@@ -114,14 +126,14 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             // The block before a free block is used (free neighbours merge), so
             // PREV_FREE is clear; the block after `rest` still follows a free block.
             block.init_used(size, false);
-            // Still one free block, `size` bytes smaller.
-            self.totals.free.bytes -= size;
         } else {
             self.free_list.remove(block);
-            self.totals.free.remove(block.size());
+            self.totals.free.blocks -= 1;
             block.set_used(true);
             self.set_next_prev_free(block, false);
         }
+        // Either way, `block`'s bytes move from free to used.
+        self.totals.free.bytes -= block.size();
         self.totals.used.add(block.size());
         block
     }
@@ -571,6 +583,19 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
         }
     }
 
+    /// `mallinfo2`'s figures: the blocks' totals, and the arena's uncarved room as
+    /// free (the newest region's is what a trim gives back).
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::of_arena(&self.arena, &self.stats())
+    }
+
+    /// `malloc_trim(pad)`: free memory at the top beyond `pad` bytes goes back now,
+    /// whatever the trim threshold says. Free blocks at the top are already part of
+    /// the uncarved room (see `release`), so this is the arena's trim.
+    fn trim(&mut self, pad: usize) -> bool {
+        self.arena.trim(pad) > 0
+    }
+
     fn stats(&self) -> Stats {
         // The largest free block from a walk of the heap rather than of the list: a
         // walk is bounded even if the list is damaged.
@@ -691,6 +716,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::{Profile, Replay, script};
     use std::vec::Vec;
 
     fn heap() -> SplitCoalesceHeap {
@@ -1274,68 +1300,23 @@ mod tests {
         );
     }
 
-    /// A seeded random workload of malloc, free, realloc and memalign: every block
-    /// keeps its contents, and the heap check passes every few steps. At the end,
-    /// freeing everything leaves an empty heap: every block merged back.
+    /// A seeded workload of malloc, calloc, memalign, free and realloc, mostly small
+    /// blocks with some of tens of KiB, replayed by `heap_replay`: every block keeps its
+    /// contents and never overlaps another, and the heap check passes every 7 actions.
+    /// At the end, freeing everything leaves an empty heap: every block merged back.
     #[test]
-    fn random_workload_keeps_contents_and_invariants() {
-        let mut heap = heap();
-        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        for step in 0..20_000 {
-            let r = next();
-            let fill_byte = step as u8;
-            let size = match next() % 100 {
-                0 => (next() % 70_000) as usize,
-                1..=30 => (next() % 2000) as usize,
-                _ => (next() % 100) as usize,
-            };
-            match r % 8 {
-                _ if live.is_empty() => {}
-                0..=2 => {
-                    let (p, size, byte) = live.swap_remove((r as usize >> 8) % live.len());
-                    assert!(holds(p, size, byte), "block at {p:?} lost its contents");
-                    heap.free(p).unwrap();
-                    continue;
-                }
-                3 => {
-                    let i = (r as usize >> 8) % live.len();
-                    let (p, old, byte) = live[i];
-                    let q = heap.realloc(p, size.max(1)).unwrap().unwrap();
-                    assert!(holds(q, old.min(size.max(1)), byte), "realloc lost bytes");
-                    fill(q, size.max(1), fill_byte);
-                    live[i] = (q, size.max(1), fill_byte);
-                    continue;
-                }
-                _ => {}
-            }
-            let p = if r % 16 == 4 {
-                let align = 32 << (next() % 8);
-                let p = heap.alloc(size, align).unwrap();
-                assert_eq!(addr(p) % align, 0);
-                p
-            } else {
-                alloc(&mut heap, size)
-            };
-            fill(p, size, fill_byte);
-            live.push((p, size, fill_byte));
-            if step % 7 == 0 {
-                heap.check().unwrap();
-            }
-        }
-        heap.check().unwrap();
-        for (p, size, byte) in live.drain(..) {
-            assert!(holds(p, size, byte));
-            heap.free(p).unwrap();
-        }
-        heap.check().unwrap();
-        assert_eq!(heap.stats(), Stats::default());
-        assert_eq!(blocks(&heap), []);
+    fn seeded_workload_keeps_contents_and_invariants() {
+        let mut replay = Replay::new(heap()).check_every(7);
+        replay.run(&script(2, 20_000, &Profile::MIXED)).unwrap();
+        replay.free_all().unwrap();
+        assert_eq!(replay.heap().stats(), Stats::default());
+        assert_eq!(blocks(replay.heap()), []);
+    }
+
+    /// Random scripts of the same actions, shrunk to a minimal one on failure
+    /// (`PROPTEST_CASES=N` runs more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_keep_contents_and_invariants() {
+        heap_replay::fuzz(heap, &Profile::MIXED, 64);
     }
 }

@@ -140,4 +140,13 @@ mod tests {
             heap.check().unwrap();
         }
     }
+
+    /// Random scripts through the debug layer: it keeps every promise the plain heap
+    /// keeps (contents, alignment, usable size, no overlap) while its guards,
+    /// quarantine and full check pass after every action (`PROPTEST_CASES=N` runs
+    /// more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_through_the_debug_layer() {
+        heap_replay::fuzz(|| heap(true), &heap_replay::Profile::MIXED, 32);
+    }
 }

@@ -55,6 +55,9 @@ pub struct Mapping {
     pub start: usize,
     pub len: usize,
     pub number: usize,
+    /// Freed, but its range still held without access (see
+    /// [`Mappings::reserve_freed`]): unmapped for good when forgotten.
+    pub reserved: bool,
 }
 
 impl Mapping {
@@ -74,6 +77,9 @@ pub struct Mappings {
     next_number: usize,
     /// The sum of every live mapping's length, for the stats; `check` verifies it.
     mapped_bytes: usize,
+    /// Freed mappings stay reserved without access while they are remembered (see
+    /// [`Mappings::reserve_freed`]).
+    reserve_freed: bool,
 }
 
 impl Default for Mappings {
@@ -89,7 +95,18 @@ impl Mappings {
             recently_unmapped: Recent::new(),
             next_number: 1,
             mapped_bytes: 0,
+            reserve_freed: false,
         }
+    }
+
+    /// From now on, a freed mapping is not unmapped at once: its pages are replaced by
+    /// a reservation without access (their memory goes back to the OS) for as long as
+    /// the ring of recently unmapped blocks remembers it ([`RECENT`] frees). The kernel
+    /// cannot hand its addresses to a new mapping meanwhile, so a write through a
+    /// dangling pointer into a freed large block faults at once (SIGSEGV) instead of
+    /// landing in whatever block was mapped there next. Debug mode turns this on.
+    pub fn reserve_freed(&mut self) {
+        self.reserve_freed = true;
     }
 
     /// Live mappings and their total length.
@@ -139,16 +156,29 @@ impl Mappings {
             return Err(self.misuse(addr));
         };
         self.mapped_bytes -= mapped.len;
+        let mut reserved = false;
         if let Some(start) = NonNull::new(addr as *mut u8) {
             // SAFETY: the registry says `[addr, addr + len)` is one whole mapping of ours,
             // and the program has just given it back.
-            unsafe { os::unmap(start, mapped.len) };
+            reserved = self.reserve_freed && unsafe { os::reserve(start, mapped.len) };
+            if !reserved {
+                // SAFETY: as above.
+                unsafe { os::unmap(start, mapped.len) };
+            }
         }
-        self.recently_unmapped.remember(Mapping {
+        let forgotten = self.recently_unmapped.remember(Mapping {
             start: addr,
             len: mapped.len,
             number: mapped.number,
+            reserved,
         });
+        if let Some(old) = forgotten.filter(|m| m.reserved)
+            && let Some(start) = NonNull::new(old.start as *mut u8)
+        {
+            // SAFETY: a reservation this registry made when the block was freed; nothing
+            // has used the range since (it has no access).
+            unsafe { os::unmap(start, old.len) };
+        }
         Ok(())
     }
 
@@ -190,6 +220,7 @@ impl Mappings {
             start,
             len: mapped.len,
             number: mapped.number,
+            reserved: false,
         };
         if let Some(mapped) = self.registry.get(page_start) {
             return Some(as_mapping((page_start, mapped)));
@@ -342,11 +373,14 @@ impl Recent {
         }
     }
 
-    fn remember(&mut self, mapping: Mapping) {
-        if let Some(slot) = self.entries.get_mut(self.next) {
-            *slot = Some(mapping);
-        }
+    /// Remembers `mapping`; returns the one it displaced, if any.
+    fn remember(&mut self, mapping: Mapping) -> Option<Mapping> {
+        let displaced = self
+            .entries
+            .get_mut(self.next)
+            .and_then(|slot| slot.replace(mapping));
         self.next = (self.next + 1) % RECENT;
+        displaced
     }
 
     fn forget_overlapping(&mut self, start: usize, len: usize) {
@@ -376,6 +410,28 @@ mod tests {
         let page = addr & !(page_size() - 1);
         // SAFETY: msync only inspects the page tables for this range.
         unsafe { preload_kit::libc::msync(page as *mut _, page_size(), 0) == 0 }
+    }
+
+    /// With `reserve_freed`, a freed mapping's range stays taken (so no new mapping
+    /// can be put there) until the ring forgets it; then it is unmapped for good.
+    #[test]
+    fn freed_mappings_stay_reserved_while_remembered() {
+        let mut mappings = Mappings::new();
+        mappings.reserve_freed();
+        let first = mappings.map(200_000, 16).unwrap().as_ptr() as usize;
+        mappings.unmap(first).unwrap();
+        assert!(is_mapped(first), "reserved, not unmapped");
+        assert_eq!(
+            mappings.unmap(first),
+            Err(Fault::DoubleFree { addr: first })
+        );
+        for _ in 0..RECENT {
+            let p = mappings.map(4096, 16).unwrap().as_ptr() as usize;
+            assert_ne!(p, first, "a reserved range is never handed out again");
+            mappings.unmap(p).unwrap();
+        }
+        assert!(!is_mapped(first), "forgotten by the ring, so unmapped");
+        mappings.check().unwrap();
     }
 
     #[test]
@@ -539,6 +595,7 @@ mod tests {
             start: a + 4096,
             len: 4096,
             number: 7,
+            reserved: false,
         });
         assert_eq!(
             mappings.check(),

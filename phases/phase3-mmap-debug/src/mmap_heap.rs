@@ -19,33 +19,51 @@
 //! `mremap` without copying. Below the threshold, whole pages and two system calls
 //! per block would cost far more than they save. 128 KiB is glibc's default too.
 //!
+//! The threshold moves, as glibc's does: when a mapped block is freed, blocks of its
+//! size evidently come and go, so the threshold rises to its length (up to
+//! [`MAX_DYNAMIC_MMAP_THRESHOLD`]) and the next ones are served, and reused, by the
+//! brk heap, instead of each getting fresh pages the kernel must zero. A threshold the
+//! user set (`MALLOC_MMAP_THRESHOLD_`, `mallopt`) never moves, nor does one set beside
+//! a trim threshold the user set.
+//!
 //! The fast path is phase 2's: one comparison with the threshold on `malloc`, and on
 //! `free` a check that the pointer lies in one of the heap's regions (usually one).
 
 use core::ptr::NonNull;
 
 use preload_kit::arena::Growth;
-use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid};
+use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, WhyInvalid};
 
 use crate::mappings::Mappings;
 use split_coalesce::heap::{M_TRIM_THRESHOLD, SplitCoalesceHeap};
+use split_coalesce::{FreeIndex, FreeList};
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
 /// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
 pub const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
 
+/// How high the threshold climbs by itself: glibc's `DEFAULT_MMAP_THRESHOLD_MAX` on
+/// 64-bit systems. A block larger than this stays a mapping of its own.
+pub const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
+
 /// `mallopt`'s parameter number for the mmap threshold (glibc's `M_MMAP_THRESHOLD`).
 pub const M_MMAP_THRESHOLD: i32 = -3;
 
-pub struct MmapHeap {
+/// Generic, as phase 2's heap is, over how the brk heap finds free blocks: phase 3
+/// uses phase 2's [`FreeList`]; a later phase can route the same way around a heap
+/// with another index (`MmapHeap<ItsIndex>`).
+pub struct MmapHeap<L: FreeIndex = FreeList> {
     /// Blocks below the threshold: phase 2's heap, unchanged.
-    brk: SplitCoalesceHeap,
+    brk: SplitCoalesceHeap<L>,
     /// Blocks at or above it.
     mapped: Mappings,
     mmap_threshold: usize,
+    /// Set by the user (the environment or `mallopt`, of this threshold or of the trim
+    /// threshold): then the threshold never moves by itself.
+    mmap_threshold_fixed: bool,
 }
 
-impl MmapHeap {
+impl<L: FreeIndex> MmapHeap<L> {
     /// An empty heap. `growth` is for its brk heap: `BrkThenMmap` when preloaded,
     /// `MmapOnly` in unit tests (whose process has another allocator moving the break).
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
@@ -53,7 +71,32 @@ impl MmapHeap {
             brk: SplitCoalesceHeap::with_growth(config, growth),
             mapped: Mappings::new(),
             mmap_threshold: config.mmap_threshold.unwrap_or(DEFAULT_MMAP_THRESHOLD),
+            mmap_threshold_fixed: config.mmap_threshold.is_some()
+                || config.trim_threshold.is_some(),
         }
+    }
+
+    /// The current threshold: requests of this many bytes or more are mapped.
+    pub fn mmap_threshold(&self) -> usize {
+        self.mmap_threshold
+    }
+
+    /// Unmaps a large block, then raises the threshold to its length (see the module
+    /// comment), and the brk heap's trim threshold to twice that, as glibc does.
+    fn free_mapped(&mut self, addr: usize) -> Result<(), Fault> {
+        let len = self.mapped.len_of(addr);
+        self.mapped.unmap(addr)?;
+        // Just above the length: a request as large as the mapping (a whole number of
+        // pages, like 5 MiB) must go to the heap next time too.
+        if let Ok(len) = len
+            && !self.mmap_threshold_fixed
+            && len >= self.mmap_threshold
+            && len < MAX_DYNAMIC_MMAP_THRESHOLD
+        {
+            self.mmap_threshold = len + 1;
+            self.brk.raise_trim_threshold(2 * len);
+        }
+        Ok(())
     }
 
     fn is_large(&self, size: usize) -> bool {
@@ -113,7 +156,7 @@ impl MmapHeap {
     }
 }
 
-impl Heap for MmapHeap {
+impl<L: FreeIndex> Heap for MmapHeap<L> {
     const NAME: &'static str = "phase3-mmap-debug";
 
     fn new(config: &Config) -> Self {
@@ -145,7 +188,7 @@ impl Heap for MmapHeap {
             Err(Fault::InvalidPointer {
                 why: WhyInvalid::OutsideTheHeap,
                 ..
-            }) => self.mapped.unmap(ptr.as_ptr() as usize),
+            }) => self.free_mapped(ptr.as_ptr() as usize),
             result => result,
         }
     }
@@ -205,6 +248,27 @@ impl Heap for MmapHeap {
         }
     }
 
+    /// In debug mode, freed mappings stay reserved without access for a while (see
+    /// [`Mappings::reserve_freed`]), so a write into one faults.
+    fn enter_debug_mode(&mut self) {
+        self.mapped.reserve_freed();
+    }
+
+    /// The brk heap's figures, and the mappings as glibc's `hblks` and `hblkhd`.
+    fn mallinfo(&self) -> MallInfo {
+        let (mapped_blocks, mapped_bytes) = self.mapped.totals();
+        MallInfo {
+            mapped_blocks,
+            mapped_bytes,
+            ..self.brk.mallinfo()
+        }
+    }
+
+    /// Only the brk heap has anything to give back: a freed mapping is unmapped at once.
+    fn trim(&mut self, pad: usize) -> bool {
+        self.brk.trim(pad)
+    }
+
     /// Phase 2's invariants for the brk heap, and the registry's (see
     /// [`Mappings::check`]).
     fn check(&self) -> Result<(), Fault> {
@@ -213,17 +277,22 @@ impl Heap for MmapHeap {
     }
 
     /// `M_MMAP_THRESHOLD`: any size from 0 (every block mapped) up; a negative value is
-    /// refused. `M_TRIM_THRESHOLD` goes to the brk heap. Anything else: 0, not honoured.
+    /// refused. `M_TRIM_THRESHOLD` goes to the brk heap. Either one fixes the mmap
+    /// threshold where it is (as in glibc). Anything else: 0, not honoured.
     fn set_option(&mut self, param: i32, value: i32) -> bool {
         match param {
             M_MMAP_THRESHOLD => match usize::try_from(value) {
                 Ok(threshold) => {
                     self.mmap_threshold = threshold;
+                    self.mmap_threshold_fixed = true;
                     true
                 }
                 Err(_) => false,
             },
-            M_TRIM_THRESHOLD => self.brk.set_option(param, value),
+            M_TRIM_THRESHOLD => {
+                self.mmap_threshold_fixed = true;
+                self.brk.set_option(param, value)
+            }
             _ => false,
         }
     }
@@ -232,8 +301,8 @@ impl Heap for MmapHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heap_replay::{Profile, Replay, script};
     use preload_kit::os::page_size;
-    use std::vec::Vec;
 
     fn heap() -> MmapHeap {
         MmapHeap::with_growth(&Config::DEFAULT, Growth::MmapOnly)
@@ -352,7 +421,7 @@ mod tests {
             mmap_threshold: Some(4096),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let mut heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
         let p = heap.alloc(5000, MIN_ALIGN).unwrap();
         assert!(!heap.brk.owns(addr(p)));
         assert!(heap.set_option(M_MMAP_THRESHOLD, 1 << 20));
@@ -375,14 +444,72 @@ mod tests {
     #[test]
     fn large_aligned_blocks_are_aligned() {
         let mut heap = heap();
-        for align in [32, 4096, 1 << 16, 1 << 20] {
+        // All live at once: a free would raise the threshold above the next request.
+        let blocks = [32, 4096, 1 << 16, 1 << 20].map(|align| {
             let p = heap.alloc(300_000, align).unwrap();
             assert_eq!(addr(p) % align, 0);
             assert!(!heap.brk.owns(addr(p)));
             fill(p, 300_000, 3);
+            p
+        });
+        for p in blocks {
             heap.free(p).unwrap();
         }
         heap.check().unwrap();
+    }
+
+    /// glibc's dynamic threshold: freeing a mapped block raises the threshold to its
+    /// length, so the next block of that size comes from the brk heap; a block above
+    /// 32 MiB leaves it where it is, and a threshold the user set never moves.
+    #[test]
+    fn freeing_a_mapped_block_raises_the_threshold_unless_the_user_set_it() {
+        let mut heap = heap();
+        let p = heap.alloc(5_000_000, MIN_ALIGN).unwrap();
+        assert!(!heap.brk.owns(addr(p)));
+        heap.free(p).unwrap();
+        let raised = heap.mmap_threshold();
+        assert_eq!(raised, 5_000_000_usize.next_multiple_of(page_size()) + 1);
+        let q = heap.alloc(5_000_000, MIN_ALIGN).unwrap();
+        assert!(heap.brk.owns(addr(q)), "the same size is now a brk block");
+        heap.free(q).unwrap();
+        // A whole number of pages: the mapping is exactly the request, and the same
+        // request still goes to the heap afterwards.
+        let p = heap.alloc(6 << 20, MIN_ALIGN).unwrap();
+        heap.free(p).unwrap();
+        let q = heap.alloc(6 << 20, MIN_ALIGN).unwrap();
+        assert!(heap.brk.owns(addr(q)), "6 MiB again is a brk block");
+        heap.free(q).unwrap();
+        let raised = heap.mmap_threshold();
+        let huge = heap.alloc(40 << 20, MIN_ALIGN).unwrap();
+        heap.free(huge).unwrap();
+        assert_eq!(heap.mmap_threshold(), raised, "40 MiB is above the cap");
+        heap.check().unwrap();
+
+        for config in [
+            Config {
+                mmap_threshold: Some(DEFAULT_MMAP_THRESHOLD),
+                ..Config::DEFAULT
+            },
+            Config {
+                trim_threshold: Some(1 << 20),
+                ..Config::DEFAULT
+            },
+        ] {
+            let mut fixed: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+            let p = fixed.alloc(5_000_000, MIN_ALIGN).unwrap();
+            fixed.free(p).unwrap();
+            assert_eq!(fixed.mmap_threshold(), DEFAULT_MMAP_THRESHOLD);
+        }
+        let mut set = heap_with_mallopt();
+        let p = set.alloc(5_000_000, MIN_ALIGN).unwrap();
+        set.free(p).unwrap();
+        assert_eq!(set.mmap_threshold(), DEFAULT_MMAP_THRESHOLD);
+    }
+
+    fn heap_with_mallopt() -> MmapHeap {
+        let mut heap = heap();
+        assert!(heap.set_option(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD as i32));
+        heap
     }
 
     #[test]
@@ -412,52 +539,31 @@ mod tests {
         assert_eq!(heap.stats().used_bytes, 128 + 262_144);
     }
 
-    /// A seeded workload across the threshold (set low, so that many blocks are
-    /// mapped): contents survive every realloc, and the check passes throughout.
-    #[test]
-    fn random_workload_across_the_threshold() {
+    /// A heap whose threshold is low (20 000 bytes), so that many blocks of a
+    /// [`Profile::LARGE`] workload are mapped, and `realloc` moves blocks across it.
+    fn low_threshold_heap() -> MmapHeap {
         let config = Config {
             mmap_threshold: Some(20_000),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
-        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
-        for step in 0..6000 {
-            let byte = step as u8;
-            let size = match next() % 10 {
-                0..=1 => (next() % 60_000) as usize + 1,
-                _ => (next() % 500) as usize + 1,
-            };
-            match next() % 4 {
-                0 if !live.is_empty() => {
-                    let (p, size, byte) = live.swap_remove(next() as usize % live.len());
-                    assert!(holds(p, size, byte));
-                    heap.free(p).unwrap();
-                }
-                1 if !live.is_empty() => {
-                    let i = next() as usize % live.len();
-                    let (p, old, old_byte) = live[i];
-                    let q = heap.realloc(p, size).unwrap().unwrap();
-                    assert!(holds(q, old.min(size), old_byte), "realloc lost bytes");
-                    fill(q, size, byte);
-                    live[i] = (q, size, byte);
-                }
-                _ => {
-                    let p = heap.alloc(size, MIN_ALIGN).unwrap();
-                    fill(p, size, byte);
-                    live.push((p, size, byte));
-                }
-            }
-            if step % 50 == 0 {
-                heap.check().unwrap();
-            }
-        }
-        for (p, size, byte) in live.drain(..) {
-            assert!(holds(p, size, byte));
-            heap.free(p).unwrap();
-        }
-        heap.check().unwrap();
-        assert_eq!(heap.stats(), Stats::default());
+        MmapHeap::with_growth(&config, Growth::MmapOnly)
+    }
+
+    /// A seeded workload across the threshold, replayed by `heap_replay`: contents
+    /// survive every realloc (in place, by `mremap`, or across the threshold), and the
+    /// check passes every 50 actions. Freeing everything leaves nothing.
+    #[test]
+    fn seeded_workload_across_the_threshold() {
+        let mut replay = Replay::new(low_threshold_heap()).check_every(50);
+        replay.run(&script(3, 6000, &Profile::LARGE)).unwrap();
+        replay.free_all().unwrap();
+        assert_eq!(replay.heap().stats(), Stats::default());
+    }
+
+    /// Random scripts across the threshold, shrunk to a minimal one on failure
+    /// (`PROPTEST_CASES=N` runs more than the bounded default).
+    #[test]
+    fn fuzzed_scripts_across_the_threshold() {
+        heap_replay::fuzz(low_threshold_heap, &Profile::LARGE, 64);
     }
 }

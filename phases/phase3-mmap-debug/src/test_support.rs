@@ -33,13 +33,3 @@ pub fn printed(write: impl FnOnce(&mut Out)) -> String {
     file.read_to_string(&mut text).unwrap();
     text
 }
-
-/// A xorshift generator: the seeded random numbers of the workload tests.
-pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
-}

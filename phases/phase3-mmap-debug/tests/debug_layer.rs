@@ -5,11 +5,12 @@
 
 use core::ptr::NonNull;
 
+use heap_replay::{Profile, Replay, script};
 use mmap_debug::MmapHeap;
 use preload_kit::arena::Growth;
 use preload_kit::debug::{
-    DebugLayer, HEADER_SIZE, HEADER_SMASHED, LEADING_CANARY, POISON_DISTURBED, QUARANTINE_BLOCKS,
-    TRAILING_CANARY,
+    DebugLayer, Debugged, HEADER_SIZE, HEADER_SMASHED, LEADING_CANARY, POISON_DISTURBED,
+    QUARANTINE_BLOCKS, TRAILING_CANARY,
 };
 use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, WhyInvalid};
 
@@ -234,66 +235,37 @@ fn calloc_and_aligned_blocks_through_the_layer() {
     debug.check().unwrap();
 }
 
-/// Random work through the layer: contents kept, the layer's and the heap's checks
-/// pass throughout, and freeing everything leaves only the quarantine in the heap.
-#[test]
-fn random_workload_keeps_contents_and_invariants() {
-    let (mut debug, mut heap) = setup();
-    let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
-    for step in 0..5000 {
-        let byte = step as u8;
-        let size = match next() % 20 {
-            0 => (next() % 300_000) as usize,
-            _ => (next() % 600) as usize,
-        };
-        match next() % 4 {
-            0 if !live.is_empty() => {
-                let (p, size, byte) = live.swap_remove(next() as usize % live.len());
-                assert!(holds(p, size, byte));
-                debug.free(&mut heap, p).unwrap();
-            }
-            1 if !live.is_empty() => {
-                let i = next() as usize % live.len();
-                let (p, old, old_byte) = live[i];
-                let q = debug.realloc(&mut heap, p, size.max(1)).unwrap().unwrap();
-                assert!(holds(q, old.min(size.max(1)), old_byte));
-                // SAFETY: the block holds `size.max(1)` bytes.
-                unsafe { q.as_ptr().write_bytes(byte, size.max(1)) };
-                live[i] = (q, size.max(1), byte);
-            }
-            _ => {
-                let align = if next().is_multiple_of(8) {
-                    64
-                } else {
-                    MIN_ALIGN
-                };
-                let p = debug.alloc(&mut heap, size, align).unwrap();
-                // SAFETY: the block holds `size` bytes.
-                unsafe { p.as_ptr().write_bytes(byte, size) };
-                live.push((p, size, byte));
-            }
-        }
-        if step % 25 == 0 {
-            debug.check().unwrap();
-            heap.check().unwrap();
-        }
-    }
-    for (p, _, _) in live.drain(..) {
-        debug.free(&mut heap, p).unwrap();
-    }
-    debug.check().unwrap();
-    heap.check().unwrap();
-    assert!(debug.live_blocks() == 0);
-    assert_eq!(heap.stats().used_blocks, debug.quarantined_blocks());
-}
+/// Mostly small blocks, one in twenty up to 300 KB (mapped), some aligned to 64.
+const THROUGH_THE_LAYER: Profile = Profile {
+    alloc: 6,
+    alloc_zeroed: 1,
+    memalign: 1,
+    free: 4,
+    realloc: 4,
+    sizes: &[(19, 600), (1, 300_000)],
+    max_align: 64,
+};
 
-/// A xorshift generator: the seeded random numbers of the workload test.
-fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
+/// A seeded workload through the layer, replayed by `heap_replay`: contents kept, the
+/// layer's and the heap's checks pass every 25 actions, and freeing everything leaves
+/// only the quarantine in the heap.
+#[test]
+fn seeded_workload_keeps_contents_and_invariants() {
+    let config = Config {
+        debug: true,
+        seed: Some(42),
+        ..Config::DEFAULT
+    };
+    let heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+    let heap = Debugged::around(&config, heap);
+    let mut replay = Replay::new(heap).check_every(25);
+    replay.run(&script(5, 5000, &THROUGH_THE_LAYER)).unwrap();
+    replay.free_all().unwrap();
+    let layered = replay.heap();
+    let layer = layered.layer().expect("debug mode is on");
+    assert_eq!(layer.live_blocks(), 0);
+    assert_eq!(
+        layered.heap().stats().used_blocks,
+        layer.quarantined_blocks()
+    );
 }

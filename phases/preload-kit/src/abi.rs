@@ -14,6 +14,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config;
+use crate::options;
 use crate::os::{self, set_errno};
 use crate::out::Out;
 use crate::report::fail;
@@ -39,9 +40,11 @@ fn after_call<A: SharedAllocator>(allocator: &A, log: impl FnOnce(&A, &mut Out))
 fn log_and_check<A: SharedAllocator>(allocator: &A, log: impl FnOnce(&A, &mut Out)) {
     /// Calls since start-up, for "check every Nth call".
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    let mut out = Out::stderr();
-    log(allocator, &mut out);
-    out.flush();
+    if config::current().debug_log {
+        let mut out = crate::out::debug_log();
+        log(allocator, &mut out);
+        out.flush();
+    }
     if A::CHECK_IN_DEBUG_MODE {
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         let every = config::current().check_every.unwrap_or(1);
@@ -69,6 +72,12 @@ fn show<A: SharedAllocator>(allocator: &A, p: Ptr) -> impl core::fmt::Display + 
 /// Allocates `size` bytes aligned to `align` (already validated), logging as `name`.
 fn allocate<A: SharedAllocator>(allocator: &A, name: &str, size: usize, align: usize) -> Ptr {
     let block = raw(allocator.alloc(size, align));
+    if let Some(byte) = options::perturb()
+        && !block.is_null()
+    {
+        // SAFETY: the allocator returned `size` writable bytes at `block`.
+        unsafe { block.cast::<u8>().write_bytes(byte ^ 0xff, size) };
+    }
     after_call(allocator, |allocator, out| {
         if align == MIN_ALIGN {
             let _ = writeln!(out, "[{name}] {size} -> {}", show(allocator, block));
@@ -99,8 +108,22 @@ pub fn free<A: SharedAllocator>(allocator: &A, p: Ptr) {
     after_call(allocator, |allocator, out| {
         let _ = writeln!(out, "[free ] {}", show(allocator, p));
     });
+    if let Some(byte) = options::perturb() {
+        perturb_freed(allocator, block, byte);
+    }
     if let Err(fault) = allocator.free(block) {
         fail(allocator, "free", fault);
+    }
+}
+
+/// `M_PERTURB` on `free`: the block's bytes are overwritten before it goes back, so a
+/// program that reads freed memory reads the byte, not its old data (as glibc does).
+/// A pointer the allocator does not know is left alone: `free` reports it.
+#[cold]
+fn perturb_freed<A: SharedAllocator>(allocator: &A, block: NonNull<u8>, byte: u8) {
+    if let Ok(size) = allocator.usable_size(block) {
+        // SAFETY: the allocator says the live block at `block` has `size` usable bytes.
+        unsafe { block.as_ptr().write_bytes(byte, size) };
     }
 }
 
@@ -181,13 +204,15 @@ pub unsafe fn posix_memalign<A: SharedAllocator>(
     if !valid_alignment(align) || !align.is_multiple_of(core::mem::size_of::<Ptr>()) {
         return libc::EINVAL;
     }
-    // POSIX: posix_memalign reports through its return value and leaves errno alone.
+    // posix_memalign reports through its return value. A success leaves errno alone;
+    // a failure leaves the ENOMEM that `allocate` set, as glibc's does (its
+    // tst-malloc-thread-fail reads errno after a failed posix_memalign).
     let saved_errno = os::errno();
     let block = allocate(allocator, "memalign", size, align.max(MIN_ALIGN));
-    set_errno(saved_errno);
     if block.is_null() {
         return libc::ENOMEM;
     }
+    set_errno(saved_errno);
     // SAFETY: the caller guarantees `out` is writable.
     unsafe { out.write(block) };
     0
@@ -219,10 +244,109 @@ pub fn malloc_usable_size<A: SharedAllocator>(allocator: &A, p: Ptr) -> usize {
     }
 }
 
-/// `mallopt`: 1 if the allocator honoured the parameter, 0 otherwise (as glibc answers
-/// for parameters it does not know).
+/// `mallopt`: 1 if the allocator honoured the parameter, or if glibc would have accepted
+/// it (every parameter glibc knows, and any other number: see [`options`]); 0 for the
+/// values glibc refuses. `M_PERTURB` is the kit's own.
 pub fn mallopt<A: SharedAllocator>(allocator: &A, param: i32, value: i32) -> i32 {
-    i32::from(allocator.set_option(param, value))
+    if param == options::M_PERTURB {
+        // Read the settings first, so that the environment's value, stored when they
+        // are read, cannot overwrite this one later.
+        let _ = config::current();
+        options::set_perturb(value);
+        return 1;
+    }
+    i32::from(allocator.set_option(param, value) || options::accepted_by_glibc(param, value))
+}
+
+/// `mallinfo2()`: the allocator's figures in glibc's fields (see [`MallInfo`]).
+pub fn mallinfo2<A: SharedAllocator>(allocator: &A) -> libc::mallinfo2 {
+    let saved_errno = os::errno();
+    let info = allocator.mallinfo();
+    set_errno(saved_errno);
+    libc::mallinfo2 {
+        arena: info.heap_bytes,
+        ordblks: info.free_blocks,
+        smblks: 0,
+        hblks: info.mapped_blocks,
+        hblkhd: info.mapped_bytes,
+        usmblks: 0,
+        fsmblks: 0,
+        uordblks: info.used_bytes,
+        fordblks: info.free_bytes,
+        keepcost: info.top_bytes,
+    }
+}
+
+/// `mallinfo()`: `mallinfo2` in `int` fields, which wrap as glibc's do past 2 GiB.
+pub fn mallinfo<A: SharedAllocator>(allocator: &A) -> libc::mallinfo {
+    let info = mallinfo2(allocator);
+    let int = |n: usize| n as libc::c_int;
+    libc::mallinfo {
+        arena: int(info.arena),
+        ordblks: int(info.ordblks),
+        smblks: int(info.smblks),
+        hblks: int(info.hblks),
+        hblkhd: int(info.hblkhd),
+        usmblks: int(info.usmblks),
+        fsmblks: int(info.fsmblks),
+        uordblks: int(info.uordblks),
+        fordblks: int(info.fordblks),
+        keepcost: int(info.keepcost),
+    }
+}
+
+/// `malloc_trim(pad)`: 1 if memory went back to the OS, 0 if not.
+pub fn malloc_trim<A: SharedAllocator>(allocator: &A, pad: usize) -> i32 {
+    i32::from(allocator.trim(pad))
+}
+
+/// `malloc_info(options, stream)`: the figures as XML, in the shape of glibc's (one
+/// heap, no fast bins), written to `stream` with `fputs`. `options` must be 0.
+///
+/// # Safety
+/// `stream` must be an open `FILE`.
+pub unsafe fn malloc_info<A: SharedAllocator>(
+    allocator: &A,
+    options: i32,
+    stream: *mut libc::FILE,
+) -> i32 {
+    if options != 0 {
+        return libc::EINVAL;
+    }
+    let info = allocator.mallinfo();
+    let mut text = crate::info::CText::<2048>::new();
+    let system = info.heap_bytes + info.mapped_bytes;
+    let _ = write!(
+        text,
+        "<malloc version=\"1\">\n\
+         <heap nr=\"0\">\n<sizes>\n</sizes>\n\
+         <total type=\"fast\" count=\"0\" size=\"0\"/>\n\
+         <total type=\"rest\" count=\"{free_blocks}\" size=\"{free_bytes}\"/>\n\
+         <system type=\"current\" size=\"{heap}\"/>\n\
+         <system type=\"max\" size=\"{heap}\"/>\n\
+         <aspace type=\"total\" size=\"{heap}\"/>\n\
+         <aspace type=\"mprotect\" size=\"{heap}\"/>\n\
+         </heap>\n\
+         <total type=\"fast\" count=\"0\" size=\"0\"/>\n\
+         <total type=\"rest\" count=\"{free_blocks}\" size=\"{free_bytes}\"/>\n\
+         <total type=\"mmap\" count=\"{mapped_blocks}\" size=\"{mapped_bytes}\"/>\n\
+         <system type=\"current\" size=\"{system}\"/>\n\
+         <system type=\"max\" size=\"{system}\"/>\n\
+         <aspace type=\"total\" size=\"{system}\"/>\n\
+         <aspace type=\"mprotect\" size=\"{system}\"/>\n\
+         </malloc>\n",
+        free_blocks = info.free_blocks,
+        free_bytes = info.free_bytes,
+        heap = info.heap_bytes,
+        mapped_blocks = info.mapped_blocks,
+        mapped_bytes = info.mapped_bytes,
+    );
+    // SAFETY: `text` holds no NUL and is NUL-terminated by `as_c_str`; the caller
+    // guarantees `stream`. Not under any allocator lock: stdio may allocate.
+    if unsafe { libc::fputs(text.as_c_str().as_ptr(), stream) } < 0 {
+        return -1;
+    }
+    0
 }
 
 /// Writes the `[stats]` line.
@@ -250,6 +374,21 @@ pub fn malloc_stats<A: SharedAllocator>(allocator: &A) {
     let saved_errno = os::errno();
     write_stats(&allocator.stats(), &mut Out::stderr());
     set_errno(saved_errno);
+}
+
+/// At exit (a `.fini_array` entry of the library): in debug mode with the check spaced
+/// out (`MALLOC_CHECK_EVERY` above 1), one last full check, so that damage done after
+/// the last periodic check is still reported (exit 3). With the check after every
+/// call, the last call was checked already.
+pub fn check_at_exit<A: SharedAllocator>(allocator: &A) {
+    if !A::CHECK_IN_DEBUG_MODE || !config::debug_mode() {
+        return;
+    }
+    if config::current().check_every.unwrap_or(1) > 1
+        && let Err(fault) = allocator.check()
+    {
+        fail(allocator, "heap_check at exit", fault);
+    }
 }
 
 /// `heap_check()`: 0 when every invariant holds; otherwise reports the first broken one
@@ -347,6 +486,28 @@ macro_rules! export_malloc {
             pub extern "C" fn mallopt(param: i32, value: i32) -> i32 {
                 abi::mallopt(&GLOBAL, param, value)
             }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn mallinfo() -> $crate::libc::mallinfo {
+                abi::mallinfo(&GLOBAL)
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn mallinfo2() -> $crate::libc::mallinfo2 {
+                abi::mallinfo2(&GLOBAL)
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn malloc_trim(pad: usize) -> i32 {
+                abi::malloc_trim(&GLOBAL, pad)
+            }
+            /// # Safety
+            /// `stream` must be an open `FILE`.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn malloc_info(
+                options: i32,
+                stream: *mut $crate::libc::FILE,
+            ) -> i32 {
+                // SAFETY: forwarded from our caller's contract.
+                unsafe { abi::malloc_info(&GLOBAL, options, stream) }
+            }
 
             // glibc's internal names, which some programs and libraries call directly
             // (mimalloc and jemalloc export them for the same reason).
@@ -399,6 +560,15 @@ macro_rules! export_malloc {
             extern "C" fn register_fork_handlers() {
                 $crate::fork::register(before_fork, after_fork_in_parent, after_fork_in_child);
             }
+            /// Debug mode's last full check, when the process exits (see
+            /// [`abi::check_at_exit`]).
+            extern "C" fn check_at_exit() {
+                abi::check_at_exit(&GLOBAL)
+            }
+            #[used]
+            #[unsafe(link_section = ".fini_array")]
+            static CHECK_AT_EXIT: extern "C" fn() = check_at_exit;
+
             #[used]
             #[unsafe(link_section = ".init_array")]
             static REGISTER_FORK_HANDLERS: extern "C" fn() = register_fork_handlers;

@@ -15,8 +15,15 @@ use crate::out::Out;
 /// Everything the environment can change. Phases read only the fields their chapter uses.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// `MALLOC_DEBUG=1`: log every call and turn on the phase's debug checks.
+    /// `MALLOC_DEBUG=1`: log every call and turn on the phase's debug checks;
+    /// `MALLOC_DEBUG=checks`: the checks alone, silent unless they find a fault.
     pub debug: bool,
+    /// Whether debug mode writes its log (`[alloc] 64 -> 0x10`, …): `MALLOC_DEBUG=1`
+    /// does, `MALLOC_DEBUG=checks` does not.
+    pub debug_log: bool,
+    /// `MALLOC_DEBUG_LOG=FILE`: the log is appended to FILE instead of stderr. (Fault
+    /// reports stay on stderr, with their exit codes.)
+    pub debug_log_file: Option<&'static core::ffi::CStr>,
     /// `MALLOC_DEBUG_SEED=N`: makes everything seeded reproducible (canary values,
     /// `bench_alloc`'s workloads). `None` when unset.
     pub seed: Option<u64>,
@@ -29,28 +36,41 @@ pub struct Config {
     /// `MALLOC_CHECK_EVERY=N`: in debug mode, run the full heap check on every Nth call
     /// (default 1: every call).
     pub check_every: Option<u64>,
+    /// `MALLOC_PERTURB_=N` (glibc's name): fill blocks as `mallopt(M_PERTURB, N)` does
+    /// (see [`crate::options`]).
+    pub perturb: Option<i32>,
 }
 
 impl Config {
     pub const DEFAULT: Config = Config {
         debug: false,
+        debug_log: false,
+        debug_log_file: None,
         seed: None,
         mmap_threshold: None,
         trim_threshold: None,
         check_every: None,
+        perturb: None,
     };
 
     /// Reads every setting from the environment. Call once; it may print warnings.
     pub fn from_env() -> Config {
+        let debug = flag(c"MALLOC_DEBUG");
         Config {
-            debug: flag(c"MALLOC_DEBUG"),
+            debug,
+            debug_log: debug && env_var(c"MALLOC_DEBUG") != Some(CHECKS_ONLY),
+            debug_log_file: crate::os::env_c_str(c"MALLOC_DEBUG_LOG").filter(|f| !f.is_empty()),
             seed: number(c"MALLOC_DEBUG_SEED"),
             mmap_threshold: number(c"MALLOC_MMAP_THRESHOLD_").map(|n| n as usize),
             trim_threshold: number(c"MALLOC_TRIM_THRESHOLD_").map(|n| n as usize),
             check_every: number(c"MALLOC_CHECK_EVERY").filter(|&n| n > 0),
+            perturb: number(c"MALLOC_PERTURB_").map(|n| n as i32),
         }
     }
 }
+
+/// The value of `MALLOC_DEBUG` that turns on the checks without the log.
+pub const CHECKS_ONLY: &str = "checks";
 
 /// The settings of this process: read from the environment on the first call, the
 /// same value ever after. Lock-free, so the allocator's first call can make it, and
@@ -105,6 +125,9 @@ impl Settings {
             // SAFETY: only the thread that won the exchange writes, and nobody reads
             // before READY.
             unsafe { *self.value.get() = config };
+            if let Some(perturb) = config.perturb {
+                crate::options::set_perturb(perturb);
+            }
             self.state.store(READY, Ordering::Release);
         }
         // A thread that lost the race (two first calls at once, which a process with

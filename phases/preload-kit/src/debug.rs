@@ -49,7 +49,7 @@ use core::fmt::Write as _;
 use core::ptr::NonNull;
 
 use crate::table::AddrTable;
-use crate::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats, WhyInvalid, os};
+use crate::{Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, WhyInvalid, os};
 
 /// Bytes before the program's pointer: the check word and the leading canary. A
 /// multiple of 16, so the pointer stays 16-byte aligned.
@@ -148,9 +148,11 @@ impl DebugLayer {
     pub fn new(config: &Config) -> Self {
         let seed = match config.seed {
             Some(seed) => seed,
+            // `MALLOC_DEBUG=checks` prints nothing but faults.
+            None if !config.debug_log => random_seed(),
             None => {
                 let seed = random_seed();
-                let mut out = Out::stderr();
+                let mut out = crate::out::debug_log();
                 let _ = writeln!(
                     out,
                     "mymalloc: debug mode with seed {seed} (MALLOC_DEBUG_SEED={seed} repeats this run)"
@@ -543,7 +545,10 @@ pub struct Debugged<H> {
 
 impl<H: Heap> Debugged<H> {
     /// `heap`, with the layer around it if `config` turns debug mode on.
-    pub fn around(config: &Config, heap: H) -> Self {
+    pub fn around(config: &Config, mut heap: H) -> Self {
+        if config.debug {
+            heap.enter_debug_mode();
+        }
         Debugged {
             heap,
             debug: config.debug.then(|| DebugLayer::new(config)),
@@ -553,6 +558,11 @@ impl<H: Heap> Debugged<H> {
     /// The heap inside.
     pub fn heap(&self) -> &H {
         &self.heap
+    }
+
+    /// The debug layer, in debug mode.
+    pub fn layer(&self) -> Option<&DebugLayer> {
+        self.debug.as_ref()
     }
 }
 
@@ -630,6 +640,16 @@ impl<H: Heap> Heap for Debugged<H> {
 
     fn set_option(&mut self, param: i32, value: i32) -> bool {
         self.heap.set_option(param, value)
+    }
+
+    /// The heap's figures: the layer's guards and quarantined blocks are in its blocks,
+    /// as used bytes.
+    fn mallinfo(&self) -> MallInfo {
+        self.heap.mallinfo()
+    }
+
+    fn trim(&mut self, pad: usize) -> bool {
+        self.heap.trim(pad)
     }
 }
 

@@ -29,8 +29,10 @@ pub mod arena;
 pub mod config;
 pub mod debug;
 pub mod fork;
+pub mod info;
 pub mod lock;
 pub mod locked;
+pub mod options;
 pub mod os;
 pub mod out;
 pub mod report;
@@ -39,6 +41,7 @@ pub mod table;
 pub mod totals;
 
 pub use config::Config;
+pub use info::MallInfo;
 pub use libc;
 pub use locked::Locked;
 pub use out::Out;
@@ -117,10 +120,28 @@ pub trait Heap: Sized {
     /// Whether debug mode runs [`Heap::check`] after calls (phase 3's debug mode).
     const CHECK_IN_DEBUG_MODE: bool = false;
 
-    /// `mallopt(param, value)`: true if the phase honoured the parameter.
+    /// `mallopt(param, value)`: true if the phase honoured the parameter. (The kit
+    /// answers the program as glibc would for the rest: see [`options`].)
     fn set_option(&mut self, _param: i32, _value: i32) -> bool {
         false
     }
+
+    /// The figures of `mallinfo2` and `malloc_info`. The default knows only the
+    /// [`Heap::stats`]; a phase with an arena or mappings says more.
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::from_stats(&self.stats())
+    }
+
+    /// `malloc_trim(pad)`: gives free memory back to the OS, keeping `pad` bytes at the
+    /// top of the heap; true if anything went back. The default gives nothing back.
+    fn trim(&mut self, _pad: usize) -> bool {
+        false
+    }
+
+    /// Called once, before the first allocation, when [`debug::Debugged`] puts the
+    /// debug layer around this heap: a heap that can help catch bugs at some cost
+    /// (phase 3 keeps freed mappings reserved without access) does it from here.
+    fn enter_debug_mode(&mut self) {}
 }
 
 /// An address as the allocator prints it.

@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 use crate::lock::Lock;
 use crate::out::Out;
 use crate::shared::SharedAllocator;
-use crate::{Config, Fault, Heap, Location, Stats, abi, config};
+use crate::{Config, Fault, Heap, Location, MallInfo, Stats, abi, config};
 
 /// A heap behind one lock, built lazily on the first call: what a phase whose policy
 /// knows nothing of threads exports (`export_malloc!(Locked<TheHeap>)`).
@@ -117,6 +117,14 @@ impl<H: Heap> SharedAllocator for Locked<H> {
 
     fn check(&self) -> Result<(), Fault> {
         self.with(|heap| heap.check())
+    }
+
+    fn mallinfo(&self) -> MallInfo {
+        self.with(|heap| heap.mallinfo())
+    }
+
+    fn trim(&self, pad: usize) -> bool {
+        self.with(|heap| heap.trim(pad))
     }
 
     /// Holds the lock across `fork`, so no other thread is inside the heap.

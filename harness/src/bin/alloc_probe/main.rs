@@ -8,6 +8,7 @@
 
 mod api;
 mod behaviour;
+mod fidelity;
 mod mapped;
 mod threads;
 
@@ -41,6 +42,16 @@ const PROBES: &[Probe] = &[
     ("underflow", mapped::underflow),
     ("mmap-double-free", mapped::mmap_double_free),
     ("mmap-interior-free", mapped::mmap_interior_free),
+    ("posix-memalign-errno", fidelity::posix_memalign_errno),
+    ("fork-stdio", fidelity::fork_stdio),
+    ("mallopt", fidelity::mallopt),
+    ("mallinfo", fidelity::mallinfo),
+    ("malloc-trim", fidelity::malloc_trim),
+    (
+        "write-after-free-large-reuse",
+        fidelity::write_after_free_large_reuse,
+    ),
+    ("overflow-before-exit", fidelity::overflow_before_exit),
 ];
 
 fn main() -> ExitCode {
