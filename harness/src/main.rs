@@ -25,7 +25,7 @@ struct Subcommand {
 }
 
 /// Every subcommand, in the order `harness help` lists them: what everyone runs, then
-/// the grader, then the book's generators.
+/// a student's own allocator, then the grader, then the book's generators.
 const SUBCOMMANDS: &[Subcommand] = &[
     Subcommand {
         name: "run",
@@ -84,6 +84,18 @@ usage: harness record --out FILE.trc -- CMD [ARGS...]
         summary: "write the generated trace suite (harness/traces/)",
         usage: "usage: harness traces --out DIR",
         main: traces,
+    },
+    Subcommand {
+        name: "new",
+        summary: "write a starter for your own allocator (a Rust crate, or C with --lang c)",
+        usage: NEW_USAGE,
+        main: new,
+    },
+    Subcommand {
+        name: "check",
+        summary: "build your allocator and run a phase's stages on it, up to the first failure",
+        usage: CHECK_USAGE,
+        main: check,
     },
     Subcommand {
         name: "grade",
@@ -534,4 +546,201 @@ fn phase_diff(args: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+const NEW_USAGE: &str = "usage: harness new DIR [--lang rust|c]";
+
+/// Writes a starter (see `harness::student::starters`) into a new folder.
+fn new(args: &[String]) -> ExitCode {
+    let (dir, lang) = match args {
+        [dir] => (dir, "rust"),
+        [dir, flag, lang] if flag == "--lang" => (dir, lang.as_str()),
+        [flag, lang, dir] if flag == "--lang" => (dir, lang.as_str()),
+        _ => return usage_error("new", "expected DIR and at most --lang rust|c"),
+    };
+    if dir.starts_with('-') {
+        return usage_error("new", &format!("unknown option {dir:?}"));
+    }
+    let Some(lang) = harness::student::starters::Lang::parse(lang) else {
+        return usage_error("new", "--lang is rust or c");
+    };
+    let dir = PathBuf::from(dir);
+    match harness::student::starters::create(&dir, lang) {
+        Ok(files) => {
+            for file in files {
+                println!("created {}", file.display());
+            }
+            println!(
+                "next: harness check --phase 1 {}   (the handout in the book says what to write)",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("harness new: {problem}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+const CHECK_USAGE: &str = "\
+usage: harness check --phase N PATH [--only ID] [--no-timing] [--keep-going] [--watch]
+       harness check --list
+  PATH          your crate (Cargo.toml), C folder (Makefile) or .so
+  --phase N     phase N's stages: its rubric, every earlier phase's checks first
+  --only ID     run one stage (e.g. api/alignment)
+  --no-timing   leave out the stages that measure time
+  --keep-going  run every stage, not only up to the first failure
+  --watch       build and check again whenever a file in PATH changes
+  --list        print every stage as a Markdown table (the handout's) and exit";
+
+/// Builds a submission and runs a phase's stages on it (see `harness::student::stages`).
+/// Exit status: 0 every stage passed, 1 a stage failed (or the build did), 2 bad use.
+fn check(args: &[String]) -> ExitCode {
+    use harness::student::stages::{self, Options, Submission};
+    let mut options = Options {
+        phase: 0,
+        only: None,
+        skip_timing: false,
+        keep_going: false,
+    };
+    let mut path: Option<PathBuf> = None;
+    let mut watch = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--phase" => match rest.next().and_then(|n| n.parse().ok()) {
+                Some(n) if !stages::stages(n).is_empty() => options.phase = n,
+                _ => return check_usage("--phase needs the number of a phase"),
+            },
+            "--only" => match rest.next() {
+                Some(id) if harness::checks::CATALOGUE.iter().any(|c| c.id == id) => {
+                    options.only = Some(id.clone())
+                }
+                _ => return check_usage("--only needs the id of a check (api/alignment, ...)"),
+            },
+            "--no-timing" => options.skip_timing = true,
+            "--keep-going" => options.keep_going = true,
+            "--watch" => watch = true,
+            "--list" => {
+                print!("{}", stages::markdown());
+                return ExitCode::SUCCESS;
+            }
+            "-h" | "--help" => {
+                println!("{CHECK_USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other if other.starts_with('-') => {
+                return check_usage(&format!("unknown option {other:?}"));
+            }
+            other if path.is_none() => path = Some(PathBuf::from(other)),
+            other => return check_usage(&format!("one PATH only ({other:?} is a second)")),
+        }
+    }
+    let (Some(path), true) = (path, options.phase > 0) else {
+        return check_usage("say which phase (--phase N) and what to check (PATH)");
+    };
+    let submission = match Submission::find(&path) {
+        Ok(submission) => submission,
+        Err(problem) => {
+            eprintln!("harness check: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(problem) = phases::cargo_build_release(&[
+        "-p",
+        "harness",
+        "--bin",
+        "bench_alloc",
+        "--bin",
+        "alloc_probe",
+    ]) {
+        eprintln!("harness check: cannot build the harness's tools: {problem}");
+        return ExitCode::from(2);
+    }
+    let again = format!("harness check --phase {} {}", options.phase, path.display());
+    if !watch {
+        return check_once(&submission, &options, &again);
+    }
+    let mut seen = None;
+    loop {
+        let change = submission.last_change();
+        if change != seen {
+            println!("\n=== harness check --watch: {} ===", path.display());
+            let _ = check_once(&submission, &options, &again);
+            println!("(watching {} for changes; Ctrl-C to stop)", path.display());
+            // What the build itself wrote (Cargo.lock) is not a change of the student's.
+            seen = submission.last_change();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn check_usage(problem: &str) -> ExitCode {
+    eprintln!("harness check: {problem}\n{CHECK_USAGE}");
+    ExitCode::from(2)
+}
+
+fn check_once(
+    submission: &harness::student::stages::Submission,
+    options: &harness::student::stages::Options,
+    again: &str,
+) -> ExitCode {
+    use harness::student::stages;
+    let lib = match submission.build(options.phase) {
+        Ok(lib) => lib,
+        Err(problem) => {
+            println!("build failed: {problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tools = harness::checks::release_tools();
+    if let Err(problem) = harness::grade::validate(&lib, &tools) {
+        println!("cannot check it: {problem}");
+        return ExitCode::FAILURE;
+    }
+    let scratch = match tempfile_dir() {
+        Ok(dir) => dir,
+        Err(problem) => {
+            eprintln!("harness check: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let subject = harness::checks::Subject {
+        lib: lib.canonicalize().unwrap_or(lib),
+        tools,
+        scratch: scratch.clone(),
+    };
+    let total = stages::stages(options.phase).len();
+    println!(
+        "phase {}: {total} stages, on {}",
+        options.phase,
+        subject.lib.display()
+    );
+    let done = stages::run(options, &subject, |stage| {
+        println!("{}", stages::progress_line(stage, total));
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let failed: Vec<&stages::Stage> = done
+        .iter()
+        .filter(|s| matches!(s.verdict, harness::checks::Verdict::Fail(_)))
+        .collect();
+    for stage in &failed {
+        let alone = format!("{again} --only {}", stage.check.id);
+        print!("{}", stages::explain(stage, total, &alone));
+    }
+    if failed.is_empty() {
+        println!("every stage run passed ({} of {total})", done.len());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A fresh folder for the checks' files.
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("mymalloc-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
 }
