@@ -8,6 +8,8 @@
 #   just phase 1 build               the same, for any registered phase
 #   just bench                       every phase against glibc and others (harness bench)
 #   just grade LIB.so N              grade any allocator on phase N's rubric
+#   just new DIR [--lang c]          a starter for your own allocator
+#   just check N DIR [--watch]       your allocator, stage by stage (phase N)
 #
 # `phase2` ... `phase5` work the same way for every phase in the registry of phases
 # (harness/src/phases.rs; `cargo run -p harness --bin harness -- phases` lists it).
@@ -132,3 +134,11 @@ _phase number action *args:
             exit 2
             ;;
     esac
+
+# Your own allocator: a starter crate in DIR (`--lang c` for C), e.g. `just new ../my-malloc`.
+new dir *args:
+    cargo run --release --quiet -p harness --bin harness -- new "$@"
+
+# Check your allocator (crate, C folder or .so) stage by stage on phase N: `just check 1 ../my-malloc --watch`.
+check phase path *args:
+    cargo run --release --quiet -p harness --bin harness -- check --phase "$@"

@@ -830,3 +830,81 @@ fn debug_use_after_free(subject: &Subject) -> Verdict {
 pub fn release_tools() -> PathBuf {
     phases::target_dir().join("release")
 }
+
+/// Where the book explains what a check tests: a page of `docs/src` and a heading on
+/// it. `harness check` names it when the check fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Section {
+    pub page: &'static str,
+    pub heading: &'static str,
+}
+
+impl Section {
+    const fn new(page: &'static str, heading: &'static str) -> Section {
+        Section { page, heading }
+    }
+
+    /// The heading's anchor as mdBook makes it: lower case, spaces to hyphens, other
+    /// punctuation dropped ("realloc in place" is `#realloc-in-place`).
+    pub fn anchor(&self) -> String {
+        self.heading
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "docs/src/{}#{} (\"{}\")",
+            self.page,
+            self.anchor(),
+            self.heading
+        )
+    }
+}
+
+const CH00: &str = "ch00-taking-over-malloc.md";
+const CH01: &str = "ch01-sbrk-freelist.md";
+const CH02: &str = "ch02-split-coalesce.md";
+const CH03: &str = "ch03-mmap-debug.md";
+const HANDOUT: &str = "handout.md";
+
+impl Check {
+    /// The section of the book that explains this check. The stages of `harness check
+    /// --phase N` are phase N's rubric in catalogue order; this says where to read when
+    /// one fails. A check without an entry points at its phase's part of the handout.
+    pub fn section(&self) -> Section {
+        match self.id {
+            "api/alignment" => Section::new(CH01, "Blocks and their headers"),
+            "api/contents" => Section::new(CH01, "The free list"),
+            "api/calloc" | "api/realloc" | "api/memalign" | "api/usable-size" | "api/errno" => {
+                Section::new(HANDOUT, "The functions and their contracts")
+            }
+            "api/huge" => Section::new(CH01, "The implementation"),
+            "threads/stress" | "threads/bench" => Section::new(CH00, "One lock, built lazily"),
+            "threads/fork" => Section::new(CH00, "Fork"),
+            "misuse/double-free" | "misuse/invalid-free" => Section::new(CH01, "Misuse"),
+            "behaviour/reuse" => Section::new(CH01, "First fit"),
+            "perf/small-1m" => Section::new(CH01, "Speed"),
+            "behaviour/split" => Section::new(CH02, "Splitting"),
+            "behaviour/coalesce" => Section::new(CH02, "Coalescing"),
+            "behaviour/realloc-in-place" => Section::new(CH02, "realloc in place"),
+            "behaviour/trim" => Section::new(CH02, "Giving memory back"),
+            "behaviour/mmap-large" => Section::new(CH03, "sbrk or mmap"),
+            "behaviour/mmap-threshold" => Section::new(CH03, "Choosing the threshold"),
+            "behaviour/sbrk-failure" => Section::new(CH03, "When the break cannot grow"),
+            "misuse/overflow" | "misuse/use-after-free" => {
+                Section::new(CH03, "Catching bugs: guards, poison and a quarantine")
+            }
+            id if id.starts_with("programs/") => Section::new(CH01, "Real programs"),
+            _ => Section::new(HANDOUT, "What to write, phase by phase"),
+        }
+    }
+}

@@ -13,7 +13,13 @@
 //! - [`bench`]: `harness bench`, every phase against glibc and others on the same
 //!   workloads; the workloads are the `bench_alloc` binary's.
 //! - [`trace`]: malloc-lab traces: the generated suite, parsing and replay.
+//! - [`threaded_trace`]: real programs' allocation calls with their threads, and
+//!   [`record`], which records them (`harness record`, through `malloc-recorder`).
 //! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
+//!
+//! **[`student`]**, for students: `harness new` (a starter for one's own allocator)
+//! and `harness check` (a phase's checks as stages, up to the first failure). It
+//! builds and validates a submission as the grader does.
 //!
 //! **[`grade`]**, for instructors: any `.so` (or a folder of submissions) against a
 //! phase's rubric of [`checks`], for points.
@@ -21,7 +27,8 @@
 //! **[`book`]**, for the book's authors: the pictures and the phase diffs.
 //!
 //! Dependency rule: `grade` and `book` use the core; the core never uses them, and
-//! they do not use each other. So the core can be read (and would build) alone, and a
+//! they do not use each other. `student` uses the core and `grade`, and nothing uses
+//! `student`. So the core can be read (and would build) alone, and a
 //! change to the grader or the book cannot break `harness run` for a student.
 //!
 //! Why one crate with three groups of modules rather than three crates: one `harness`
@@ -35,9 +42,14 @@
 pub mod bench;
 pub mod checks;
 pub mod phases;
+pub mod record;
 pub mod rng;
 pub mod runner;
+pub mod threaded_trace;
 pub mod trace;
+
+// For students.
+pub mod student;
 
 // For instructors.
 pub mod grade;

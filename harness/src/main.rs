@@ -25,7 +25,7 @@ struct Subcommand {
 }
 
 /// Every subcommand, in the order `harness help` lists them: what everyone runs, then
-/// the grader, then the book's generators.
+/// a student's own allocator, then the grader, then the book's generators.
 const SUBCOMMANDS: &[Subcommand] = &[
     Subcommand {
         name: "run",
@@ -58,17 +58,44 @@ usage: harness phases [N]
         name: "bench",
         summary: "benchmark every phase against glibc and others (docs/benchmarks.md)",
         usage: "\
-usage: harness bench [--reps N] [--quick] [--out FILE]
-  --reps N    repetitions of each run (default 5); the report gives medians
-  --quick     small workloads and one trace, for a smoke test
-  --out FILE  where to write the report (default docs/benchmarks.md)",
+usage: harness bench [--reps N] [--quick] [--only A,B,...] [--timeout S] [--out FILE]
+  --reps N       repetitions of each run, interleaved (default 3; --quick: 1); the
+                 report gives medians and spreads
+  --quick        tiny workloads, one malloc-lab and one recorded trace: a smoke test
+  --only A,B     only the workloads and allocators whose names contain A or B
+                 (e.g. larson,phase2); glibc always runs, as the reference
+  --timeout S    stop a run after S seconds and report it as a timeout (default 20;
+                 --quick: 10)
+  --out FILE     where to write the report (default docs/benchmarks.md); the charts
+                 go to src/bench/ beside it",
         main: bench,
+    },
+    Subcommand {
+        name: "record",
+        summary: "record a program's allocation calls as a threaded trace (harness/traces/recorded/)",
+        usage: "\
+usage: harness record --out FILE.trc -- CMD [ARGS...]
+  runs CMD with the malloc-recorder preload (served by glibc's allocator) and writes the
+  calls of its busiest process, thread by thread; `bench_alloc --trace FILE.trc` replays it",
+        main: record,
     },
     Subcommand {
         name: "traces",
         summary: "write the generated trace suite (harness/traces/)",
         usage: "usage: harness traces --out DIR",
         main: traces,
+    },
+    Subcommand {
+        name: "new",
+        summary: "write a starter for your own allocator (a Rust crate, or C with --lang c)",
+        usage: NEW_USAGE,
+        main: new,
+    },
+    Subcommand {
+        name: "check",
+        summary: "build your allocator and run a phase's stages on it, up to the first failure",
+        usage: CHECK_USAGE,
+        main: check,
     },
     Subcommand {
         name: "grade",
@@ -368,12 +395,10 @@ fn traces(args: &[String]) -> ExitCode {
 }
 
 /// Runs every workload under every allocator and writes the report (by default over
-/// docs/benchmarks.md). Progress goes to stderr.
+/// docs/benchmarks.md, its charts into docs/src/bench/). Progress goes to stderr.
 fn bench(args: &[String]) -> ExitCode {
-    let mut options = harness::bench::Options {
-        reps: 5,
-        quick: false,
-    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut options = harness::bench::Options::new(quick);
     let mut out = phases::workspace_root().join("docs/benchmarks.md");
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -382,7 +407,20 @@ fn bench(args: &[String]) -> ExitCode {
                 Some(n) if n > 0 => options.reps = n,
                 _ => return usage_error("bench", "--reps needs a whole number above 0"),
             },
-            "--quick" => options.quick = true,
+            "--timeout" => match rest.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => options.timeout = Duration::from_secs(n),
+                _ => {
+                    return usage_error(
+                        "bench",
+                        "--timeout needs a whole number of seconds above 0",
+                    );
+                }
+            },
+            "--only" => match rest.next() {
+                Some(list) => options.only = list.split(',').map(str::to_string).collect(),
+                None => return usage_error("bench", "--only needs names, e.g. larson,phase2"),
+            },
+            "--quick" => {}
             "--out" => match rest.next() {
                 Some(path) => out = PathBuf::from(path),
                 None => return usage_error("bench", "--out needs a file"),
@@ -390,6 +428,7 @@ fn bench(args: &[String]) -> ExitCode {
             other => return usage_error("bench", &format!("unknown argument {other:?}")),
         }
     }
+    let started = std::time::Instant::now();
     let results = match harness::bench::run(&options, |line| eprintln!("harness bench: {line}")) {
         Ok(results) => results,
         Err(problem) => {
@@ -397,13 +436,52 @@ fn bench(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = results.render(&harness::bench::describe_machine());
-    if let Err(e) = std::fs::write(&out, &report) {
+    // The charts go beside the report: docs/benchmarks.md -> docs/src/bench/.
+    let folder = out
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let charts = folder.join("src/bench");
+    let report = results.render(&harness::bench::describe_machine(), "src/bench");
+    let written = std::fs::create_dir_all(&charts)
+        .and_then(|()| std::fs::write(&out, &report))
+        .and_then(|()| {
+            for (file, svg) in harness::book::pictures::bench_chart::draw(&results) {
+                std::fs::write(charts.join(file), svg)?;
+            }
+            Ok(())
+        });
+    if let Err(e) = written {
         eprintln!("harness: cannot write {}: {e}", out.display());
         return ExitCode::from(2);
     }
-    eprintln!("harness bench: wrote {}", out.display());
+    eprintln!(
+        "harness bench: wrote {} and its charts in {} ({:.0} s)",
+        out.display(),
+        charts.display(),
+        started.elapsed().as_secs_f64()
+    );
     ExitCode::SUCCESS
+}
+
+/// Records a command's allocation calls (see `harness::record`).
+fn record(args: &[String]) -> ExitCode {
+    let [flag, out, dashes, command @ ..] = args else {
+        return usage_error("record", "expected --out FILE.trc -- CMD [ARGS...]");
+    };
+    if flag != "--out" || dashes != "--" {
+        return usage_error("record", "expected --out FILE.trc -- CMD [ARGS...]");
+    }
+    match harness::record::record(command, std::path::Path::new(out)) {
+        Ok(summary) => {
+            eprintln!("harness record: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("harness record: {problem}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Draws the book's pictures (see `harness::book::pictures`) into DIR (docs/src/pictures).
@@ -468,4 +546,201 @@ fn phase_diff(args: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+const NEW_USAGE: &str = "usage: harness new DIR [--lang rust|c]";
+
+/// Writes a starter (see `harness::student::starters`) into a new folder.
+fn new(args: &[String]) -> ExitCode {
+    let (dir, lang) = match args {
+        [dir] => (dir, "rust"),
+        [dir, flag, lang] if flag == "--lang" => (dir, lang.as_str()),
+        [flag, lang, dir] if flag == "--lang" => (dir, lang.as_str()),
+        _ => return usage_error("new", "expected DIR and at most --lang rust|c"),
+    };
+    if dir.starts_with('-') {
+        return usage_error("new", &format!("unknown option {dir:?}"));
+    }
+    let Some(lang) = harness::student::starters::Lang::parse(lang) else {
+        return usage_error("new", "--lang is rust or c");
+    };
+    let dir = PathBuf::from(dir);
+    match harness::student::starters::create(&dir, lang) {
+        Ok(files) => {
+            for file in files {
+                println!("created {}", file.display());
+            }
+            println!(
+                "next: harness check --phase 1 {}   (the handout in the book says what to write)",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("harness new: {problem}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+const CHECK_USAGE: &str = "\
+usage: harness check --phase N PATH [--only ID] [--no-timing] [--keep-going] [--watch]
+       harness check --list
+  PATH          your crate (Cargo.toml), C folder (Makefile) or .so
+  --phase N     phase N's stages: its rubric, every earlier phase's checks first
+  --only ID     run one stage (e.g. api/alignment)
+  --no-timing   leave out the stages that measure time
+  --keep-going  run every stage, not only up to the first failure
+  --watch       build and check again whenever a file in PATH changes
+  --list        print every stage as a Markdown table (the handout's) and exit";
+
+/// Builds a submission and runs a phase's stages on it (see `harness::student::stages`).
+/// Exit status: 0 every stage passed, 1 a stage failed (or the build did), 2 bad use.
+fn check(args: &[String]) -> ExitCode {
+    use harness::student::stages::{self, Options, Submission};
+    let mut options = Options {
+        phase: 0,
+        only: None,
+        skip_timing: false,
+        keep_going: false,
+    };
+    let mut path: Option<PathBuf> = None;
+    let mut watch = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--phase" => match rest.next().and_then(|n| n.parse().ok()) {
+                Some(n) if !stages::stages(n).is_empty() => options.phase = n,
+                _ => return check_usage("--phase needs the number of a phase"),
+            },
+            "--only" => match rest.next() {
+                Some(id) if harness::checks::CATALOGUE.iter().any(|c| c.id == id) => {
+                    options.only = Some(id.clone())
+                }
+                _ => return check_usage("--only needs the id of a check (api/alignment, ...)"),
+            },
+            "--no-timing" => options.skip_timing = true,
+            "--keep-going" => options.keep_going = true,
+            "--watch" => watch = true,
+            "--list" => {
+                print!("{}", stages::markdown());
+                return ExitCode::SUCCESS;
+            }
+            "-h" | "--help" => {
+                println!("{CHECK_USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other if other.starts_with('-') => {
+                return check_usage(&format!("unknown option {other:?}"));
+            }
+            other if path.is_none() => path = Some(PathBuf::from(other)),
+            other => return check_usage(&format!("one PATH only ({other:?} is a second)")),
+        }
+    }
+    let (Some(path), true) = (path, options.phase > 0) else {
+        return check_usage("say which phase (--phase N) and what to check (PATH)");
+    };
+    let submission = match Submission::find(&path) {
+        Ok(submission) => submission,
+        Err(problem) => {
+            eprintln!("harness check: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(problem) = phases::cargo_build_release(&[
+        "-p",
+        "harness",
+        "--bin",
+        "bench_alloc",
+        "--bin",
+        "alloc_probe",
+    ]) {
+        eprintln!("harness check: cannot build the harness's tools: {problem}");
+        return ExitCode::from(2);
+    }
+    let again = format!("harness check --phase {} {}", options.phase, path.display());
+    if !watch {
+        return check_once(&submission, &options, &again);
+    }
+    let mut seen = None;
+    loop {
+        let change = submission.last_change();
+        if change != seen {
+            println!("\n=== harness check --watch: {} ===", path.display());
+            let _ = check_once(&submission, &options, &again);
+            println!("(watching {} for changes; Ctrl-C to stop)", path.display());
+            // What the build itself wrote (Cargo.lock) is not a change of the student's.
+            seen = submission.last_change();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn check_usage(problem: &str) -> ExitCode {
+    eprintln!("harness check: {problem}\n{CHECK_USAGE}");
+    ExitCode::from(2)
+}
+
+fn check_once(
+    submission: &harness::student::stages::Submission,
+    options: &harness::student::stages::Options,
+    again: &str,
+) -> ExitCode {
+    use harness::student::stages;
+    let lib = match submission.build(options.phase) {
+        Ok(lib) => lib,
+        Err(problem) => {
+            println!("build failed: {problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tools = harness::checks::release_tools();
+    if let Err(problem) = harness::grade::validate(&lib, &tools) {
+        println!("cannot check it: {problem}");
+        return ExitCode::FAILURE;
+    }
+    let scratch = match tempfile_dir() {
+        Ok(dir) => dir,
+        Err(problem) => {
+            eprintln!("harness check: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let subject = harness::checks::Subject {
+        lib: lib.canonicalize().unwrap_or(lib),
+        tools,
+        scratch: scratch.clone(),
+    };
+    let total = stages::stages(options.phase).len();
+    println!(
+        "phase {}: {total} stages, on {}",
+        options.phase,
+        subject.lib.display()
+    );
+    let done = stages::run(options, &subject, |stage| {
+        println!("{}", stages::progress_line(stage, total));
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let failed: Vec<&stages::Stage> = done
+        .iter()
+        .filter(|s| matches!(s.verdict, harness::checks::Verdict::Fail(_)))
+        .collect();
+    for stage in &failed {
+        let alone = format!("{again} --only {}", stage.check.id);
+        print!("{}", stages::explain(stage, total, &alone));
+    }
+    if failed.is_empty() {
+        println!("every stage run passed ({} of {total})", done.len());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A fresh folder for the checks' files.
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("mymalloc-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
 }

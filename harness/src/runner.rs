@@ -95,6 +95,16 @@ impl Run {
 
     /// Runs the command. `Err` only when it could not be started at all.
     pub fn run(&self) -> std::io::Result<Outcome> {
+        let outcome = self.run_unrecorded()?;
+        RECORDED.with_borrow_mut(|recorded| {
+            if let Some(runs) = recorded {
+                runs.push((self.clone(), outcome.clone()));
+            }
+        });
+        Ok(outcome)
+    }
+
+    fn run_unrecorded(&self) -> std::io::Result<Outcome> {
         let limits = LIMITS.with(|l| l.borrow().clone());
         // The thread's deadline can only shorten this run's own limit.
         let timeout = match limits.deadline {
@@ -374,6 +384,31 @@ pub fn end_children_on_signals() {
     }
 }
 
+thread_local! {
+    /// The runs made by this thread while [`recording`] is on.
+    static RECORDED: std::cell::RefCell<Option<Vec<(Run, Outcome)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `f`, and returns with its result every run that it made on this thread, in
+/// order: what a check ran, so that a failure can show the command to repeat it.
+pub fn recording<R>(f: impl FnOnce() -> R) -> (R, Vec<(Run, Outcome)>) {
+    let outer = RECORDED.replace(Some(Vec::new()));
+    let result = f();
+    let runs = RECORDED.replace(outer).unwrap_or_default();
+    (result, runs)
+}
+
+/// `word` quoted for `sh` when it holds anything but plain characters.
+pub fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./=:@%+,-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 fn scratch_file() -> std::io::Result<std::fs::File> {
     let dir = std::env::temp_dir();
     for attempt in 0..100u32 {
@@ -598,6 +633,20 @@ mod tests {
                 .gdb
                 .contains("-ex 'set environment LD_PRELOAD=/no such/lib.so'")
         );
+    }
+
+    #[test]
+    fn runs_are_recorded_with_a_line_to_repeat_them() {
+        let ((), runs) = recording(|| {
+            let _ = Run::new("sh")
+                .args(["-c", "exit 4"])
+                .env("MALLOC_DEBUG", "1")
+                .run();
+        });
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].0.shell_command(), "MALLOC_DEBUG=1 sh -c 'exit 4'");
+        assert_eq!(runs[0].1.ending, Ending::Exited(4));
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
 
     #[test]

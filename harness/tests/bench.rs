@@ -1,6 +1,7 @@
-//! The benchmark report generator, on a tiny run: every allocator gets a row in every
-//! table, glibc is the 1.00x reference, traces report utilization, and the report
-//! names the command that made it.
+//! The benchmark report generator, on a tiny run (`--quick`): every allocator gets a
+//! row in every table and a column in the summary, glibc is the 1.00x reference, the
+//! standard workloads run at one thread and at one per processor, traces report
+//! utilization, the charts are written, and the report names the command that made it.
 
 use assert_cmd::Command;
 
@@ -10,7 +11,7 @@ fn a_quick_run_writes_a_complete_report() {
     let out = dir.path().join("benchmarks.md");
     Command::cargo_bin("harness")
         .unwrap()
-        .args(["bench", "--quick", "--reps", "1", "--out"])
+        .args(["bench", "--quick", "--out"])
         .arg(&out)
         .assert()
         .success();
@@ -19,9 +20,25 @@ fn a_quick_run_writes_a_complete_report() {
     assert!(
         report.contains("`cargo run --release -p harness --bin harness -- bench --reps 1 --quick`")
     );
-    let tables: Vec<&str> = report.split("\n## ").skip(1).collect();
-    assert_eq!(tables.len(), 3, "small, threads and one trace:\n{report}");
-    for table in &tables {
+    let workloads = harness::bench::workloads(true);
+    let sections: Vec<&str> = report.split("\n## ").skip(1).collect();
+    assert!(sections[0].starts_with("Summary"), "{}", sections[0]);
+    let tables = &sections[1..];
+    assert_eq!(tables.len(), workloads.len(), "{report}");
+    for (name, _) in harness::bench::STANDARD {
+        for threads in [1, harness::bench::processors()] {
+            let label = format!("{name}, {threads} thread");
+            assert!(
+                tables.iter().any(|t| t.starts_with(&label)),
+                "no table for {label}"
+            );
+        }
+    }
+    let geomean = sections[0]
+        .lines()
+        .find(|l| l.starts_with("| **geometric mean** | 1.00x |"));
+    assert!(geomean.is_some(), "{}", sections[0]);
+    for table in tables {
         assert!(
             table.contains("\n| glibc | ") && table.contains(" | 1.00x | "),
             "glibc is the reference:\n{table}"
@@ -34,19 +51,56 @@ fn a_quick_run_writes_a_complete_report() {
             assert!(!row.contains("failed"), "{row}");
         }
     }
-    assert!(
-        tables[2].starts_with("trace random") && tables[2].contains("utilization"),
-        "{}",
-        tables[2]
-    );
+    let traces: Vec<&&str> = tables.iter().filter(|t| t.starts_with("trace ")).collect();
+    assert!(traces.len() >= 2, "a malloc-lab trace and a recorded one");
+    for table in traces {
+        assert!(table.contains("utilization"), "{table}");
+    }
     assert!(!report.contains("Runs that failed"), "{report}");
+    for chart in ["ratios.svg", "threads.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join("src/bench").join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("glibc"), "{chart}");
+        assert!(report.contains(&format!("](src/bench/{chart})")), "{chart}");
+    }
+}
+
+#[test]
+fn only_runs_a_subset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("benchmarks.md");
+    Command::cargo_bin("harness")
+        .unwrap()
+        .args(["bench", "--quick", "--only", "cache-thrash,phase2", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let report = std::fs::read_to_string(&out).unwrap();
+    let sections: Vec<&str> = report.split("\n## ").skip(1).collect();
+    assert_eq!(
+        sections.len(),
+        1 + 2,
+        "the summary and cache-thrash at two thread counts:\n{report}"
+    );
+    assert!(report.contains("| phase2-split-coalesce | "), "{report}");
+    assert!(
+        report.contains("| glibc | "),
+        "glibc always runs:\n{report}"
+    );
+    assert!(!report.contains("phase1"), "{report}");
+    assert!(report.contains("--only cache-thrash,phase2"), "{report}");
 }
 
 #[test]
 fn bad_arguments_exit_2() {
-    Command::cargo_bin("harness")
-        .unwrap()
-        .args(["bench", "--reps", "0"])
-        .assert()
-        .code(2);
+    for args in [
+        &["bench", "--reps", "0"][..],
+        &["bench", "--only", "no-such-workload"],
+        &["bench", "--timeout", "soon"],
+    ] {
+        Command::cargo_bin("harness")
+            .unwrap()
+            .args(args)
+            .assert()
+            .code(2);
+    }
 }

@@ -30,6 +30,15 @@
 //! (`// phases/phase1-sbrk-freelist/src/heap.rs`, `# Cargo.toml`) must be quoted from
 //! that file. Its lines must appear there in the same order, each run of lines
 //! unbroken; a line `// ...` (or `# ...`) marks where the quote skips part of the file.
+//! Rows quoted from the benchmark report are checked the same way (a block opening with
+//! `# docs/benchmarks.md`): a chapter's numbers are the report's, or the test fails.
+//!
+//! Shell commands shown any other way are marked as not run, with the reason, on the
+//! line before their fence: `<!-- not run: it rewrites a committed file -->`. That
+//! holds for every ```` ```sh ````, ```` ```bash ```` or ```` ```shell ```` block, and
+//! for a ```` ```text ```` block that shows a `$ ` command. And no page names a folder
+//! of the machine it was written on (`/work/…`, `/root/…`): a reader's clone is
+//! elsewhere.
 //!
 //! Each registered phase's chapter (the registry's `chapter`) is checked by
 //! `each_phase_chapter` (`HARNESS_PHASE=N` narrows it to phase N's, as `just phaseN
@@ -216,7 +225,12 @@ fn excerpts(text: &str) -> Vec<Excerpt> {
         else {
             continue;
         };
-        if path.contains(' ') || !(path.ends_with(".rs") || path.ends_with(".toml")) {
+        // `.md`: a chapter quoting the benchmark report (`# docs/benchmarks.md`), so a
+        // number quoted from it fails this test once the report is regenerated.
+        let quotable = [".rs", ".toml", ".md"]
+            .iter()
+            .any(|ext| path.ends_with(ext));
+        if path.contains(' ') || !quotable {
             continue;
         }
         let elision = format!("{}...", marker);
@@ -275,6 +289,12 @@ fn check_page(page: &Path) -> Result<(), String> {
             let _ = writeln!(report, "\n{shown}:{}: {problem}", excerpt.line);
         }
     }
+    for problem in unmarked_commands(&text)
+        .into_iter()
+        .chain(machine_paths(&text))
+    {
+        let _ = writeln!(report, "\n{shown}:{problem}");
+    }
     let examples = transcripts(&text);
     if !examples.is_empty() {
         phases::build_all().map_err(|e| format!("cannot build the phases: {e}"))?;
@@ -293,6 +313,73 @@ fn check_page(page: &Path) -> Result<(), String> {
     } else {
         Err(report)
     }
+}
+
+/// The fences that open shell commands which are not run, and do not say why: each
+/// as `LINE: what is wrong`.
+fn unmarked_commands(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut problems = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let Some(info) = lines[index].trim_start().strip_prefix("```") else {
+            index += 1;
+            continue;
+        };
+        let info = info.trim();
+        let end = (index + 1..lines.len())
+            .find(|&i| lines[i].trim_start().starts_with("```"))
+            .unwrap_or(lines.len());
+        let body = &lines[(index + 1).min(end)..end];
+        let shows_commands = matches!(info, "sh" | "bash" | "shell")
+            || (info == "text" && body.iter().any(|line| line.starts_with("$ ")));
+        let marked = lines[..index]
+            .iter()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .and_then(|line| line.trim().strip_prefix("<!-- not run:"))
+            .and_then(|rest| rest.strip_suffix("-->"))
+            .is_some_and(|reason| !reason.trim().is_empty());
+        if shows_commands && !marked {
+            problems.push(format!(
+                "{}: a ```{info} block of commands that the test does not run: make it a \
+                 ```console transcript, or say why not on the line before it \
+                 (<!-- not run: REASON -->)",
+                index + 1
+            ));
+        }
+        index = end + 1;
+    }
+    problems
+}
+
+/// Lines that name a folder of the machines this book is written on (`/work/…`,
+/// `/root/…`), as `LINE: the folder`. An example may still name a made-up folder
+/// (`/home/me/mymalloc`).
+fn machine_paths(text: &str) -> Vec<String> {
+    const FOLDERS: &[&str] = &["/work/", "/root/"];
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let folder = FOLDERS.iter().find(|folder| line.contains(*folder))?;
+            Some(format!(
+                "{}: names a folder of the machine the page was written on ({folder}); \
+                 a reader's clone is elsewhere",
+                index + 1
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn commands_not_run_must_say_why() {
+    let page = "```sh\nmake\n```\n\n<!-- not run: needs a GPU -->\n```sh\nrun\n```\n\
+                ```text\n$ ls\n```\n```text\nP = w U\n```\n";
+    let problems = unmarked_commands(page);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("1: "), "{problems:?}");
+    assert!(problems[1].starts_with("9: "), "{problems:?}");
+    assert_eq!(machine_paths("see /work/main/target\nfine\n").len(), 1);
 }
 
 /// Variables that change what an allocator prints: never inherited by a transcript.

@@ -1,5 +1,7 @@
 //! Every reference phase passes its rubric: its own checks and every earlier phase's
-//! (see `harness::checks`). Timing checks are left to the benchmarks and the grader:
+//! (see `harness::checks`), run as the stages of `harness check --phase N`
+//! (`harness::student::stages`): a student's stages and these tests are one list.
+//! Timing checks are left to the benchmarks and the grader:
 //! a wall-clock limit on a shared machine would make this suite flaky.
 //!
 //! `each_phase_passes_its_rubric` covers every registered phase (`HARNESS_PHASE=N`
@@ -8,6 +10,7 @@
 
 use harness::checks::{self, Subject, Verdict};
 use harness::phases::{self, Phase};
+use harness::student::stages;
 
 /// The checks of `phase`'s rubric that fail on it, as a report (empty: none failed).
 fn failures_on_its_rubric(phase: Phase) -> String {
@@ -18,12 +21,17 @@ fn failures_on_its_rubric(phase: Phase) -> String {
         tools: checks::release_tools(),
         scratch: scratch.path().into(),
     };
+    let options = stages::Options {
+        phase: phase.number,
+        only: None,
+        skip_timing: true,
+        keep_going: true,
+    };
     let mut report = String::new();
     let mut failed = 0;
-    for check in checks::rubric(phase.number).filter(|check| !check.timing) {
-        let verdict = checks::run_check(check, &subject);
-        report.push_str(&format!("{:<28} {verdict:?}\n", check.id));
-        if matches!(verdict, Verdict::Fail(_)) {
+    for stage in stages::run(&options, &subject, |_| {}) {
+        report.push_str(&format!("{:<28} {:?}\n", stage.check.id, stage.verdict));
+        if matches!(stage.verdict, Verdict::Fail(_)) {
             failed += 1;
         }
     }

@@ -29,6 +29,7 @@
 //! buffers with small blocks allocated in between, where first fit cuts the small
 //! blocks out of freed buffers and size classes keep them apart (chapter 4).
 
+pub mod bench_chart;
 pub mod dump;
 pub mod footprint;
 pub mod heap_map;

@@ -4,7 +4,9 @@
 //! bench_alloc                      the demo: a seeded workload that shows the heap at each step
 //! bench_alloc --small N            allocate and free N small blocks (1-64 B), report ops/s
 //! bench_alloc --threads T [--small N]   the same, split over T threads
-//! bench_alloc --trace FILE         replay a malloc-lab trace: ops/s, peak payload, utilization
+//! bench_alloc WORKLOAD [--threads T] [--iterations N]
+//!                                  a standard workload (larson, xmalloc, ...: see `workloads`)
+//! bench_alloc --trace FILE         replay a malloc-lab or threaded trace: ops/s, peak payload, utilization
 //!     [--dump-at-peak] [--stats-every N]   ...with heap dumps / stats for `harness pictures`
 //! bench_alloc --ops 'a 0 64, f 0'  a few calls named on the command line, then a heap dump
 //! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
@@ -28,8 +30,10 @@ mod demo;
 mod memory;
 mod misuse;
 mod ops;
+mod replay;
 mod small;
 mod trace;
+mod workloads;
 
 use core::ffi::{CStr, c_char, c_int};
 use core::fmt::Write as _;
@@ -41,12 +45,19 @@ const EXIT_USAGE: c_int = 2;
 
 const USAGE: &str = "\
 usage: bench_alloc [--small N] [--threads T] [--trace FILE]
+       bench_alloc WORKLOAD [--threads T] [--iterations N]
                    [--double-free | --invalid-free | --overflow | --use-after-free]
   (no flags)      run the demo workload (seeded by MALLOC_DEBUG_SEED, default 42)
   --small N       allocate and free N small blocks (1-64 B), print time and ops/s
   --threads T     run the small-block workload on T threads (N defaults to 1000000)
-  --trace FILE    replay a malloc-lab trace (harness/traces/): ops/s, peak payload,
-                  peak footprint, utilization
+  WORKLOAD        one of the standard allocator workloads, named after what they
+                  model: larson, xmalloc, cache-scratch, cache-thrash, mstress,
+                  rptest, alloc-test, malloc-large, mleak. Prints one line:
+                  NAME: T threads, N ops in S s, R ops/s; peak RSS K KiB; ok
+  --iterations N  with WORKLOAD: its main loop count per thread (each has a default)
+  --trace FILE    replay a malloc-lab trace (harness/traces/*.rep), or a threaded
+                  trace recorded by `harness record` (harness/traces/recorded/*.trc)
+                  with its threads: ops/s, peak payload, peak footprint, utilization
   --dump-at-peak  with --trace: heap_dump() before the first operation and right after
                   the one that brings the live payload to its peak
   --stats-every N with --trace: malloc_stats() before the first operation, after every
@@ -66,6 +77,7 @@ usage: bench_alloc [--small N] [--threads T] [--trace FILE]
 enum Mode {
     Demo,
     Small { blocks: usize, threads: usize },
+    Workload(&'static str, workloads::Config),
     Trace(&'static str, trace::Show),
     Ops(&'static str),
     DoubleFree,
@@ -84,9 +96,10 @@ pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int 
     let seed = seed_from_env();
     // SAFETY: the C runtime passes `argc` valid, NUL-terminated strings in `argv`.
     let args = unsafe { Args::new(argc, argv) };
-    match parse(args) {
+    match parse(args, seed) {
         Ok(Mode::Demo) => demo::run(seed),
         Ok(Mode::Small { blocks, threads }) => small::run(blocks, threads, seed),
+        Ok(Mode::Workload(name, config)) => workloads::run(name, config),
         Ok(Mode::Trace(path, show)) => trace::run(path, show),
         Ok(Mode::Ops(text)) => ops::run(text),
         Ok(Mode::DoubleFree) => misuse::double_free(),
@@ -147,15 +160,25 @@ impl Iterator for Args {
     }
 }
 
-fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> {
+fn parse(mut args: impl Iterator<Item = &'static str>, seed: u64) -> Result<Mode, Problem> {
     let mut mode = Mode::Demo;
     let mut blocks = None;
     let mut threads = None;
+    let mut iterations = None;
     let mut show = trace::Show::default();
     while let Some(arg) = args.next() {
         match arg {
             "--small" => blocks = Some(count(arg, args.next())?),
             "--threads" => threads = Some(count(arg, args.next())?),
+            "--iterations" => iterations = Some(count(arg, args.next())?),
+            name if workloads::is_workload(name) => {
+                let config = workloads::Config {
+                    threads: 1,
+                    iterations: None,
+                    seed,
+                };
+                mode = Mode::Workload(name, config);
+            }
             "--trace" => mode = Mode::Trace(args.next().ok_or(Problem::NeedsPath(arg))?, show),
             "--ops" => mode = Mode::Ops(args.next().ok_or(Problem::NeedsOps)?),
             "--dump-at-peak" => show.dump_at_peak = true,
@@ -167,6 +190,22 @@ fn parse(mut args: impl Iterator<Item = &'static str>) -> Result<Mode, Problem> 
             "-h" | "--help" => return Ok(Mode::Help),
             other => return Err(Problem::Unknown(other)),
         }
+    }
+    if let Mode::Workload(name, config) = mode {
+        if blocks.is_some() || show != trace::Show::default() {
+            return Err(Problem::Combined);
+        }
+        return Ok(Mode::Workload(
+            name,
+            workloads::Config {
+                threads: threads.unwrap_or(1),
+                iterations,
+                ..config
+            },
+        ));
+    }
+    if iterations.is_some() {
+        return Err(Problem::IterationsOnly);
     }
     match (mode, blocks, threads) {
         (Mode::Trace(path, _), None, None) => Ok(Mode::Trace(path, show)),
@@ -195,6 +234,7 @@ enum Problem {
     NeedsOps,
     Combined,
     TraceOnly,
+    IterationsOnly,
 }
 
 impl core::fmt::Display for Problem {
@@ -205,6 +245,7 @@ impl core::fmt::Display for Problem {
             Problem::NeedsPath(flag) => write!(f, "{flag} needs a file"),
             Problem::NeedsOps => f.write_str("--ops needs operations, e.g. 'a 0 64, f 0'"),
             Problem::Combined => f.write_str("--trace, --ops and the misuse flags run alone"),
+            Problem::IterationsOnly => f.write_str("--iterations needs a workload, e.g. larson"),
             Problem::TraceOnly => f.write_str("--dump-at-peak and --stats-every need --trace"),
         }
     }

@@ -59,6 +59,13 @@ pub fn run(path: &str, show: Show) -> i32 {
             return EXIT_BAD_TRACE;
         }
     };
+    if harness::threaded_trace::ThreadedTrace::is_threaded(&text) {
+        if show != Show::default() {
+            eprintln!("bench_alloc: --dump-at-peak and --stats-every need a malloc-lab trace");
+            return EXIT_BAD_TRACE;
+        }
+        return crate::replay::run(path, text, baseline);
+    }
     let trace = match Trace::parse(&text) {
         Ok(trace) => trace,
         Err(e) => {
@@ -153,9 +160,9 @@ pub fn run(path: &str, show: Show) -> i32 {
     let footprint = peak_resident_bytes()
         .saturating_sub(baseline + harness_bytes)
         .max(1);
-    let name = std::path::Path::new(path)
-        .file_name()
-        .map_or(path.into(), |n| n.to_string_lossy());
+    // Named only now: a name that is not UTF-8 would allocate, and the pictures' heap
+    // must hold the replay's blocks only.
+    let name = file_name(path);
     println!(
         "trace {name}: {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
          peak footprint {footprint} B; utilization {:.1}%; peak RSS {} KiB",
@@ -221,4 +228,11 @@ fn introspection(name: &'static CStr) -> Option<(&'static str, extern "C" fn())>
     let call = (!symbol.is_null())
         .then(|| unsafe { core::mem::transmute::<*mut c_void, extern "C" fn()>(symbol) })?;
     Some((name.to_str().unwrap_or("?"), call))
+}
+
+/// The file name of `path`, for the report line.
+pub fn file_name(path: &str) -> std::borrow::Cow<'_, str> {
+    std::path::Path::new(path)
+        .file_name()
+        .map_or(path.into(), |n| n.to_string_lossy())
 }

@@ -1,0 +1,205 @@
+//! `--trace FILE` for a threaded trace (`harness::threaded_trace`): a real program's
+//! allocation calls, replayed with its threads.
+//!
+//! Each recorded thread runs on a thread of its own. A call on a block first waits until
+//! the block's previous call is done (whichever thread made it), so every block lives the
+//! life it had in the program, and a free recorded on another thread is made on another
+//! thread. Apart from that the threads run freely.
+//!
+//! As in the malloc-lab replay (`trace`): every block is written in full with its id's
+//! byte and checked (first and last byte) before it is resized or freed; calloc's bytes
+//! must come back zero and aligned blocks aligned; ops/s counts the calls replayed, and
+//! utilization is the peak live payload over the peak footprint (resident set growth
+//! less the harness's own tables).
+
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use harness::threaded_trace::{Call, ThreadedTrace};
+
+use crate::memory::peak_resident_bytes;
+
+/// One block id's state, shared by the threads.
+struct Slot {
+    ptr: AtomicPtr<u8>,
+    size: AtomicUsize,
+    /// Calls on this id done so far; the call with sequence number n waits for n.
+    done: AtomicU32,
+}
+
+pub fn run(path: &str, text: String, baseline: usize) -> i32 {
+    let trace = match ThreadedTrace::parse(&text) {
+        Ok(trace) => trace,
+        Err(e) => {
+            eprintln!("bench_alloc: {path}: {e}");
+            return 2;
+        }
+    };
+    let sequence = trace.sequence_numbers();
+    let slots: Vec<Slot> = (0..trace.ids)
+        .map(|_| Slot {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            size: AtomicUsize::new(0),
+            done: AtomicU32::new(0),
+        })
+        .collect();
+    let mut mine: Vec<Vec<u32>> = vec![Vec::new(); trace.threads];
+    for (index, step) in trace.steps.iter().enumerate() {
+        mine[step.thread as usize].push(index as u32);
+    }
+    let harness_bytes = text.capacity()
+        + trace.steps.capacity() * std::mem::size_of::<harness::threaded_trace::Step>()
+        + sequence.capacity() * 4
+        + slots.capacity() * std::mem::size_of::<Slot>()
+        + trace.steps.len() * 4;
+    let live = AtomicUsize::new(0);
+    let peak = AtomicUsize::new(0);
+    let started = Instant::now();
+    let problems: Vec<Option<String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = mine
+            .iter()
+            .map(|steps| {
+                let (trace, sequence, slots, live, peak) =
+                    (&trace, &sequence, &slots, &live, &peak);
+                scope.spawn(move || {
+                    for &index in steps {
+                        let index = index as usize;
+                        let step = trace.steps[index];
+                        let slot = &slots[step.id as usize];
+                        wait_for(&slot.done, sequence[index]);
+                        if let Err(problem) = perform(step.call, step.id, slot, live, peak) {
+                            return Some(format!("op {} ({step:?}): {problem}", index + 1));
+                        }
+                        // Release: the next call on this block (maybe on another thread)
+                        // sees the block as this call left it.
+                        slot.done.store(sequence[index] + 1, Ordering::Release);
+                    }
+                    None
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(Some("a replay thread panicked".into())))
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    if let Some(problem) = problems.into_iter().flatten().next() {
+        eprintln!("bench_alloc: {path}: {problem}");
+        return 1;
+    }
+    let footprint = peak_resident_bytes()
+        .saturating_sub(baseline + harness_bytes)
+        .max(1);
+    let peak_payload = peak.load(Ordering::Relaxed);
+    let name = crate::trace::file_name(path);
+    let threads = trace.threads;
+    println!(
+        "trace {name}: {threads} thread{}, {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
+         peak footprint {footprint} B; utilization {:.1}%; peak RSS {} KiB; ok",
+        if threads == 1 { "" } else { "s" },
+        trace.steps.len(),
+        trace.steps.len() as f64 / seconds,
+        100.0 * peak_payload as f64 / footprint as f64,
+        peak_resident_bytes() / 1024
+    );
+    0
+}
+
+/// Waits until `done` reaches `turn`: spins briefly (the other thread is usually just
+/// finishing), then yields the processor.
+fn wait_for(done: &AtomicU32, turn: u32) {
+    let mut spins = 0u32;
+    // Acquire: pairs with the Release store of the call this one follows.
+    while done.load(Ordering::Acquire) != turn {
+        spins += 1;
+        if spins < 100 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn perform(
+    call: Call,
+    id: u32,
+    slot: &Slot,
+    live: &AtomicUsize,
+    peak: &AtomicUsize,
+) -> Result<(), String> {
+    let tag = id as u8 ^ 0x5a;
+    let old = slot.ptr.load(Ordering::Relaxed);
+    let old_size = slot.size.load(Ordering::Relaxed);
+    let (new, size) = match call {
+        Call::Malloc { size } => {
+            // SAFETY: plain malloc; checked below.
+            (unsafe { libc::malloc(size) }.cast::<u8>(), size)
+        }
+        Call::Calloc { size } => {
+            // SAFETY: plain calloc; checked below.
+            let p = unsafe { libc::calloc(1, size) }.cast::<u8>();
+            // SAFETY: when not NULL, the block holds `size` bytes.
+            if !p.is_null() && size > 0 && unsafe { p.read() != 0 || p.add(size - 1).read() != 0 } {
+                return Err("calloc's block is not zeroed".into());
+            }
+            (p, size)
+        }
+        Call::Aligned { size, align } => {
+            let mut p = std::ptr::null_mut();
+            // SAFETY: `p` is a valid out-pointer; the alignment was valid in the program.
+            let code = unsafe { libc::posix_memalign(&mut p, align.max(8), size) };
+            if code == 0 && !(p as usize).is_multiple_of(align.max(1)) {
+                return Err(format!("block {p:?} is not aligned to {align}"));
+            }
+            (p.cast::<u8>(), size)
+        }
+        Call::Realloc { size } => {
+            if !intact(old, old_size, tag) {
+                return Err("the block lost its contents before realloc".into());
+            }
+            // SAFETY: `old` is this id's live block; realloc replaces it.
+            let p = unsafe { libc::realloc(old.cast(), size) }.cast::<u8>();
+            if !p.is_null() && !intact(p, old_size.min(size), tag) {
+                return Err("realloc did not keep the contents".into());
+            }
+            live.fetch_sub(old_size, Ordering::Relaxed);
+            (p, size)
+        }
+        Call::Free => {
+            if !intact(old, old_size, tag) {
+                return Err("the block lost its contents (overlap?)".into());
+            }
+            // SAFETY: `old` is this id's live block, freed once.
+            unsafe { libc::free(old.cast()) };
+            live.fetch_sub(old_size, Ordering::Relaxed);
+            slot.ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
+            slot.size.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
+    if new.is_null() && size > 0 {
+        return Err(format!("the allocator returned NULL for {size} bytes"));
+    }
+    if size > 0 {
+        // SAFETY: the block holds `size` bytes.
+        unsafe { new.write_bytes(tag, size) };
+    }
+    slot.ptr.store(new, Ordering::Relaxed);
+    slot.size.store(size, Ordering::Relaxed);
+    let now = live.fetch_add(size, Ordering::Relaxed) + size;
+    peak.fetch_max(now, Ordering::Relaxed);
+    Ok(())
+}
+
+/// First and last byte hold the tag (a block of 0 bytes has none to check).
+fn intact(p: *const u8, size: usize, tag: u8) -> bool {
+    if size == 0 {
+        return true;
+    }
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: callers pass a live block of at least `size` bytes.
+    unsafe { p.read() == tag && p.add(size - 1).read() == tag }
+}
