@@ -26,6 +26,7 @@ pub mod lock;
 pub mod os;
 pub mod out;
 pub mod report;
+pub mod thread;
 
 pub use config::Config;
 pub use global::Global;
