@@ -1,0 +1,375 @@
+//! # Phase 5: size-class pages and a heap per thread
+//!
+//! Phases 1-4 keep one heap behind one lock: threads queue on it, and every call pays
+//! for a header, a search and the lock. Phase 5 serves small requests the way
+//! production allocators do (mimalloc's "free list sharding" is the model): blocks of
+//! one size class live together in a 64 KiB page that knows their size, and each page
+//! belongs to one thread's heap, so the common `malloc` and `free` take no lock and no
+//! atomic instruction. A block freed by another thread goes onto its page's
+//! `thread_free` list with one compare-and-swap; the owner collects it later.
+//!
+//! ```text
+//!   thread pointer --(kit ThreadTable)--> ThreadHeap (heap.rs)
+//!                                            queues[class] --> Page --> Page ...
+//!   Segment, 4 MiB aligned (segment.rs)                         |
+//!   +---------------------+---------+---------+----            v
+//!   | descriptors of the  | page 1  | page 2  |  ...   Page (page.rs): blocks of one
+//!   | 63 pages            | 64 KiB  | 64 KiB  |        class; free / thread_free lists;
+//!   +---------------------+---------+---------+----    a bitmap of allocated blocks
+//!   pointer & !(4 MiB - 1) = segment; (pointer - segment) / 64 KiB = page
+//!
+//!   larger than SMALL_LIMIT, or aligned beyond 16: the fallback heap (phase 3's or
+//!   phase 4's policy), under its lock, as it was.
+//! ```
+//!
+//! Read the files in this order: [`size_class`], [`page`], [`segment`], [`heap`], then
+//! this file's [`ThreadHeaps`], which routes each call.
+//!
+//! Misuse is still caught in normal mode, without a lock: `free` checks the block's bit
+//! in its page's bitmap (clear: a double free, exit 3); a pointer outside every segment
+//! goes to the fallback heap, which checks it as before; a pointer inside a page but
+//! not at a block's start is invalid (exit 2). The segment map tells whether an address
+//! is one of our segments before anything of the segment is read.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod heap;
+pub mod page;
+pub mod segment;
+pub mod size_class;
+
+use core::fmt::Write as _;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use preload_kit::thread::thread_pointer;
+use preload_kit::{Fault, Global, Heap, Location, MIN_ALIGN, Out, Stats, report};
+
+use page::{BlockOf, PAGE_SIZE, Page};
+use segment::{Owner, SEGMENT_SIZE};
+use size_class::{SMALL_LIMIT, class_of};
+
+/// Where an address is, printed the same in every run: inside our segments, as an
+/// offset in the segments laid end to end in order of creation (segment `n` covers
+/// `[(n-1) * 4 MiB, n * 4 MiB)`); elsewhere, whatever the fallback heap says.
+fn locate_in_segments(addr: usize) -> Option<Location> {
+    segment::locate(addr)
+        .map(|(number, offset)| Location::Heap((number - 1) * SEGMENT_SIZE + offset))
+}
+
+/// Reports a fault found in the pages (no fallback heap needed to name the address)
+/// in the kit's words, and exits with the documented code.
+pub fn report(fault: Fault, operation: &str) -> ! {
+    let addr = match fault {
+        Fault::DoubleFree { addr }
+        | Fault::InvalidPointer { addr, .. }
+        | Fault::Corruption { addr, .. } => addr,
+    };
+    let location = locate_in_segments(addr).unwrap_or(Location::Outside(addr));
+    write_fault(fault, operation, location)
+}
+
+fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
+    let mut out = Out::stderr();
+    let code = match fault {
+        Fault::DoubleFree { .. } => {
+            let _ = write!(out, "error: double free detected at {location}");
+            if operation != "free" {
+                let _ = write!(out, " (in {operation})");
+            }
+            report::EXIT_CORRUPTION
+        }
+        Fault::InvalidPointer { why, .. } => {
+            let _ = write!(
+                out,
+                "error: invalid pointer {location} passed to {operation} ({why})"
+            );
+            report::EXIT_MISUSE
+        }
+        Fault::Corruption { what, .. } => {
+            let _ = write!(out, "error: heap corruption detected at {location}: {what}");
+            report::EXIT_CORRUPTION
+        }
+    };
+    let _ = writeln!(out);
+    out.flush();
+    preload_kit::os::exit_now(code)
+}
+
+/// Phase 5's allocator: per-thread pages for small blocks, `F` behind its lock for the
+/// rest. Every method takes `&self`: it is meant to live in a `static` and be called
+/// from any thread at once.
+pub struct ThreadHeaps<F> {
+    fallback: Global<F>,
+}
+
+/// What a pointer turned out to be.
+enum Block {
+    /// Block `index` of `page`.
+    Small(&'static Page, usize),
+    /// Not in our segments: the fallback heap's business.
+    Fallback,
+}
+
+impl<F: Heap> ThreadHeaps<F> {
+    pub const fn new() -> Self {
+        ThreadHeaps {
+            fallback: Global::new(),
+        }
+    }
+
+    /// Which block `addr` is, or why it cannot be one.
+    #[inline(always)]
+    fn block_at(addr: usize) -> Result<Block, Fault> {
+        match segment::page_of(addr) {
+            Owner::Elsewhere => Ok(Block::Fallback),
+            Owner::Header => Err(Fault::InvalidPointer {
+                addr,
+                why: "inside the allocator's page descriptors",
+            }),
+            Owner::Page(page) => match page.block_of(addr) {
+                BlockOf::Start(index) => Ok(Block::Small(page, index)),
+                BlockOf::Inside => Err(Fault::InvalidPointer {
+                    addr,
+                    why: "not the start of a block",
+                }),
+                // The address is in a page of ours that holds no blocks now: only a
+                // pointer we once gave out, in a page since emptied, leads there.
+                BlockOf::Unused => Err(Fault::DoubleFree { addr }),
+            },
+        }
+    }
+
+    /// A block of at least `size` bytes aligned to `align`. Small requests come from
+    /// the calling thread's pages; see [`ThreadHeap::alloc`](heap::ThreadHeap::alloc).
+    #[inline]
+    pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if size <= SMALL_LIMIT
+            && align <= MIN_ALIGN
+            && let Some(heap) = heap::current_or_new()
+        {
+            match heap.alloc(class_of(size)) {
+                Ok(Some(block)) => return NonNull::new(block),
+                Ok(None) => {}
+                Err(fault) => self.fail("malloc", fault),
+            }
+        }
+        self.fallback.with(|state| state.heap.alloc(size, align))
+    }
+
+    /// Like [`ThreadHeaps::alloc`], zeroed.
+    pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
+        if size <= SMALL_LIMIT {
+            let block = self.alloc(size, MIN_ALIGN)?;
+            // SAFETY: the block is ours to give and at least `size` bytes long.
+            unsafe { block.as_ptr().write_bytes(0, size) };
+            return Some(block);
+        }
+        self.fallback.with(|state| state.heap.alloc_zeroed(size))
+    }
+
+    /// Frees `ptr`: the owner's path (no lock, no atomic), another thread's path (one
+    /// compare-and-swap), or the fallback heap's.
+    #[inline]
+    pub fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        let addr = ptr.as_ptr() as usize;
+        match Self::block_at(addr)? {
+            Block::Fallback => self.fallback.with(|state| state.heap.free(ptr)),
+            Block::Small(page, index) => {
+                if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
+                    if index >= page.bump.get() as usize {
+                        return Err(Fault::InvalidPointer {
+                            addr,
+                            why: "a block never handed out",
+                        });
+                    }
+                    if page.free_local(addr, index)?
+                        && let Some(heap) = heap::current()
+                    {
+                        heap.page_emptied(page);
+                    }
+                    Ok(())
+                } else {
+                    page.free_remote(addr, index)
+                }
+            }
+        }
+    }
+
+    /// Bytes usable at `ptr`: its class's size, for a small block.
+    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        match Self::block_at(addr)? {
+            Block::Fallback => self.fallback.with(|state| state.heap.usable_size(ptr)),
+            Block::Small(page, index) => {
+                if !page.is_allocated(index) {
+                    return Err(Fault::InvalidPointer {
+                        addr,
+                        why: "a block that is not allocated",
+                    });
+                }
+                Ok(page.block_size.load(Ordering::Relaxed) as usize)
+            }
+        }
+    }
+
+    /// Resizes: a small block stays put while the new size still fits its class and
+    /// uses at least half of it; otherwise allocate, copy, free. A fallback block is
+    /// resized by the fallback heap.
+    pub fn realloc(&self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        if let Block::Fallback = Self::block_at(addr)? {
+            return self.fallback.with(|state| state.heap.realloc(ptr, size));
+        }
+        let old_size = self.usable_size(ptr)?;
+        if size <= old_size && size > old_size / 2 {
+            return Ok(Some(ptr));
+        }
+        let Some(new) = self.alloc(size, MIN_ALIGN) else {
+            return Ok(None);
+        };
+        // SAFETY: both blocks are live and distinct, at least `min(old_size, size)` long.
+        unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_size.min(size)) };
+        self.free(ptr)?;
+        Ok(Some(new))
+    }
+
+    /// Reports `fault`, found during `operation`, naming the address the way the heap
+    /// that owns it does, and exits.
+    pub fn fail(&self, operation: &str, fault: Fault) -> ! {
+        let addr = match fault {
+            Fault::DoubleFree { addr }
+            | Fault::InvalidPointer { addr, .. }
+            | Fault::Corruption { addr, .. } => addr,
+        };
+        let location = match locate_in_segments(addr) {
+            Some(location) => location,
+            None => self.fallback.with(|state| state.heap.locate(addr)),
+        };
+        write_fault(fault, operation, location)
+    }
+
+    /// Checks the calling thread's heap, every abandoned heap, and the fallback heap.
+    /// Other live threads' heaps are theirs to check: their lists change under us.
+    pub fn check(&self) -> Result<(), Fault> {
+        if let Some(heap) = heap::current() {
+            heap.check()?;
+        }
+        {
+            let _guard = heap::HEAP_LOCK.acquire();
+            for heap in &heap::HEAPS {
+                if heap.state_name() == Some("abandoned") {
+                    heap.check()?;
+                }
+            }
+        }
+        self.fallback.with(|state| state.heap.check())
+    }
+
+    /// Writes the per-thread heaps (the caller's and abandoned ones in full, with one
+    /// line per page; other threads' by name), the pool, then the fallback heap's
+    /// blocks and the combined stats.
+    pub fn dump(&self, out: &mut Out) {
+        let _ = writeln!(out, "=== heap dump: thread-heaps ===");
+        let mine = heap::current().map(|h| h as *const heap::ThreadHeap);
+        {
+            let _guard = heap::HEAP_LOCK.acquire();
+            for (index, heap) in heap::HEAPS.iter().enumerate() {
+                let Some(state) = heap.state_name() else {
+                    continue;
+                };
+                let is_mine = mine.is_some_and(|m| core::ptr::eq(m, heap));
+                let who = if is_mine {
+                    "this thread"
+                } else {
+                    "another thread"
+                };
+                let readable = is_mine || state != "owned";
+                if state == "owned" {
+                    let _ = writeln!(out, "[THREAD HEAP {} owned by {who}]", index + 1);
+                } else {
+                    let _ = writeln!(out, "[THREAD HEAP {} {state}]", index + 1);
+                }
+                if readable {
+                    heap.for_each_page(|page| Self::dump_page(page, out));
+                }
+            }
+        }
+        let (pages, resident) = heap::POOL.counts();
+        let _ = writeln!(out, "[POOL {pages} empty pages, {resident} kept resident]");
+        self.fallback.with(|state| state.heap.dump_blocks(out));
+        let stats = self.stats();
+        let _ = writeln!(
+            out,
+            "[stats] used {} blocks / {} bytes, free {} blocks / {} bytes",
+            stats.used_blocks, stats.used_bytes, stats.free_blocks, stats.free_bytes
+        );
+    }
+
+    fn dump_page(page: &Page, out: &mut Out) {
+        let size = page.block_size.load(Ordering::Relaxed) as usize;
+        let location = locate_in_segments(page.start.get()).unwrap_or(Location::Outside(0));
+        let free = page.bump.get() - page.used.get();
+        let never = page.capacity.get() - page.bump.get();
+        let _ = writeln!(
+            out,
+            "[PAGE {location} class {size} B: {} used, {free} free, {never} never used, {} remote frees waiting]",
+            page.used.get(),
+            if page.thread_free.load(Ordering::Relaxed).is_null() {
+                "no"
+            } else {
+                "some"
+            },
+        );
+    }
+
+    /// Byte counts: the calling thread's pages (blocks used and free, in whole blocks)
+    /// plus the fallback heap's.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.fallback.with(|state| state.heap.stats());
+        if let Some(heap) = heap::current() {
+            heap.for_each_page(|page| {
+                let size = page.block_size.load(Ordering::Relaxed) as usize;
+                let used = page.used.get() as usize;
+                let free = page.capacity.get() as usize - used;
+                stats.used_blocks += used;
+                stats.used_bytes += used * size;
+                stats.free_blocks += free;
+                stats.free_bytes += free * size;
+                stats.largest_free = stats.largest_free.max(if free > 0 { size } else { 0 });
+            });
+        }
+        stats
+    }
+
+    /// The fallback heap, for the calls this layer does not change (`mallopt`).
+    pub fn fallback(&self) -> &Global<F> {
+        &self.fallback
+    }
+
+    /// `fork` handlers: the heaps' lock and the pool's, then the fallback's.
+    pub fn before_fork(&self) {
+        heap::before_fork();
+        self.fallback.before_fork();
+    }
+    pub fn after_fork_in_parent(&self) {
+        self.fallback.after_fork_in_parent();
+        heap::after_fork_in_parent();
+    }
+    pub fn after_fork_in_child(&self) {
+        self.fallback.after_fork_in_child();
+        heap::after_fork_in_child();
+    }
+}
+
+impl<F: Heap> Default for ThreadHeaps<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Pages are `PAGE_SIZE` bytes; exposed for the chapter's pictures and the tests.
+pub const PAGE_BYTES: usize = PAGE_SIZE;
+
+#[cfg(test)]
+mod tests;
