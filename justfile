@@ -63,7 +63,10 @@ _phase number action *args:
         echo "just: phase $number is not in this tree yet (no phases/phase$number-*/)" >&2
         exit 2
     fi
+    # The folder holds the policy library (its own package name) and, in preload/,
+    # the .so's package, named like the folder.
     package=$(basename "$(dirname "${crates[0]}")")
+    policy=$(sed -n 's/^name = "\(.*\)"$/\1/p' "${crates[0]}" | head -n 1)
     target=${CARGO_TARGET_DIR:-target}
     case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
     lib="$target/release/lib${package//-/_}.so"
@@ -79,7 +82,7 @@ _phase number action *args:
     }
     case "$action" in
         test)
-            show cargo test -p "$package"
+            show cargo test -p "$policy"
             # The harness's integration tests (tests/*.rs) name each test after its
             # phase. Only those: a binary's own test target would take the filter
             # as its arguments.

@@ -7,8 +7,9 @@
 //! 3. [`heap`]: `alloc` (first fit, then grow the heap), `free`, the heap check.
 //!
 //! Everything that is not allocation policy (the exported C functions, the lock, the
-//! OS calls, printing) comes from `preload-kit`; the last line of this file turns
-//! [`heap::FreeListHeap`] into `malloc`, `free` and the rest of the family.
+//! OS calls, printing) comes from `preload-kit`. This package is the policy alone, a
+//! library; the package in `preload/` hands [`heap::FreeListHeap`] to the kit, which
+//! turns it into `malloc`, `free` and the rest of the family.
 //!
 //! Chapter: `docs/src/ch01-sbrk-freelist.md`.
 
@@ -19,5 +20,3 @@ pub mod free_list;
 pub mod heap;
 
 pub use heap::FreeListHeap;
-
-preload_kit::export_malloc!(FreeListHeap);

@@ -1,5 +1,10 @@
 //! The free list: every free block, doubly linked through its first two payload words.
 //!
+//! The heap reaches it only through [`FreeIndex`], what splitting, coalescing, trimming
+//! and `realloc` need from *any* way of finding free blocks; [`FreeList`] is phase 2's.
+//! A later phase can index the same free blocks differently (bins by size) and keep the
+//! rest of the heap unchanged.
+//!
 //! Phase 1's list was singly linked: taking a block out meant finding its predecessor,
 //! which first fit did anyway as it walked. Coalescing takes out a *neighbour in the
 //! heap*, reached through the boundary tags rather than by walking the list, so each
@@ -15,7 +20,49 @@
 //! at once, so a program holding many small free blocks that asks again and again for
 //! a large one does not walk them all each time.
 
+use preload_kit::Fault;
+
 use crate::block::Block;
+
+/// How the heap finds its free blocks. Every block handed to these methods is a free
+/// block of the heap (header intact and saying free) unless a method says otherwise.
+///
+/// Generic, not `dyn`: the heap is compiled once per index, so a call through this
+/// trait costs what a call to [`FreeList`]'s own method does.
+pub trait FreeIndex {
+    /// An index of no blocks.
+    fn new() -> Self;
+
+    /// Adds `block`, which is not indexed yet.
+    fn insert(&mut self, block: Block);
+
+    /// Takes the indexed `block` out. Its header still holds the size it was indexed
+    /// with.
+    fn remove(&mut self, block: Block);
+
+    /// Puts `new` in the place of the indexed `old` and takes `old` out (`old`'s
+    /// header still holds its size). `new`'s first payload words must not overlap
+    /// `old`'s.
+    fn replace(&mut self, old: Block, new: Block);
+
+    /// The indexed `block` has grown in place (merged with a neighbour) from
+    /// `old_size` bytes to the size its header now holds.
+    fn grew(&mut self, block: Block, old_size: usize);
+
+    /// An indexed block of at least `size` bytes. It stays indexed: the caller takes it
+    /// out whole ([`FreeIndex::remove`]) or splits it ([`FreeIndex::replace`]).
+    fn find_fit(&mut self, size: usize) -> Option<Block>;
+
+    /// For the heap check: calls `is_free_block` on every indexed block (it checks
+    /// that the block is a free block of the heap before anything reads it), checks the
+    /// index's own invariants on the way, and stops with a fault when more than
+    /// `max_blocks` are indexed (a loop, or a block held twice).
+    fn check_each(
+        &self,
+        max_blocks: usize,
+        is_free_block: impl FnMut(Block) -> Result<(), Fault>,
+    ) -> Result<(), Fault>;
+}
 
 pub struct FreeList {
     head: Option<Block>,
@@ -23,20 +70,7 @@ pub struct FreeList {
     size_bound: usize,
 }
 
-impl Default for FreeList {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl FreeList {
-    pub const fn new() -> Self {
-        FreeList {
-            head: None,
-            size_bound: 0,
-        }
-    }
-
     pub fn head(&self) -> Option<Block> {
         self.head
     }
@@ -45,20 +79,29 @@ impl FreeList {
     pub fn size_bound(&self) -> usize {
         self.size_bound
     }
+}
+
+impl FreeIndex for FreeList {
+    fn new() -> Self {
+        FreeList {
+            head: None,
+            size_bound: 0,
+        }
+    }
 
     /// Puts a free block at the front of the list.
-    pub fn push(&mut self, block: Block) {
+    fn insert(&mut self, block: Block) {
         block.set_prev_in_list(None);
         block.set_next_in_list(self.head);
         if let Some(head) = self.head {
             head.set_prev_in_list(Some(block));
         }
         self.head = Some(block);
-        self.grew(block);
+        self.size_bound = self.size_bound.max(block.size());
     }
 
     /// Takes `block`, which must be on this list, out of it: O(1), through its links.
-    pub fn unlink(&mut self, block: Block) {
+    fn remove(&mut self, block: Block) {
         let prev = block.prev_in_list();
         let next = block.next_in_list();
         match prev {
@@ -72,7 +115,7 @@ impl FreeList {
 
     /// Puts the free block `new` where `old` (on the list) is, and takes `old` off.
     /// `new`'s links must not overlap `old`'s.
-    pub fn replace(&mut self, old: Block, new: Block) {
+    fn replace(&mut self, old: Block, new: Block) {
         let prev = old.prev_in_list();
         let next = old.next_in_list();
         new.set_prev_in_list(prev);
@@ -84,18 +127,16 @@ impl FreeList {
         if let Some(next) = next {
             next.set_prev_in_list(Some(new));
         }
-        self.grew(new);
+        self.size_bound = self.size_bound.max(new.size());
     }
 
-    /// Records that the listed `block` has grown in place (merged with a neighbour).
-    pub fn grew(&mut self, block: Block) {
+    /// Records that the listed `block` has grown in place: it keeps its place.
+    fn grew(&mut self, block: Block, _old_size: usize) {
         self.size_bound = self.size_bound.max(block.size());
     }
 
-    /// First fit: the first block, in list order, of at least `size` bytes. It stays on
-    /// the list; the caller takes it off whole ([`FreeList::unlink`]) or splits it
-    /// ([`FreeList::replace`]).
-    pub fn first_fit(&mut self, size: usize) -> Option<Block> {
+    /// First fit: the first block, in list order, of at least `size` bytes.
+    fn find_fit(&mut self, size: usize) -> Option<Block> {
         if size > self.size_bound {
             return None;
         }
@@ -110,5 +151,43 @@ impl FreeList {
         }
         self.size_bound = largest;
         None
+    }
+
+    /// The list's own invariants: its links agree both ways (`b.next.prev == b`, and
+    /// the head has no `prev`), and no block is larger than `size_bound`.
+    fn check_each(
+        &self,
+        max_blocks: usize,
+        mut is_free_block: impl FnMut(Block) -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        let mut listed = 0;
+        let mut previous: Option<Block> = None;
+        let mut entry = self.head;
+        while let Some(block) = entry {
+            is_free_block(block)?;
+            let addr = block.addr();
+            if block.size() > self.size_bound {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free block larger than the free list's size bound",
+                });
+            }
+            if block.prev_in_list() != previous {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list links disagree (next and prev)",
+                });
+            }
+            listed += 1;
+            if listed > max_blocks {
+                return Err(Fault::Corruption {
+                    addr,
+                    what: "free list loops or holds a block twice",
+                });
+            }
+            previous = Some(block);
+            entry = block.next_in_list();
+        }
+        Ok(())
     }
 }

@@ -23,7 +23,7 @@ use preload_kit::arena::{Arena, Growth, Region};
 use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
 
 use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
-use crate::free_list::FreeList;
+use crate::free_list::{FreeIndex, FreeList};
 
 /// Free memory at the top of the heap beyond this many bytes goes back to the OS:
 /// glibc's default `M_TRIM_THRESHOLD`. `MALLOC_TRIM_THRESHOLD_` and `mallopt` change it.
@@ -44,9 +44,11 @@ pub const FREED_BLOCK: &str = "the block was freed";
 /// `mallopt`'s parameter number for the trim threshold (glibc's `M_TRIM_THRESHOLD`).
 pub const M_TRIM_THRESHOLD: i32 = -1;
 
-pub struct SplitCoalesceHeap {
+/// The heap, generic over how it finds free blocks (see [`FreeIndex`]): phase 2 uses
+/// one [`FreeList`]; a later phase can bring another index and keep everything here.
+pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     arena: Arena,
-    free_list: FreeList,
+    free_list: L,
     /// See [`DEFAULT_TRIM_THRESHOLD`]; `usize::MAX` never trims.
     trim_threshold: usize,
     /// Set by `MALLOC_TRIM_THRESHOLD_` or `mallopt`: then the threshold never moves.
@@ -61,14 +63,14 @@ pub struct SplitCoalesceHeap {
     free_bytes: usize,
 }
 
-impl SplitCoalesceHeap {
+impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// An empty heap whose arena grows as `growth` says: `BrkOnly` when preloaded as
     /// phase 2, `BrkThenMmap` inside phase 3, `MmapOnly` in unit tests (whose process
     /// has another allocator moving the break).
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
         SplitCoalesceHeap {
             arena: Arena::new(growth),
-            free_list: FreeList::new(),
+            free_list: L::new(),
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
             trim_threshold_fixed: config.trim_threshold.is_some(),
             just_trimmed: false,
@@ -106,7 +108,7 @@ impl SplitCoalesceHeap {
     /// [`SplitCoalesceHeap::take`]; [`SplitCoalesceHeap::grow`] when nothing fits.
     /// `size` is a block size (see [`block_size_for`]).
     fn alloc_block(&mut self, size: usize) -> Option<Block> {
-        match self.free_list.first_fit(size) {
+        match self.free_list.find_fit(size) {
             Some(block) => Some(self.take(block, size)),
             None => self.grow(size),
         }
@@ -127,7 +129,7 @@ impl SplitCoalesceHeap {
             // PREV_FREE is clear; the block after `rest` still follows a free block.
             block.init_used(size, false);
         } else {
-            self.free_list.unlink(block);
+            self.free_list.remove(block);
             self.free_blocks -= 1;
             block.set_used(true);
             self.set_next_prev_free(block, false);
@@ -226,12 +228,13 @@ impl SplitCoalesceHeap {
         block.set_used(false);
         let next_free = next.filter(|next| next.is_free());
         let start = prev.unwrap_or(block);
-        let size = prev.map_or(0, Block::size) + freed + next_free.map_or(0, Block::size);
+        let prev_size = prev.map_or(0, Block::size);
+        let size = prev_size + freed + next_free.map_or(0, Block::size);
 
         if next.is_none() && self.is_newest(region) {
             // The merged block ends at the top of the heap: it goes back to the arena.
             if let Some(prev) = prev {
-                self.free_list.unlink(prev);
+                self.free_list.remove(prev);
                 self.free_blocks -= 1;
                 self.free_bytes -= prev.size();
             }
@@ -244,14 +247,14 @@ impl SplitCoalesceHeap {
         // Where the merged block goes on the list: where a listed neighbour already is.
         match (prev, next_free) {
             (None, None) => {
-                self.free_list.push(block);
+                self.free_list.insert(block);
                 self.free_blocks += 1;
             }
             (None, Some(next)) => self.free_list.replace(next, block),
-            (Some(prev), None) => self.free_list.grew(prev),
+            (Some(prev), None) => self.free_list.grew(prev, prev_size),
             (Some(prev), Some(next)) => {
-                self.free_list.unlink(next);
-                self.free_list.grew(prev);
+                self.free_list.remove(next);
+                self.free_list.grew(prev, prev_size);
                 self.free_blocks -= 1;
             }
         }
@@ -320,7 +323,7 @@ impl SplitCoalesceHeap {
         match next_neighbour(block, region)? {
             Some(next) if next.is_free() && next.size() >= extra => {
                 let after = next_neighbour(next, region)?;
-                self.free_list.unlink(next);
+                self.free_list.remove(next);
                 self.free_blocks -= 1;
                 self.free_bytes -= next.size();
                 let merged = block.size() + next.size();
@@ -500,7 +503,7 @@ fn fingerprint(addr: usize) -> u64 {
     x ^ (x >> 29)
 }
 
-impl Heap for SplitCoalesceHeap {
+impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
     const NAME: &'static str = "phase2-split-coalesce";
 
     fn new(config: &Config) -> Self {
@@ -610,11 +613,10 @@ impl Heap for SplitCoalesceHeap {
     ///    block's footer equals its size;
     /// 3. no two free blocks are neighbours (they would have merged), and no free block
     ///    ends at the newest region's top (it would have gone back into the top);
-    /// 4. the free list holds every free block exactly once: its links agree both ways
-    ///    (`b.next.prev == b`, and the head has no `prev`), it has exactly as many
+    /// 4. the free list holds every free block exactly once: it has exactly as many
     ///    entries as the heap has free blocks, and they are the same blocks (the sums
-    ///    of a hash of their addresses are equal: a set compared in O(1) memory);
-    ///    and none is larger than the list's `size_bound`;
+    ///    of a hash of their addresses are equal: a set compared in O(1) memory); the
+    ///    index checks its own invariants on the way ([`FreeIndex::check_each`]);
     /// 5. the running totals equal what the walk counted.
     fn check(&self) -> Result<(), Fault> {
         let mut seen = Stats::default();
@@ -661,9 +663,7 @@ impl Heap for SplitCoalesceHeap {
 
         let mut listed = 0;
         let mut listed_fingerprint = 0u64;
-        let mut previous: Option<Block> = None;
-        let mut entry = self.free_list.head();
-        while let Some(block) = entry {
+        self.free_list.check_each(seen.free_blocks, |block| {
             let addr = block.addr();
             let inside = self
                 .arena
@@ -681,29 +681,10 @@ impl Heap for SplitCoalesceHeap {
                     what: "free list holds a used block",
                 });
             }
-            if block.size() > self.free_list.size_bound() {
-                return Err(Fault::Corruption {
-                    addr,
-                    what: "free block larger than the free list's size bound",
-                });
-            }
-            if block.prev_in_list() != previous {
-                return Err(Fault::Corruption {
-                    addr,
-                    what: "free list links disagree (next and prev)",
-                });
-            }
             listed += 1;
-            if listed > seen.free_blocks {
-                return Err(Fault::Corruption {
-                    addr,
-                    what: "free list loops or holds a block twice",
-                });
-            }
             listed_fingerprint = listed_fingerprint.wrapping_add(fingerprint(addr));
-            previous = Some(block);
-            entry = block.next_in_list();
-        }
+            Ok(())
+        })?;
         let start = self.arena.regions().first().map_or(0, |r| r.start);
         if listed != seen.free_blocks {
             return Err(Fault::Corruption {
@@ -1199,7 +1180,7 @@ mod tests {
         ));
 
         let (mut heap, a, _, _) = setup();
-        heap.free_list.unlink(a);
+        heap.free_list.remove(a);
         assert!(matches!(
             heap.check(),
             Err(Fault::Corruption {
@@ -1263,7 +1244,7 @@ mod tests {
             trim_threshold: Some(1000),
             ..Config::DEFAULT
         };
-        let heap = SplitCoalesceHeap::with_growth(&config, Growth::MmapOnly);
+        let heap: SplitCoalesceHeap = SplitCoalesceHeap::with_growth(&config, Growth::MmapOnly);
         assert_eq!(heap.trim_threshold, 1000);
     }
 
@@ -1275,7 +1256,7 @@ mod tests {
             trim_threshold: Some(256 * 1024),
             ..Config::DEFAULT
         };
-        let mut heap = SplitCoalesceHeap::with_growth(&config, Growth::BrkOnly);
+        let mut heap: SplitCoalesceHeap = SplitCoalesceHeap::with_growth(&config, Growth::BrkOnly);
         let (Some(big), Some(small)) = (heap.alloc(1 << 20, MIN_ALIGN), heap.alloc(100, MIN_ALIGN))
         else {
             return 1;

@@ -17,12 +17,15 @@
 //! Read the files in this order:
 //!
 //! 1. [`block`]: the header, the footer and the flag bits, drawn once.
-//! 2. [`free_list`]: the doubly linked list of free blocks.
+//! 2. [`free_list`]: the doubly linked list of free blocks, and [`FreeIndex`], what the
+//!    heap needs from any way of finding free blocks.
 //! 3. [`heap`]: `alloc` (first fit, split), `free` (coalesce, give back the top),
 //!    `realloc`, and the heap check with its invariants.
 //!
-//! Phase 3 reuses these three files unchanged for its brk heap (with `#[path]`), so
-//! they name each other only as `crate::block`, `crate::free_list`, `crate::heap`.
+//! This package is the policy alone, a library: the package in `preload/` hands
+//! [`SplitCoalesceHeap`] to the kit, which exports it as `malloc` and the rest. Phase 3
+//! depends on this package and holds a `SplitCoalesceHeap` for its small blocks; a
+//! later phase can hold a `SplitCoalesceHeap<ItsOwnIndex>` instead.
 //!
 //! Chapter: `docs/src/ch02-split-coalesce.md`.
 
@@ -32,6 +35,5 @@ pub mod block;
 pub mod free_list;
 pub mod heap;
 
+pub use free_list::{FreeIndex, FreeList};
 pub use heap::SplitCoalesceHeap;
-
-preload_kit::export_malloc!(SplitCoalesceHeap);

@@ -47,8 +47,8 @@ use core::ptr::NonNull;
 
 use preload_kit::{Config, Fault, Heap, MIN_ALIGN, Out, libc, os};
 
-use crate::heap::{FREED_BLOCK, OUTSIDE_THE_HEAP};
 use crate::table::AddrTable;
+use split_coalesce::heap::{FREED_BLOCK, OUTSIDE_THE_HEAP};
 
 /// Bytes before the program's pointer: the check word and the leading canary. A
 /// multiple of 16, so the pointer stays 16-byte aligned.

@@ -23,9 +23,10 @@
 //! 5. This file: [`MmapDebugHeap`], the heap the `.so` exports: `MmapHeap`, with or
 //!    without the debug layer around it.
 //!
-//! **From phase 2, unchanged**: `block.rs`, `free_list.rs` and `heap.rs` are phase 2's
-//! own files, compiled into this crate with `#[path]` (not copied), so the brk heap here
-//! *is* phase 2's, and phase 2's unit tests run again in this crate's.
+//! **From phase 2, unchanged**: the brk heap is phase 2's `SplitCoalesceHeap`, from
+//! the `split-coalesce` package this one depends on, held as a field of [`MmapHeap`].
+//! This package is the policy alone, a library; the package in `preload/` hands
+//! [`MmapDebugHeap`] to the kit, which exports it as `malloc` and the rest.
 //!
 //! ## What the debug mode costs
 //!
@@ -51,13 +52,6 @@
 //! Chapter: `docs/src/ch03-mmap-debug.md`.
 
 #![cfg_attr(not(test), no_std)]
-
-#[path = "../../phase2-split-coalesce/src/block.rs"]
-pub mod block;
-#[path = "../../phase2-split-coalesce/src/free_list.rs"]
-pub mod free_list;
-#[path = "../../phase2-split-coalesce/src/heap.rs"]
-pub mod heap;
 
 pub mod debug;
 pub mod mappings;
@@ -168,8 +162,6 @@ impl Heap for MmapDebugHeap {
         self.heap.set_option(param, value)
     }
 }
-
-preload_kit::export_malloc!(MmapDebugHeap);
 
 #[cfg(test)]
 mod tests {

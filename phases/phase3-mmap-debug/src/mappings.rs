@@ -34,8 +34,8 @@ use core::ptr::NonNull;
 
 use preload_kit::{Fault, Out, os};
 
-use crate::heap::OUTSIDE_THE_HEAP;
 use crate::table::AddrTable;
+use split_coalesce::heap::OUTSIDE_THE_HEAP;
 
 /// How many unmapped blocks are remembered for reporting double frees. Older ones are
 /// forgotten: a double free that late is reported as a pointer that is not ours.

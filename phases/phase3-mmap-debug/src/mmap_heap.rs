@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   malloc(size)
-//!     size <  threshold  ->  phase 2's heap (crate::heap): split, coalesce, trim;
+//!     size <  threshold  ->  phase 2's heap (split_coalesce): split, coalesce, trim;
 //!                            grown with sbrk, then with mmap-backed regions when sbrk
 //!                            fails (Growth::BrkThenMmap)
 //!     size >= threshold  ->  its own mapping (crate::mappings), unmapped by free
@@ -27,8 +27,8 @@ use core::ptr::NonNull;
 use preload_kit::arena::Growth;
 use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
 
-use crate::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
 use crate::mappings::Mappings;
+use split_coalesce::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
 /// `M_MMAP_THRESHOLD`). `MALLOC_MMAP_THRESHOLD_` and `mallopt` change it.
