@@ -8,6 +8,7 @@
 
 mod api;
 mod behaviour;
+mod heaps;
 mod mapped;
 mod threads;
 
@@ -40,6 +41,10 @@ const PROBES: &[Probe] = &[
     ("underflow", mapped::underflow),
     ("mmap-double-free", mapped::mmap_double_free),
     ("mmap-interior-free", mapped::mmap_interior_free),
+    ("thread-scaling", heaps::thread_scaling),
+    ("remote-free", heaps::remote_free),
+    ("thread-exit", heaps::thread_exit),
+    ("dlopen-tls", heaps::dlopen_tls),
 ];
 
 fn main() -> ExitCode {
