@@ -382,3 +382,77 @@ fn realloc_keeps_contents_and_stays_put_within_the_class() {
     );
     HEAPS.free(c).unwrap();
 }
+
+/// Forks while four threads allocate and free (calling the fork handlers as
+/// `pthread_atfork` would): the child allocates and frees small and large blocks,
+/// frees a block its parent's other thread allocated, and checks its own heap.
+#[test]
+fn a_child_forked_while_threads_allocate_can_allocate() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Blocks>();
+    let busy: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = stop.clone();
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let block = alloc(1 + (n * 31 + t) % 3000);
+                    if n % 1000 == 0 {
+                        let _ = tx.send(Blocks(std::vec![block]));
+                    } else {
+                        HEAPS.free(block).unwrap();
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let from_another_thread = rx.recv().unwrap().0[0];
+    for _ in 0..20 {
+        HEAPS.before_fork();
+        // SAFETY: the child only uses the allocator under test (no std allocation, no
+        // locks of the test harness) and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            HEAPS.after_fork_in_child();
+            let ok = (|| {
+                let blocks: Vec<_> = (0..2000)
+                    .map(|i| HEAPS.alloc(1 + i * 7 % 9000, MIN_ALIGN))
+                    .collect();
+                if blocks.iter().any(Option::is_none) {
+                    return false;
+                }
+                for block in blocks.into_iter().flatten() {
+                    if HEAPS.free(block).is_err() {
+                        return false;
+                    }
+                }
+                HEAPS.free(from_another_thread).is_ok() && HEAPS.check().is_ok()
+            })();
+            // SAFETY: ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        HEAPS.after_fork_in_parent();
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in busy {
+        thread.join().unwrap();
+    }
+    HEAPS.free(from_another_thread).unwrap();
+    while let Ok(blocks) = rx.try_recv() {
+        for block in blocks.0 {
+            HEAPS.free(block).unwrap();
+        }
+    }
+}
