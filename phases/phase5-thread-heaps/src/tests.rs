@@ -400,7 +400,7 @@ fn a_child_forked_while_threads_allocate_can_allocate() {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let block = alloc(1 + (n * 31 + t) % 3000);
-                    if n % 1000 == 0 {
+                    if n.is_multiple_of(1000) {
                         let _ = tx.send(Blocks(std::vec![block]));
                     } else {
                         HEAPS.free(block).unwrap();
