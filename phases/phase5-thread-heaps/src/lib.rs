@@ -142,7 +142,7 @@ impl<F: Heap> ThreadHeaps<F> {
 
     /// A block of at least `size` bytes aligned to `align`. Small requests come from
     /// the calling thread's pages; see [`ThreadHeap::alloc`](heap::ThreadHeap::alloc).
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if size <= SMALL_LIMIT
             && align <= MIN_ALIGN
@@ -154,7 +154,21 @@ impl<F: Heap> ThreadHeaps<F> {
                 Err(fault) => self.fail("malloc", fault),
             }
         }
+        self.alloc_fallback(size, align)
+    }
+
+    /// [`ThreadHeaps::alloc`]'s way out for what pages do not serve, out of line.
+    #[inline(never)]
+    fn alloc_fallback(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         self.fallback.with(|state| state.heap.alloc(size, align))
+    }
+
+    /// [`ThreadHeaps::free`]'s way out for blocks not in a page, out of line.
+    #[inline(never)]
+    fn free_fallback(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        // `free` keeps errno; the fallback may make system calls.
+        let _errno = preload_kit::os::KeepErrno::new();
+        self.fallback.with(|state| state.heap.free(ptr))
     }
 
     /// Like [`ThreadHeaps::alloc`], zeroed.
@@ -170,22 +184,18 @@ impl<F: Heap> ThreadHeaps<F> {
 
     /// Frees `ptr`: the owner's path (no lock, no atomic), another thread's path (one
     /// compare-and-swap), or the fallback heap's.
-    #[inline]
+    #[inline(always)]
     pub fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
         let addr = ptr.as_ptr() as usize;
         match Self::block_at(addr)? {
-            Block::Fallback => self.fallback.with(|state| state.heap.free(ptr)),
+            Block::Fallback => self.free_fallback(ptr),
             Block::Small(page, index) => {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
-                    if index >= page.bump.get() as usize {
-                        return Err(Fault::InvalidPointer {
-                            addr,
-                            why: "a block never handed out",
-                        });
-                    }
                     if page.free_local(addr, index)?
                         && let Some(heap) = heap::current()
                     {
+                        // Giving a page back may call madvise: keep errno.
+                        let _errno = preload_kit::os::KeepErrno::new();
                         heap.page_emptied(page);
                     }
                     Ok(())
@@ -309,11 +319,10 @@ impl<F: Heap> ThreadHeaps<F> {
     fn dump_page(page: &Page, out: &mut Out) {
         let size = page.block_size.load(Ordering::Relaxed) as usize;
         let location = locate_in_segments(page.start.get()).unwrap_or(Location::Outside(0));
-        let free = page.bump.get() - page.used.get();
-        let never = page.capacity.get() - page.bump.get();
+        let free = page.capacity.get() - page.used.get();
         let _ = writeln!(
             out,
-            "[PAGE {location} class {size} B: {} used, {free} free, {never} never used, {} remote frees waiting]",
+            "[PAGE {location} class {size} B: {} used, {free} free, {} remote frees waiting]",
             page.used.get(),
             if page.thread_free.load(Ordering::Relaxed).is_null() {
                 "no"

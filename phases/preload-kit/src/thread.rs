@@ -117,22 +117,29 @@ impl<const N: usize> ThreadTable<N> {
         (thread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - N.trailing_zeros())) & (N - 1)
     }
 
-    /// The slot `thread` claimed, if any. Scans the whole table on a miss (slots are
-    /// freed without tombstones, so an empty slot does not end the search): a thread
-    /// misses once, before it claims.
+    /// The slot `thread` claimed, if any: usually its home slot, checked inline; else
+    /// [`ThreadTable::search`].
     #[inline(always)]
     fn slot_of(&self, thread: usize) -> Option<&Slot> {
-        let home = Self::home(thread);
-        for step in 0..N {
-            // The index is masked to the table's size: it cannot panic.
-            let slot = &self.slots[(home + step) & (N - 1)];
-            // Relaxed: only `thread` itself ever stores its own pointer here (in
-            // `insert`), so if it is here, this thread put it there and sees it.
-            if slot.thread.load(Ordering::Relaxed) == thread {
-                return Some(slot);
-            }
+        // The index is masked to the table's size: it cannot panic.
+        let home = &self.slots[Self::home(thread)];
+        // Relaxed: only `thread` itself ever stores its own pointer here (in `set`), so
+        // if it is here, this thread put it there and sees it.
+        if home.thread.load(Ordering::Relaxed) == thread {
+            return Some(home);
         }
-        None
+        self.search(thread)
+    }
+
+    /// Scans the whole table (slots are freed without tombstones, so an empty slot does
+    /// not end the search): a thread whose home slot was taken, or that has no entry
+    /// yet (it misses once, before it claims).
+    #[cold]
+    fn search(&self, thread: usize) -> Option<&Slot> {
+        let home = Self::home(thread);
+        (1..N)
+            .map(|step| &self.slots[(home + step) & (N - 1)])
+            .find(|slot| slot.thread.load(Ordering::Relaxed) == thread)
     }
 
     /// The calling thread's value, if it has one.
