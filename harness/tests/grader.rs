@@ -447,24 +447,18 @@ fn phase1_a_crate_folder_is_built_and_graded() {
     // broken/no-double-free-check as a crate of its own, outside the workspace.
     let source =
         std::fs::read_to_string(root.join("harness/broken/no-double-free-check/src/lib.rs"))
-            .unwrap()
-            .replace(
-                "../../../../phases/",
-                &format!("{}/phases/", root.display()),
-            )
-            .replace(
-                "../../phase1_with_a_defect.rs",
-                &format!("{}/harness/broken/phase1_with_a_defect.rs", root.display()),
-            );
+            .unwrap();
     std::fs::write(student.join("src/lib.rs"), source).unwrap();
     std::fs::write(
         student.join("Cargo.toml"),
         format!(
             "[package]\nname = \"carol-malloc\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
              [lib]\ncrate-type = [\"cdylib\"]\n\n\
-             [dependencies]\npreload-kit = {{ path = \"{}/phases/preload-kit\" }}\n\n\
+             [dependencies]\npreload-kit = {{ path = \"{root}/phases/preload-kit\" }}\n\
+             sbrk-freelist = {{ path = \"{root}/phases/phase1-sbrk-freelist\" }}\n\
+             broken-frame = {{ path = \"{root}/harness/broken/frame\" }}\n\n\
              [profile.release]\npanic = \"abort\"\n\n[workspace]\n",
-            root.display()
+            root = root.display()
         ),
     )
     .unwrap();

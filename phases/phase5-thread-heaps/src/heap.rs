@@ -131,7 +131,7 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     }
     THREADS.remove();
     if let Err(fault) = heap.give_back_empty_pages() {
-        crate::report(fault, "free");
+        crate::report_in_pages(fault, "free");
     }
     release(heap);
 }

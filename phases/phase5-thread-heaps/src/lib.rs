@@ -43,7 +43,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use preload_kit::thread::thread_pointer;
-use preload_kit::{Fault, Global, Heap, Location, MIN_ALIGN, Out, Stats, report};
+use preload_kit::{
+    Fault, Heap, Location, Locked, MIN_ALIGN, Out, SharedAllocator, Stats, abi, report,
+};
 
 use page::{BlockOf, PAGE_SIZE, Page};
 use segment::{Owner, SEGMENT_SIZE};
@@ -57,9 +59,9 @@ fn locate_in_segments(addr: usize) -> Option<Location> {
         .map(|(number, offset)| Location::Heap((number - 1) * SEGMENT_SIZE + offset))
 }
 
-/// Reports a fault found in the pages (no fallback heap needed to name the address)
-/// in the kit's words, and exits with the documented code.
-pub fn report(fault: Fault, operation: &str) -> ! {
+/// Reports a fault found in the pages where no allocator value is at hand (a thread's
+/// exit notification), in the kit's words, and exits with the documented code.
+pub fn report_in_pages(fault: Fault, operation: &str) -> ! {
     let addr = match fault {
         Fault::DoubleFree { addr }
         | Fault::InvalidPointer { addr, .. }
@@ -100,7 +102,7 @@ fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
 /// rest. Every method takes `&self`: it is meant to live in a `static` and be called
 /// from any thread at once.
 pub struct ThreadHeaps<F> {
-    fallback: Global<F>,
+    fallback: Locked<F>,
 }
 
 /// What a pointer turned out to be.
@@ -114,7 +116,7 @@ enum Block {
 impl<F: Heap> ThreadHeaps<F> {
     pub const fn new() -> Self {
         ThreadHeaps {
-            fallback: Global::new(),
+            fallback: Locked::new(),
         }
     }
 
@@ -151,7 +153,7 @@ impl<F: Heap> ThreadHeaps<F> {
             match heap.alloc(class_of(size)) {
                 Ok(Some(block)) => return NonNull::new(block),
                 Ok(None) => {}
-                Err(fault) => self.fail("malloc", fault),
+                Err(fault) => report::fail(self, "malloc", fault),
             }
         }
         self.alloc_fallback(size, align)
@@ -160,7 +162,7 @@ impl<F: Heap> ThreadHeaps<F> {
     /// [`ThreadHeaps::alloc`]'s way out for what pages do not serve, out of line.
     #[inline(never)]
     fn alloc_fallback(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.fallback.with(|state| state.heap.alloc(size, align))
+        self.fallback.alloc(size, align)
     }
 
     /// [`ThreadHeaps::free`]'s way out for blocks not in a page, out of line.
@@ -168,7 +170,7 @@ impl<F: Heap> ThreadHeaps<F> {
     fn free_fallback(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
         // `free` keeps errno; the fallback may make system calls.
         let _errno = preload_kit::os::KeepErrno::new();
-        self.fallback.with(|state| state.heap.free(ptr))
+        self.fallback.free(ptr)
     }
 
     /// Like [`ThreadHeaps::alloc`], zeroed.
@@ -179,7 +181,7 @@ impl<F: Heap> ThreadHeaps<F> {
             unsafe { block.as_ptr().write_bytes(0, size) };
             return Some(block);
         }
-        self.fallback.with(|state| state.heap.alloc_zeroed(size))
+        self.fallback.alloc_zeroed(size)
     }
 
     /// Frees `ptr`: the owner's path (no lock, no atomic), another thread's path (one
@@ -210,7 +212,7 @@ impl<F: Heap> ThreadHeaps<F> {
     pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault> {
         let addr = ptr.as_ptr() as usize;
         match Self::block_at(addr)? {
-            Block::Fallback => self.fallback.with(|state| state.heap.usable_size(ptr)),
+            Block::Fallback => self.fallback.usable_size(ptr),
             Block::Small(page, index) => {
                 if !page.is_allocated(index) {
                     return Err(Fault::InvalidPointer {
@@ -229,7 +231,7 @@ impl<F: Heap> ThreadHeaps<F> {
     pub fn realloc(&self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
         let addr = ptr.as_ptr() as usize;
         if let Block::Fallback = Self::block_at(addr)? {
-            return self.fallback.with(|state| state.heap.realloc(ptr, size));
+            return self.fallback.realloc(ptr, size);
         }
         let old_size = self.usable_size(ptr)?;
         if size <= old_size && size > old_size / 2 {
@@ -242,21 +244,6 @@ impl<F: Heap> ThreadHeaps<F> {
         unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_size.min(size)) };
         self.free(ptr)?;
         Ok(Some(new))
-    }
-
-    /// Reports `fault`, found during `operation`, naming the address the way the heap
-    /// that owns it does, and exits.
-    pub fn fail(&self, operation: &str, fault: Fault) -> ! {
-        let addr = match fault {
-            Fault::DoubleFree { addr }
-            | Fault::InvalidPointer { addr, .. }
-            | Fault::Corruption { addr, .. } => addr,
-        };
-        let location = match locate_in_segments(addr) {
-            Some(location) => location,
-            None => self.fallback.with(|state| state.heap.locate(addr)),
-        };
-        write_fault(fault, operation, location)
     }
 
     /// Checks the calling thread's heap, every abandoned heap, and the fallback heap.
@@ -273,7 +260,7 @@ impl<F: Heap> ThreadHeaps<F> {
                 }
             }
         }
-        self.fallback.with(|state| state.heap.check())
+        self.fallback.check()
     }
 
     /// Writes the per-thread heaps (the caller's and abandoned ones in full, with one
@@ -307,13 +294,8 @@ impl<F: Heap> ThreadHeaps<F> {
         }
         let (pages, resident) = heap::POOL.counts();
         let _ = writeln!(out, "[POOL {pages} empty pages, {resident} kept resident]");
-        self.fallback.with(|state| state.heap.dump_blocks(out));
-        let stats = self.stats();
-        let _ = writeln!(
-            out,
-            "[stats] used {} blocks / {} bytes, free {} blocks / {} bytes",
-            stats.used_blocks, stats.used_bytes, stats.free_blocks, stats.free_bytes
-        );
+        self.fallback.with(|heap| heap.dump_blocks(out));
+        abi::write_stats(&self.stats(), out);
     }
 
     fn dump_page(page: &Page, out: &mut Out) {
@@ -335,7 +317,7 @@ impl<F: Heap> ThreadHeaps<F> {
     /// Byte counts: the calling thread's pages (blocks used and free, in whole blocks)
     /// plus the fallback heap's.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.fallback.with(|state| state.heap.stats());
+        let mut stats = self.fallback.stats();
         if let Some(heap) = heap::current() {
             heap.for_each_page(|page| {
                 let size = page.block_size.load(Ordering::Relaxed) as usize;
@@ -350,22 +332,61 @@ impl<F: Heap> ThreadHeaps<F> {
         }
         stats
     }
+}
 
-    /// The fallback heap, for the calls this layer does not change (`mallopt`).
-    pub fn fallback(&self) -> &Global<F> {
-        &self.fallback
+/// What the kit exports (`export_malloc!(ThreadHeaps<…>)`): every method forwards to
+/// the inherent one of the same name, or to the fallback heap.
+impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
+    const NEW: Self = Self::new();
+    const CHECK_IN_DEBUG_MODE: bool = F::CHECK_IN_DEBUG_MODE;
+
+    #[inline(always)]
+    fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        ThreadHeaps::alloc(self, size, align)
     }
-
-    /// `fork` handlers: the heaps' lock and the pool's, then the fallback's.
-    pub fn before_fork(&self) {
+    fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
+        ThreadHeaps::alloc_zeroed(self, size)
+    }
+    #[inline(always)]
+    fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        ThreadHeaps::free(self, ptr)
+    }
+    fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        ThreadHeaps::usable_size(self, ptr)
+    }
+    fn realloc(&self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        ThreadHeaps::realloc(self, ptr, size)
+    }
+    fn set_option(&self, param: i32, value: i32) -> bool {
+        self.fallback.set_option(param, value)
+    }
+    /// Inside our segments, an offset in them laid end to end; elsewhere the fallback
+    /// heap's answer.
+    fn locate(&self, addr: usize) -> Location {
+        locate_in_segments(addr).unwrap_or_else(|| self.fallback.locate(addr))
+    }
+    fn dump(&self, out: &mut Out) {
+        ThreadHeaps::dump(self, out)
+    }
+    fn stats(&self) -> Stats {
+        ThreadHeaps::stats(self)
+    }
+    fn check(&self) -> Result<(), Fault> {
+        ThreadHeaps::check(self)
+    }
+    /// The heaps' lock and the pool's, then the fallback's: after this no thread can
+    /// change a heap's owner, move a page, or be inside the fallback. A thread may still
+    /// be on its own fast path; the child gives such heaps up (see
+    /// [`heap::after_fork_in_child`]).
+    fn prepare_fork(&self) {
         heap::before_fork();
-        self.fallback.before_fork();
+        self.fallback.prepare_fork();
     }
-    pub fn after_fork_in_parent(&self) {
+    fn after_fork_in_parent(&self) {
         self.fallback.after_fork_in_parent();
         heap::after_fork_in_parent();
     }
-    pub fn after_fork_in_child(&self) {
+    fn after_fork_in_child(&self) {
         self.fallback.after_fork_in_child();
         heap::after_fork_in_child();
     }

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::vec::Vec;
 
-use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+use preload_kit::{Config, Fault, Heap, Location, Out, SharedAllocator, Stats};
 
 use super::*;
 
@@ -416,7 +416,7 @@ fn a_child_forked_while_threads_allocate_can_allocate() {
         .collect();
     let from_another_thread = rx.recv().unwrap().0[0];
     for _ in 0..20 {
-        HEAPS.before_fork();
+        HEAPS.prepare_fork();
         // SAFETY: the child only uses the allocator under test (no std allocation, no
         // locks of the test harness) and leaves with _exit.
         let pid = unsafe { libc::fork() };

@@ -1,9 +1,9 @@
 //! The C semantics of the malloc family, written once for every phase.
 //!
-//! Each function here takes the phase's [`Global`] and does what the C standard, POSIX
-//! and glibc's manual promise: size arithmetic that cannot wrap, `errno` set on every
-//! failure (and kept by `free`), alignment arguments validated, `realloc`'s special
-//! cases. The phase's [`Heap`] only ever sees well-formed requests.
+//! Each function here takes the exported [`SharedAllocator`] and does what the C
+//! standard, POSIX and glibc's manual promise: size arithmetic that cannot wrap,
+//! `errno` set on every failure (and kept by `free`), alignment arguments validated,
+//! `realloc`'s special cases. The allocator only ever sees well-formed requests.
 //!
 //! Debug mode (`MALLOC_DEBUG=1`) logs each call here, with heap offsets:
 //! `[alloc] 64 -> 0x10`, `[free ] 0x10`.
@@ -11,12 +11,14 @@
 use core::ffi::c_void;
 use core::fmt::Write as _;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::global::State;
+use crate::config;
 use crate::os::{self, set_errno};
 use crate::out::Out;
 use crate::report::fail;
-use crate::{Global, Heap, MIN_ALIGN};
+use crate::shared::SharedAllocator;
+use crate::{MIN_ALIGN, Stats};
 
 type Ptr = *mut c_void;
 
@@ -25,25 +27,38 @@ fn raw(block: Option<NonNull<u8>>) -> Ptr {
 }
 
 /// After a call: the debug log line, and in debug mode the periodic heap check.
-fn after_call<H: Heap>(state: &mut State<H>, log: impl FnOnce(&H, &mut Out)) {
-    if !state.config.debug {
+fn after_call<A: SharedAllocator>(allocator: &A, log: impl FnOnce(&A, &mut Out)) {
+    let config = config::current();
+    if !config.debug {
         return;
     }
+    log_and_check(allocator, &config, log);
+}
+
+/// Debug mode's part of [`after_call`], out of the fast path.
+#[cold]
+fn log_and_check<A: SharedAllocator>(
+    allocator: &A,
+    config: &config::Config,
+    log: impl FnOnce(&A, &mut Out),
+) {
+    /// Calls since start-up, for "check every Nth call".
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let mut out = Out::stderr();
-    log(&state.heap, &mut out);
+    log(allocator, &mut out);
     out.flush();
-    if H::CHECK_IN_DEBUG_MODE {
-        state.calls += 1;
-        let every = state.config.check_every.unwrap_or(1);
-        if state.calls.is_multiple_of(every)
-            && let Err(fault) = state.heap.check()
+    if A::CHECK_IN_DEBUG_MODE {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        let every = config.check_every.unwrap_or(1);
+        if calls.is_multiple_of(every)
+            && let Err(fault) = allocator.check()
         {
-            fail(&state.heap, "heap_check", fault);
+            fail(allocator, "heap_check", fault);
         }
     }
 }
 
-fn show<H: Heap>(heap: &H, p: Ptr) -> impl core::fmt::Display + use<H> {
+fn show<A: SharedAllocator>(allocator: &A, p: Ptr) -> impl core::fmt::Display + use<A> {
     struct Shown(Option<crate::Location>);
     impl core::fmt::Display for Shown {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -53,96 +68,92 @@ fn show<H: Heap>(heap: &H, p: Ptr) -> impl core::fmt::Display + use<H> {
             }
         }
     }
-    Shown((!p.is_null()).then(|| heap.locate(p as usize)))
+    Shown((!p.is_null()).then(|| allocator.locate(p as usize)))
 }
 
 /// Allocates `size` bytes aligned to `align` (already validated), logging as `name`.
-fn allocate<H: Heap>(global: &Global<H>, name: &str, size: usize, align: usize) -> Ptr {
-    global.with(|state| {
-        let block = raw(state.heap.alloc(size, align));
-        after_call(state, |heap, out| {
-            if align == MIN_ALIGN {
-                let _ = writeln!(out, "[{name}] {size} -> {}", show(heap, block));
-            } else {
-                let _ = writeln!(
-                    out,
-                    "[{name}] {size} align {align} -> {}",
-                    show(heap, block)
-                );
-            }
-        });
-        if block.is_null() {
-            set_errno(libc::ENOMEM);
+fn allocate<A: SharedAllocator>(allocator: &A, name: &str, size: usize, align: usize) -> Ptr {
+    let block = raw(allocator.alloc(size, align));
+    after_call(allocator, |allocator, out| {
+        if align == MIN_ALIGN {
+            let _ = writeln!(out, "[{name}] {size} -> {}", show(allocator, block));
+        } else {
+            let _ = writeln!(
+                out,
+                "[{name}] {size} align {align} -> {}",
+                show(allocator, block)
+            );
         }
-        block
-    })
+    });
+    if block.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    block
 }
 
-pub fn malloc<H: Heap>(global: &Global<H>, size: usize) -> Ptr {
-    allocate(global, "alloc", size, MIN_ALIGN)
+pub fn malloc<A: SharedAllocator>(allocator: &A, size: usize) -> Ptr {
+    allocate(allocator, "alloc", size, MIN_ALIGN)
 }
 
-pub fn free<H: Heap>(global: &Global<H>, p: Ptr) {
+pub fn free<A: SharedAllocator>(allocator: &A, p: Ptr) {
     let Some(block) = NonNull::new(p.cast::<u8>()) else {
         return;
     };
     let _errno_kept = os::KeepErrno::new();
-    global.with(|state| {
-        // Log first: once freed, the block may be merged and its offset means less.
-        after_call(state, |heap, out| {
-            let _ = writeln!(out, "[free ] {}", show(heap, p));
-        });
-        if let Err(fault) = state.heap.free(block) {
-            fail(&state.heap, "free", fault);
-        }
+    // Log first: once freed, the block may be merged and its offset means less.
+    after_call(allocator, |allocator, out| {
+        let _ = writeln!(out, "[free ] {}", show(allocator, p));
     });
+    if let Err(fault) = allocator.free(block) {
+        fail(allocator, "free", fault);
+    }
 }
 
-pub fn calloc<H: Heap>(global: &Global<H>, count: usize, size: usize) -> Ptr {
+pub fn calloc<A: SharedAllocator>(allocator: &A, count: usize, size: usize) -> Ptr {
     let Some(total) = count.checked_mul(size) else {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    global.with(|state| {
-        let block = raw(state.heap.alloc_zeroed(total));
-        after_call(state, |heap, out| {
-            let _ = writeln!(out, "[calloc] {count} x {size} -> {}", show(heap, block));
-        });
-        if block.is_null() {
-            set_errno(libc::ENOMEM);
-        }
-        block
-    })
+    let block = raw(allocator.alloc_zeroed(total));
+    after_call(allocator, |allocator, out| {
+        let _ = writeln!(
+            out,
+            "[calloc] {count} x {size} -> {}",
+            show(allocator, block)
+        );
+    });
+    if block.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    block
 }
 
-pub fn realloc<H: Heap>(global: &Global<H>, p: Ptr, size: usize) -> Ptr {
+pub fn realloc<A: SharedAllocator>(allocator: &A, p: Ptr, size: usize) -> Ptr {
     let Some(block) = NonNull::new(p.cast::<u8>()) else {
-        return malloc(global, size);
+        return malloc(allocator, size);
     };
     if size == 0 {
         // glibc's behaviour (and C17's "implementation-defined"): free, return NULL.
-        free(global, p);
+        free(allocator, p);
         return ptr::null_mut();
     }
-    global.with(|state| {
-        let moved = match state.heap.realloc(block, size) {
-            Ok(moved) => raw(moved),
-            Err(fault) => fail(&state.heap, "realloc", fault),
-        };
-        after_call(state, |heap, out| {
-            // `p` may be freed now; only its number is printed, from before the call.
-            let _ = writeln!(out, "[realloc] {size} -> {}", show(heap, moved));
-        });
-        if moved.is_null() {
-            set_errno(libc::ENOMEM);
-        }
-        moved
-    })
+    let moved = match allocator.realloc(block, size) {
+        Ok(moved) => raw(moved),
+        Err(fault) => fail(allocator, "realloc", fault),
+    };
+    after_call(allocator, |allocator, out| {
+        // `p` may be freed now; only its number is printed, from before the call.
+        let _ = writeln!(out, "[realloc] {size} -> {}", show(allocator, moved));
+    });
+    if moved.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    moved
 }
 
-pub fn reallocarray<H: Heap>(global: &Global<H>, p: Ptr, count: usize, size: usize) -> Ptr {
+pub fn reallocarray<A: SharedAllocator>(allocator: &A, p: Ptr, count: usize, size: usize) -> Ptr {
     match count.checked_mul(size) {
-        Some(total) => realloc(global, p, total),
+        Some(total) => realloc(allocator, p, total),
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()
@@ -156,18 +167,18 @@ fn valid_alignment(align: usize) -> bool {
 
 /// `aligned_alloc` and `memalign`: NULL + EINVAL for an alignment that is not a power
 /// of two.
-pub fn aligned_alloc<H: Heap>(global: &Global<H>, align: usize, size: usize) -> Ptr {
+pub fn aligned_alloc<A: SharedAllocator>(allocator: &A, align: usize, size: usize) -> Ptr {
     if !valid_alignment(align) {
         set_errno(libc::EINVAL);
         return ptr::null_mut();
     }
-    allocate(global, "memalign", size, align.max(MIN_ALIGN))
+    allocate(allocator, "memalign", size, align.max(MIN_ALIGN))
 }
 
 /// # Safety
 /// `out` must be valid for a pointer-sized write.
-pub unsafe fn posix_memalign<H: Heap>(
-    global: &Global<H>,
+pub unsafe fn posix_memalign<A: SharedAllocator>(
+    allocator: &A,
     out: *mut Ptr,
     align: usize,
     size: usize,
@@ -177,7 +188,7 @@ pub unsafe fn posix_memalign<H: Heap>(
     }
     // POSIX: posix_memalign reports through its return value and leaves errno alone.
     let saved_errno = os::errno();
-    let block = allocate(global, "memalign", size, align.max(MIN_ALIGN));
+    let block = allocate(allocator, "memalign", size, align.max(MIN_ALIGN));
     set_errno(saved_errno);
     if block.is_null() {
         return libc::ENOMEM;
@@ -187,15 +198,15 @@ pub unsafe fn posix_memalign<H: Heap>(
     0
 }
 
-pub fn valloc<H: Heap>(global: &Global<H>, size: usize) -> Ptr {
-    allocate(global, "memalign", size, os::page_size())
+pub fn valloc<A: SharedAllocator>(allocator: &A, size: usize) -> Ptr {
+    allocate(allocator, "memalign", size, os::page_size())
 }
 
 /// Like `valloc`, with the size rounded up to whole pages (and 0 meaning one page).
-pub fn pvalloc<H: Heap>(global: &Global<H>, size: usize) -> Ptr {
+pub fn pvalloc<A: SharedAllocator>(allocator: &A, size: usize) -> Ptr {
     let page = os::page_size();
     match size.max(1).checked_next_multiple_of(page) {
-        Some(rounded) => allocate(global, "memalign", rounded, page),
+        Some(rounded) => allocate(allocator, "memalign", rounded, page),
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()
@@ -203,25 +214,24 @@ pub fn pvalloc<H: Heap>(global: &Global<H>, size: usize) -> Ptr {
     }
 }
 
-pub fn malloc_usable_size<H: Heap>(global: &Global<H>, p: Ptr) -> usize {
+pub fn malloc_usable_size<A: SharedAllocator>(allocator: &A, p: Ptr) -> usize {
     let Some(block) = NonNull::new(p.cast::<u8>()) else {
         return 0;
     };
-    global.with(|state| match state.heap.usable_size(block) {
+    match allocator.usable_size(block) {
         Ok(size) => size,
-        Err(fault) => fail(&state.heap, "malloc_usable_size", fault),
-    })
+        Err(fault) => fail(allocator, "malloc_usable_size", fault),
+    }
 }
 
-/// `mallopt`: 1 if the phase honoured the parameter, 0 otherwise (as glibc answers for
-/// parameters it does not know).
-pub fn mallopt<H: Heap>(global: &Global<H>, param: i32, value: i32) -> i32 {
-    global.with(|state| i32::from(state.heap.set_option(param, value)))
+/// `mallopt`: 1 if the allocator honoured the parameter, 0 otherwise (as glibc answers
+/// for parameters it does not know).
+pub fn mallopt<A: SharedAllocator>(allocator: &A, param: i32, value: i32) -> i32 {
+    i32::from(allocator.set_option(param, value))
 }
 
 /// Writes the `[stats]` line.
-pub fn write_stats<H: Heap>(heap: &H, out: &mut Out) {
-    let stats = heap.stats();
+pub fn write_stats(stats: &Stats, out: &mut Out) {
     let _ = writeln!(
         out,
         "[stats] in_use={} free={} fragmentation={}%",
@@ -233,50 +243,49 @@ pub fn write_stats<H: Heap>(heap: &H, out: &mut Out) {
 
 /// `heap_dump()`: every block in address order, then the stats line, on stderr. On a
 /// terminal the `USED` and `FREE` words are coloured (see [`crate::out::colour_dumps`]).
-pub fn heap_dump<H: Heap>(global: &Global<H>) {
+pub fn heap_dump<A: SharedAllocator>(allocator: &A) {
     let saved_errno = os::errno();
-    global.with(|state| {
-        let mut out = Out::painted(crate::out::STDERR, crate::out::colour_dumps());
-        state.heap.dump_blocks(&mut out);
-        write_stats(&state.heap, &mut out);
-    });
+    let mut out = Out::painted(crate::out::STDERR, crate::out::colour_dumps());
+    allocator.dump(&mut out);
     set_errno(saved_errno);
 }
 
 /// `malloc_stats()`: the stats line alone, on stderr (where glibc's goes too).
-pub fn malloc_stats<H: Heap>(global: &Global<H>) {
+pub fn malloc_stats<A: SharedAllocator>(allocator: &A) {
     let saved_errno = os::errno();
-    global.with(|state| write_stats(&state.heap, &mut Out::stderr()));
+    write_stats(&allocator.stats(), &mut Out::stderr());
     set_errno(saved_errno);
 }
 
 /// `heap_check()`: 0 when every invariant holds; otherwise reports the first broken one
 /// and exits 3.
-pub fn heap_check<H: Heap>(global: &Global<H>) -> i32 {
-    global.with(|state| match state.heap.check() {
+pub fn heap_check<A: SharedAllocator>(allocator: &A) -> i32 {
+    match allocator.check() {
         Ok(()) => 0,
-        Err(fault) => fail(&state.heap, "heap_check", fault),
-    })
+        Err(fault) => fail(allocator, "heap_check", fault),
+    }
 }
 
-/// Exports the whole malloc family for the heap type `$heap`, with C linkage.
+/// Exports the whole malloc family for the shared allocator type `$allocator` (see
+/// [`SharedAllocator`]), with C linkage: `export_malloc!(Locked<TheHeap>)` for a heap
+/// behind the kit's lock.
 ///
 /// Use once, at the root of a phase's `cdylib` crate. Two crates that both use it cannot
-/// be linked into one program (they would both define `malloc`), so phases never depend
-/// on each other's exporting crate.
+/// be linked into one program (they would both define `malloc`), so a phase's policy is
+/// a library of its own and its `cdylib` a thin package around it.
 ///
-/// Under `cfg(test)` nothing is exported: a phase's unit tests drive its heap type
-/// directly, while the test harness itself keeps using the C library's allocator.
+/// Under `cfg(test)` nothing is exported: unit tests drive the allocator type directly,
+/// while the test harness itself keeps using the C library's allocator.
 #[macro_export]
 macro_rules! export_malloc {
-    ($heap:ty) => {
-        // A test build exports nothing, but still names the heap type, so the compiler
-        // checks it and the crate's imports of it count as used.
+    ($allocator:ty) => {
+        // A test build exports nothing, but still names the allocator type, so the
+        // compiler checks it and the crate's imports of it count as used.
         #[cfg(test)]
-        const _: core::marker::PhantomData<$heap> = core::marker::PhantomData;
+        const _: core::marker::PhantomData<$allocator> = core::marker::PhantomData;
 
         #[cfg(not(test))]
-        static GLOBAL: $crate::Global<$heap> = $crate::Global::new();
+        static GLOBAL: $allocator = <$allocator as $crate::SharedAllocator>::NEW;
 
         #[cfg(not(test))]
         mod c_abi {
@@ -382,27 +391,18 @@ macro_rules! export_malloc {
             }
 
             extern "C" fn before_fork() {
-                GLOBAL.before_fork()
+                $crate::fork::prepare(&GLOBAL)
             }
             extern "C" fn after_fork_in_parent() {
-                GLOBAL.after_fork_in_parent()
+                $crate::fork::in_parent(&GLOBAL)
             }
             extern "C" fn after_fork_in_child() {
-                GLOBAL.after_fork_in_child()
+                $crate::fork::in_child(&GLOBAL)
             }
             /// Registers the fork handlers when the library is loaded (an `.init_array`
-            /// constructor). Not under the heap lock: if `pthread_atfork` itself
-            /// allocates, that allocation simply goes through `malloc`.
+            /// constructor); see `preload_kit::fork`.
             extern "C" fn register_fork_handlers() {
-                // SAFETY: the handlers are plain functions that live as long as the
-                // library; pthread_atfork only records their addresses.
-                unsafe {
-                    $crate::libc::pthread_atfork(
-                        Some(before_fork),
-                        Some(after_fork_in_parent),
-                        Some(after_fork_in_child),
-                    )
-                };
+                $crate::fork::register(before_fork, after_fork_in_parent, after_fork_in_child);
             }
             #[used]
             #[unsafe(link_section = ".init_array")]

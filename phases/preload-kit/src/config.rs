@@ -1,10 +1,13 @@
-//! Settings read once from the environment, on the allocator's first call.
+//! Settings read once from the environment, on the allocator's first call
+//! ([`current`]).
 //!
 //! `getenv` is safe inside `malloc` (it returns a pointer into the environment block);
 //! anything fancier is not. A value that does not parse is reported once on stderr and
 //! the default is used, so a typo never silently changes behaviour.
 
+use core::cell::UnsafeCell;
 use core::fmt::Write as _;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::os::env_var;
 use crate::out::Out;
@@ -46,6 +49,57 @@ impl Config {
             trim_threshold: number(c"MALLOC_TRIM_THRESHOLD_").map(|n| n as usize),
             check_every: number(c"MALLOC_CHECK_EVERY").filter(|&n| n > 0),
         }
+    }
+}
+
+/// The settings of this process: read from the environment on the first call, the
+/// same value ever after. Lock-free, so the allocator's first call can make it, and
+/// every call can ask it whether debug mode is on for the price of two loads.
+pub fn current() -> Config {
+    static SETTINGS: Settings = Settings {
+        state: AtomicU8::new(UNREAD),
+        value: UnsafeCell::new(Config::DEFAULT),
+    };
+    if SETTINGS.state.load(Ordering::Acquire) == READY {
+        // SAFETY: READY is stored (with Release) only after `value` was written, and
+        // `value` is never written again.
+        return unsafe { *SETTINGS.value.get() };
+    }
+    SETTINGS.read_first()
+}
+
+const UNREAD: u8 = 0;
+const READING: u8 = 1;
+const READY: u8 = 2;
+
+struct Settings {
+    state: AtomicU8,
+    value: UnsafeCell<Config>,
+}
+
+// SAFETY: `value` is written once, by the one thread that moved `state` from UNREAD to
+// READING, and read only after `state` is READY.
+unsafe impl Sync for Settings {}
+
+impl Settings {
+    #[cold]
+    fn read_first(&self) -> Config {
+        let config = Config::from_env();
+        if self
+            .state
+            .compare_exchange(UNREAD, READING, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: only the thread that won the exchange writes, and nobody reads
+            // before READY.
+            unsafe { *self.value.get() = config };
+            self.state.store(READY, Ordering::Release);
+        }
+        // A thread that lost the race (two first calls at once, which a process with
+        // one thread at its start cannot have) uses its own reading, which is the same:
+        // the environment has not changed. Nobody waits, so a fork cannot leave a
+        // child waiting for a reader that is not there.
+        config
     }
 }
 

@@ -4,11 +4,14 @@
 //! laid out, found, split, merged). This crate turns such a type into a drop-in
 //! replacement for the C library's allocator:
 //!
-//! - [`export_malloc!`] exports the whole malloc family with C linkage, plus glibc's
-//!   `__libc_*` aliases and `heap_dump`, `heap_check`, `malloc_stats`, `mallopt`.
-//!   Its argument handling ([`abi`]) is written once: overflow checks, `errno`,
-//!   alignment validation, `realloc`'s special cases, the debug log.
-//! - [`Global`] holds the heap behind one lock and builds it lazily on the first call.
+//! - [`Locked`] puts a [`Heap`], which knows nothing of threads, behind one lock and
+//!   builds it lazily on the first call: a [`SharedAllocator`], an allocator every
+//!   thread may call at once (`&self` methods, `Sync`, fork handling in its contract).
+//! - [`export_malloc!`] exports any shared allocator: the whole malloc family with C
+//!   linkage, plus glibc's `__libc_*` aliases and `heap_dump`, `heap_check`,
+//!   `malloc_stats`, `mallopt`. Its argument handling ([`abi`]) is written once:
+//!   overflow checks, `errno`, alignment validation, `realloc`'s special cases, the
+//!   debug log; its `fork` handlers are in [`fork`].
 //! - [`os`] wraps `sbrk`, `mmap` and friends; [`arena`] keeps the memory they return.
 //! - [`out`] prints without allocating; [`Fault`]s end the process with a one-line
 //!   message and the documented exit code.
@@ -21,18 +24,21 @@
 pub mod abi;
 pub mod arena;
 pub mod config;
-pub mod global;
+pub mod fork;
 pub mod lock;
+pub mod locked;
 pub mod os;
 pub mod out;
 pub mod report;
+pub mod shared;
 pub mod thread;
 
 pub use config::Config;
-pub use global::Global;
 pub use libc;
+pub use locked::Locked;
 pub use out::Out;
 pub use report::{EXIT_CORRUPTION, EXIT_MISUSE};
+pub use shared::SharedAllocator;
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -43,8 +49,8 @@ pub const MIN_ALIGN: usize = 16;
 
 /// What a phase must provide: an allocation policy over memory it owns.
 ///
-/// The kit calls these methods with its lock held, so a `Heap` is never used by two
-/// threads at once. Pointers from the program arrive unchecked: `free`, `realloc` and
+/// A `Heap` is single-threaded (`&mut self`): [`Locked`] calls its methods with a lock
+/// held, so it is never used by two threads at once. Pointers from the program arrive unchecked: `free`, `realloc` and
 /// `usable_size` must validate them and answer with a [`Fault`] rather than trust them.
 pub trait Heap: Sized {
     /// The phase's name, as its crate is called.

@@ -7,9 +7,10 @@
 
 use core::fmt::Write as _;
 
+use crate::Fault;
 use crate::os::exit_now;
 use crate::out::Out;
-use crate::{Fault, Heap};
+use crate::shared::SharedAllocator;
 
 /// Exit code for API misuse (e.g. freeing a pointer this heap never gave out).
 pub const EXIT_MISUSE: i32 = 2;
@@ -17,11 +18,16 @@ pub const EXIT_MISUSE: i32 = 2;
 pub const EXIT_CORRUPTION: i32 = 3;
 
 /// Reports `fault`, found during `operation` (`"free"`, `"realloc"`, …), and exits.
-pub fn fail<H: Heap>(heap: &H, operation: &str, fault: Fault) -> ! {
+/// `allocator` places the addresses; no lock of it may be held.
+pub fn fail<A: SharedAllocator>(allocator: &A, operation: &str, fault: Fault) -> ! {
     let mut out = Out::stderr();
     let code = match fault {
         Fault::DoubleFree { addr } => {
-            let _ = write!(out, "error: double free detected at {}", heap.locate(addr));
+            let _ = write!(
+                out,
+                "error: double free detected at {}",
+                allocator.locate(addr)
+            );
             if operation != "free" {
                 let _ = write!(out, " (in {operation})");
             }
@@ -31,7 +37,7 @@ pub fn fail<H: Heap>(heap: &H, operation: &str, fault: Fault) -> ! {
             let _ = write!(
                 out,
                 "error: invalid pointer {} passed to {operation} ({why})",
-                heap.locate(addr)
+                allocator.locate(addr)
             );
             EXIT_MISUSE
         }
@@ -39,7 +45,7 @@ pub fn fail<H: Heap>(heap: &H, operation: &str, fault: Fault) -> ! {
             let _ = write!(
                 out,
                 "error: heap corruption detected at {}: {what}",
-                heap.locate(addr)
+                allocator.locate(addr)
             );
             EXIT_CORRUPTION
         }

@@ -1,27 +1,18 @@
 //! # DELIBERATELY BROKEN: blocks 8 bytes off the 16-byte boundary
 //!
 //! A test subject for `harness grade`, not an allocator to learn from. Phase 1's policy
-//! (its modules, included unchanged) with one defect: `malloc`, `calloc` and `realloc`
+//! (`sbrk-freelist`, unchanged) with one defect: `malloc`, `calloc` and `realloc`
 //! return blocks aligned to 8 bytes only, as an allocator with an 8-byte header would
 //! (enough on 32-bit machines, not for x86-64's `max_align_t`). Larger alignments
 //! asked of the memalign family are still honoured; 16 is not.
 
 #![cfg_attr(not(test), no_std)]
 
-#[path = "../../../../phases/phase1-sbrk-freelist/src/block.rs"]
-pub mod block;
-#[path = "../../../../phases/phase1-sbrk-freelist/src/free_list.rs"]
-pub mod free_list;
-#[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
-pub mod heap;
-#[path = "../../phase1_with_a_defect.rs"]
-pub mod phase1_with_a_defect;
-
 use core::ptr::NonNull;
 
-use heap::FreeListHeap;
-use phase1_with_a_defect::{Defect, WithDefect, alloc_then_zero, move_block};
+use broken_frame::{Defect, WithDefect, alloc_then_zero, move_block};
 use preload_kit::{Fault, Heap, MIN_ALIGN};
+use sbrk_freelist::FreeListHeap;
 
 /// How far past phase 1's payload the program's block starts.
 const OFFSET: usize = 8;
@@ -79,4 +70,4 @@ impl Defect for Align8 {
     }
 }
 
-preload_kit::export_malloc!(WithDefect<Align8>);
+preload_kit::export_malloc!(preload_kit::Locked<WithDefect<Align8>>);

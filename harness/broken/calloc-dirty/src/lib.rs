@@ -1,27 +1,18 @@
 //! # DELIBERATELY BROKEN: `calloc` does not zero large blocks
 //!
 //! A test subject for `harness grade`, not an allocator to learn from. Phase 1's policy
-//! (its modules, included unchanged) with one defect: `calloc` zeroes blocks under
+//! (`sbrk-freelist`, unchanged) with one defect: `calloc` zeroes blocks under
 //! 4 KiB only, as if larger ones always came fresh (and so zeroed) from the OS. They
 //! come from the free list as often: a freed 5000-byte block is handed out dirty,
 //! which is what `api/calloc` arranges.
 
 #![cfg_attr(not(test), no_std)]
 
-#[path = "../../../../phases/phase1-sbrk-freelist/src/block.rs"]
-pub mod block;
-#[path = "../../../../phases/phase1-sbrk-freelist/src/free_list.rs"]
-pub mod free_list;
-#[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
-pub mod heap;
-#[path = "../../phase1_with_a_defect.rs"]
-pub mod phase1_with_a_defect;
-
 use core::ptr::NonNull;
 
-use heap::FreeListHeap;
-use phase1_with_a_defect::{Defect, WithDefect};
+use broken_frame::{Defect, WithDefect};
 use preload_kit::{Heap, MIN_ALIGN};
+use sbrk_freelist::FreeListHeap;
 
 /// From this size on, `calloc` wrongly takes the block to be fresh from the OS.
 const ASSUMED_FRESH: usize = 4096;
@@ -42,4 +33,4 @@ impl Defect for CallocDirty {
     }
 }
 
-preload_kit::export_malloc!(WithDefect<CallocDirty>);
+preload_kit::export_malloc!(preload_kit::Locked<WithDefect<CallocDirty>>);

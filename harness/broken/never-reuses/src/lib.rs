@@ -1,27 +1,18 @@
 //! # DELIBERATELY BROKEN: `free` never gives a block back
 //!
 //! A test subject for `harness grade`, not an allocator to learn from. Phase 1's policy
-//! (its modules, included unchanged) with one defect: `free` checks the pointer and
+//! (`sbrk-freelist`, unchanged) with one defect: `free` checks the pointer and
 //! then keeps the block allocated for ever, so no memory is ever reused. Short programs
 //! cannot tell; `behaviour/reuse`, which runs a million small blocks in a 32 MiB data
 //! segment, must.
 
 #![cfg_attr(not(test), no_std)]
 
-#[path = "../../../../phases/phase1-sbrk-freelist/src/block.rs"]
-pub mod block;
-#[path = "../../../../phases/phase1-sbrk-freelist/src/free_list.rs"]
-pub mod free_list;
-#[path = "../../../../phases/phase1-sbrk-freelist/src/heap.rs"]
-pub mod heap;
-#[path = "../../phase1_with_a_defect.rs"]
-pub mod phase1_with_a_defect;
-
 use core::ptr::NonNull;
 
-use heap::FreeListHeap;
-use phase1_with_a_defect::{Defect, WithDefect, move_block};
+use broken_frame::{Defect, WithDefect, move_block};
 use preload_kit::{Fault, Heap};
+use sbrk_freelist::FreeListHeap;
 
 /// Written over the first payload word of a block the program freed, so that freeing it
 /// again is still reported (double frees are not this crate's defect).
@@ -69,4 +60,4 @@ impl Defect for NeverReuses {
     }
 }
 
-preload_kit::export_malloc!(WithDefect<NeverReuses>);
+preload_kit::export_malloc!(preload_kit::Locked<WithDefect<NeverReuses>>);
