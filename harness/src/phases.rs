@@ -37,6 +37,10 @@ pub const PHASES: &[Phase] = &[
         number: 3,
         package: "phase3-mmap-debug",
     },
+    Phase {
+        number: 5,
+        package: "phase5-thread-heaps",
+    },
 ];
 
 pub fn phase(number: u32) -> Option<Phase> {

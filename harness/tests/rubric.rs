@@ -49,6 +49,11 @@ fn phase3_passes_its_rubric() {
     passes_its_rubric(3);
 }
 
+#[test]
+fn phase5_passes_its_rubric() {
+    passes_its_rubric(5);
+}
+
 /// The checks must be able to fail: phase 1 neither splits nor coalesces nor trims, so
 /// phase 2's behaviour checks must fail on it, each for the reason phase 2 fixes.
 #[test]

@@ -193,6 +193,8 @@ impl ThreadHeap {
             }
             self.move_to_back(class, page);
         }
+        // No page left: the caller makes a segment (it holds the lock that guards the
+        // program break) and asks again.
         let Some(page) = POOL.take() else {
             return Ok(None);
         };
@@ -362,6 +364,8 @@ pub fn forget_current_heap() {
 /// `fork` prepare handler: no heap changes owner and no page moves while memory is
 /// copied.
 pub fn before_fork() {
+    // The fallback's lock is taken before this (a thread that makes a segment holds
+    // it, then takes the pool's), so the order is always fallback, heaps, pool.
     HEAP_LOCK.hold_for_fork();
     POOL.before_fork();
 }

@@ -40,7 +40,7 @@ pub mod size_class;
 
 use core::fmt::Write as _;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use preload_kit::thread::thread_pointer;
 use preload_kit::{
@@ -98,6 +98,26 @@ fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
     preload_kit::os::exit_now(code)
 }
 
+/// Whether `MALLOC_DEBUG=1`: then every request goes to the fallback heap, whose debug
+/// layer (phase 3's) guards, poisons and checks every block; pages have no room for
+/// guards. Read once (the setting cannot change), then one load per call.
+#[inline(always)]
+fn debug_mode() -> bool {
+    static DEBUG: AtomicU8 = AtomicU8::new(UNKNOWN);
+    const UNKNOWN: u8 = 0;
+    const OFF: u8 = 1;
+    const ON: u8 = 2;
+    match DEBUG.load(Ordering::Relaxed) {
+        OFF => false,
+        ON => true,
+        _ => {
+            let on = preload_kit::config::current().debug;
+            DEBUG.store(if on { ON } else { OFF }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
 /// Phase 5's allocator: per-thread pages for small blocks, `F` behind its lock for the
 /// rest. Every method takes `&self`: it is meant to live in a `static` and be called
 /// from any thread at once.
@@ -148,8 +168,31 @@ impl<F: Heap> ThreadHeaps<F> {
     pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if size <= SMALL_LIMIT
             && align <= MIN_ALIGN
+            && !debug_mode()
             && let Some(heap) = heap::current_or_new()
         {
+            match heap.alloc(class_of(size)) {
+                Ok(Some(block)) => return NonNull::new(block),
+                Ok(None) => return self.alloc_after_growing(heap, size, align),
+                Err(fault) => report::fail(self, "malloc", fault),
+            }
+        }
+        self.alloc_fallback(size, align)
+    }
+
+    /// The pool had no page: make a segment (under the fallback's lock, which also
+    /// guards the program break) and try the thread's heap again.
+    #[cold]
+    fn alloc_after_growing(
+        &self,
+        heap: &heap::ThreadHeap,
+        size: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: the fallback's lock is held: nothing of ours moves the break meanwhile.
+        let segment = self.fallback.with(|_| unsafe { segment::make_segment() });
+        if let Some(segment) = segment {
+            heap::POOL.add_segment(segment);
             match heap.alloc(class_of(size)) {
                 Ok(Some(block)) => return NonNull::new(block),
                 Ok(None) => {}
@@ -267,7 +310,6 @@ impl<F: Heap> ThreadHeaps<F> {
     /// line per page; other threads' by name), the pool, then the fallback heap's
     /// blocks and the combined stats.
     pub fn dump(&self, out: &mut Out) {
-        let _ = writeln!(out, "=== heap dump: thread-heaps ===");
         let mine = heap::current().map(|h| h as *const heap::ThreadHeap);
         {
             let _guard = heap::HEAP_LOCK.acquire();
@@ -293,7 +335,9 @@ impl<F: Heap> ThreadHeaps<F> {
             }
         }
         let (pages, resident) = heap::POOL.counts();
-        let _ = writeln!(out, "[POOL {pages} empty pages, {resident} kept resident]");
+        if pages > 0 {
+            let _ = writeln!(out, "[POOL {pages} empty pages, {resident} kept resident]");
+        }
         self.fallback.with(|heap| heap.dump_blocks(out));
         abi::write_stats(&self.stats(), out);
     }
@@ -302,15 +346,15 @@ impl<F: Heap> ThreadHeaps<F> {
         let size = page.block_size.load(Ordering::Relaxed) as usize;
         let location = locate_in_segments(page.start.get()).unwrap_or(Location::Outside(0));
         let free = page.capacity.get() - page.used.get();
+        let waiting = if page.thread_free.load(Ordering::Relaxed).is_null() {
+            ""
+        } else {
+            ", remote frees waiting"
+        };
         let _ = writeln!(
             out,
-            "[PAGE {location} class {size} B: {} used, {free} free, {} remote frees waiting]",
+            "[PAGE {location} of {size}-byte blocks: {} used, {free} free{waiting}]",
             page.used.get(),
-            if page.thread_free.load(Ordering::Relaxed).is_null() {
-                "no"
-            } else {
-                "some"
-            },
         );
     }
 
@@ -374,21 +418,21 @@ impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
     fn check(&self) -> Result<(), Fault> {
         ThreadHeaps::check(self)
     }
-    /// The heaps' lock and the pool's, then the fallback's: after this no thread can
+    /// The fallback's lock, then the heaps' and the pool's: after this no thread can
     /// change a heap's owner, move a page, or be inside the fallback. A thread may still
     /// be on its own fast path; the child gives such heaps up (see
     /// [`heap::after_fork_in_child`]).
     fn prepare_fork(&self) {
-        heap::before_fork();
         self.fallback.prepare_fork();
+        heap::before_fork();
     }
     fn after_fork_in_parent(&self) {
-        self.fallback.after_fork_in_parent();
         heap::after_fork_in_parent();
+        self.fallback.after_fork_in_parent();
     }
     fn after_fork_in_child(&self) {
-        self.fallback.after_fork_in_child();
         heap::after_fork_in_child();
+        self.fallback.after_fork_in_child();
     }
 }
 

@@ -18,6 +18,13 @@
 //!
 //! Pages without an owner wait in the [`Pool`], under its lock: the only lock a small
 //! `malloc` can meet, and only when its thread needs a whole new page.
+//!
+//! A new segment comes from the program break when it can ([`make_segment`]: the break
+//! is rounded up to a segment boundary, then moved by one segment), as the earlier
+//! phases' small blocks did, so tools and checks that look for small blocks in the
+//! `[heap]` mapping still find them there; otherwise from `mmap`. Moving the break is
+//! not thread-safe, so the caller holds the lock of the fallback heap, the only other
+//! code of ours that moves it.
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
@@ -120,6 +127,60 @@ pub fn locate(addr: usize) -> Option<(usize, usize)> {
     Some((unsafe { *(*header).number.get() }, addr - segment))
 }
 
+/// Makes a segment's memory, zeroed and aligned to [`SEGMENT_SIZE`]: from the break if
+/// it can be moved, else from `mmap`. `None` when the kernel refuses both.
+///
+/// # Safety
+/// Nothing else may move the break meanwhile: the caller holds the fallback heap's lock.
+pub unsafe fn make_segment() -> Option<usize> {
+    // A test process's own malloc (glibc's) moves the break too, under a lock of its
+    // own: unit tests map their segments.
+    if cfg!(test) {
+        return mapped();
+    }
+    from_break().or_else(mapped)
+}
+
+/// Rounds the break up to a segment boundary and moves it one segment further. The
+/// rounding (up to 4 MiB of address space) is never touched, so it costs no memory.
+fn from_break() -> Option<usize> {
+    let old = os::current_break();
+    let segment = old.checked_next_multiple_of(SEGMENT_SIZE)?;
+    let grow = isize::try_from(segment - old + SEGMENT_SIZE).ok()?;
+    let before = os::sbrk(grow)?;
+    if before != old {
+        // Someone moved the break between our two calls: give back what we took, if
+        // the break is still where we left it, and use a mapping instead.
+        if os::current_break() == before.wrapping_add(grow as usize) {
+            os::sbrk(-grow);
+        }
+        return None;
+    }
+    map_position(segment).map(|_| segment)
+}
+
+/// Maps twice a segment's size and trims it to an aligned segment.
+fn mapped() -> Option<usize> {
+    let mapped = os::map_anonymous(2 * SEGMENT_SIZE)?.as_ptr() as usize;
+    let segment = (mapped + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
+    let before = segment - mapped;
+    let after = 2 * SEGMENT_SIZE - before - SEGMENT_SIZE;
+    // SAFETY: both ranges are parts of the mapping just made, outside the segment, and
+    // nothing refers to them.
+    unsafe {
+        if before > 0 {
+            os::unmap(NonNull::new_unchecked(mapped as *mut u8), before);
+        }
+        if after > 0 {
+            os::unmap(
+                NonNull::new_unchecked((segment + SEGMENT_SIZE) as *mut u8),
+                after,
+            );
+        }
+    }
+    map_position(segment).map(|_| segment)
+}
+
 /// Pages that belong to no heap, behind the pool's lock.
 pub struct Pool {
     lock: Lock,
@@ -157,14 +218,14 @@ impl Pool {
         }
     }
 
-    /// An empty page, from the pool or from a new segment; `None` when the kernel
-    /// refuses memory.
+    /// An empty page from the pool; `None` when the pool is empty (then the caller
+    /// makes a segment: [`make_segment`], and [`Pool::add_segment`]).
     pub fn take(&self) -> Option<&'static Page> {
         let _guard = self.lock.acquire();
         // SAFETY: the lock is held.
         let state = unsafe { &mut *self.state.get() };
         if state.free.is_null() {
-            Self::add_segment(state)?;
+            return None;
         }
         // SAFETY: pages on the free list are descriptors in our segments' headers.
         let page: &'static Page = unsafe { &*state.free };
@@ -211,32 +272,19 @@ impl Pool {
         (state.pages, state.committed)
     }
 
-    /// Maps a segment aligned to its size, registers it, and puts its pages on the pool.
-    #[cold]
-    fn add_segment(state: &mut PoolState) -> Option<()> {
-        // Map twice the size and trim, so an aligned segment fits inside.
-        let mapped = os::map_anonymous(2 * SEGMENT_SIZE)?.as_ptr() as usize;
-        let segment = (mapped + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
-        let before = segment - mapped;
-        let after = 2 * SEGMENT_SIZE - before - SEGMENT_SIZE;
-        // SAFETY: both ranges are parts of the mapping just made, outside the segment,
-        // and nothing refers to them.
-        unsafe {
-            if before > 0 {
-                os::unmap(NonNull::new_unchecked(mapped as *mut u8), before);
-            }
-            if after > 0 {
-                os::unmap(
-                    NonNull::new_unchecked((segment + SEGMENT_SIZE) as *mut u8),
-                    after,
-                );
-            }
-        }
-        let (word, bit) = map_position(segment)?;
+    /// Registers a segment made by [`make_segment`] and puts its pages in the pool.
+    pub fn add_segment(&self, segment: usize) {
+        let Some((word, bit)) = map_position(segment) else {
+            return;
+        };
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        let state = unsafe { &mut *self.state.get() };
         let header = segment as *mut Header;
         let number = SEGMENT_COUNT.fetch_add(1, Ordering::Relaxed) + 1;
-        // SAFETY: the header is the start of a fresh zeroed mapping of ours; zero bytes
-        // are a valid empty `Page` (null lists, clear bitmap, no owner).
+        // SAFETY: the header is the start of fresh zeroed memory of ours (a new mapping
+        // or new break memory); zero bytes are a valid empty `Page` (no lists, clear
+        // bitmap, no owner).
         unsafe { *(*header).number.get() = number };
         // Pages go on the list in reverse, so the first taken is page 1: addresses in
         // a fresh process come out in order, and dumps are the same in every run.
@@ -253,7 +301,6 @@ impl Pool {
         // Release: the header written above is visible to any thread that sees the bit
         // (pointers into the segment are handed out only after this, in any case).
         SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
-        Some(())
     }
 
     /// `fork` prepare handler: hold the lock so the child gets a consistent pool.
@@ -281,7 +328,8 @@ mod tests {
     #[test]
     fn a_page_from_the_pool_is_found_from_any_address_inside_it() {
         static POOL: Pool = Pool::new();
-        let page = POOL.take().expect("memory");
+        POOL.add_segment(mapped().expect("memory"));
+        let page = POOL.take().expect("a page");
         let start = page.start.get();
         assert_eq!(start % PAGE_SIZE, 0);
         for addr in [start, start + 1, start + PAGE_SIZE - 1] {
@@ -315,9 +363,10 @@ mod tests {
     #[test]
     fn the_pool_keeps_a_few_empty_pages_resident_and_returns_the_rest() {
         static POOL: Pool = Pool::new();
+        POOL.add_segment(mapped().expect("memory"));
         let pages: std::vec::Vec<_> = (0..RETAINED_EMPTY_PAGES + 8)
             .map(|_| {
-                let page = POOL.take().expect("memory");
+                let page = POOL.take().expect("a page");
                 page.committed.set(true);
                 page
             })

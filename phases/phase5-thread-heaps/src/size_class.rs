@@ -6,14 +6,18 @@
 //! at a 16-byte boundary is aligned as `malloc` promises).
 //!
 //! ```text
-//!   class   0   1   2  ...   7    8    9   10   11   12  ...  31
-//!   size   16  32  48  ... 128  160  192  224  256  320  ... 8192
+//!   class   0   1   2  ...   7    8    9   10   11   12  ...  19
+//!   size   16  32  48  ... 128  160  192  224  256  320  ... 1024
 //! ```
 
 /// The largest request served from pages; anything larger goes to the fallback heap.
-/// Chosen by measurement (chapter 5): above this, a 64 KiB page holds too few blocks
-/// for the per-thread pages to pay for the memory they keep.
-pub const SMALL_LIMIT: usize = 8192;
+///
+/// Most allocations are far smaller (on `bench_alloc --small`, all; in the workloads of
+/// `harness bench`, the large majority), and a 64 KiB page holds 64 blocks of 1 KiB.
+/// Above it, blocks keep what the earlier phases gave them and their checks test:
+/// `realloc` that grows into a free neighbour, a break that comes down when the top
+/// of the heap is freed.
+pub const SMALL_LIMIT: usize = 1024;
 
 /// Classes 16 bytes apart, below and at 128 bytes.
 const LINEAR_CLASSES: usize = 8;

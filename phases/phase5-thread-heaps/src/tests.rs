@@ -14,14 +14,14 @@ use super::*;
 /// A fallback for tests: every block its own mapping, remembered in a small table so
 /// that a pointer it never gave out is refused.
 struct MapEach {
-    live: [(usize, usize); 256],
+    live: [(usize, usize); 8192],
 }
 
 impl Heap for MapEach {
     const NAME: &'static str = "map-each";
     fn new(_: &Config) -> Self {
         MapEach {
-            live: [(0, 0); 256],
+            live: [(0, 0); 8192],
         }
     }
     fn alloc(&mut self, size: usize, _align: usize) -> Option<NonNull<u8>> {
@@ -326,7 +326,7 @@ fn four_threads_allocate_and_free_each_others_blocks() {
                         seed = seed
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
-                        let size = 1 + (seed >> 33) as usize % 2000;
+                        let size = 1 + (seed >> 33) as usize % 1200;
                         let block = alloc(size);
                         // SAFETY: the block holds `size` bytes.
                         unsafe { block.as_ptr().write_bytes(me as u8, size.min(64)) };
@@ -424,7 +424,7 @@ fn a_child_forked_while_threads_allocate_can_allocate() {
             HEAPS.after_fork_in_child();
             let ok = (|| {
                 let blocks: Vec<_> = (0..2000)
-                    .map(|i| HEAPS.alloc(1 + i * 7 % 9000, MIN_ALIGN))
+                    .map(|i| HEAPS.alloc(1 + i * 7 % 1500, MIN_ALIGN))
                     .collect();
                 if blocks.iter().any(Option::is_none) {
                     return false;
