@@ -110,3 +110,27 @@ fn phase3_demo_without_debug_log() {
     shows_the_large_block_as_a_mapping(&transcript, 262_144);
     snapshot(3, "demo", &transcript);
 }
+
+/// Phase 5 serves the demo's small blocks from pages of one size class each, listed
+/// per thread heap; the 256 KiB block is still a mapping of its own. With the debug log
+/// on, every request goes to phase 3's heap and its debug layer instead.
+#[test]
+fn phase5_demo_with_debug_log() {
+    let transcript = demo_transcript(5, true);
+    starts_empty(&transcript);
+    shows_the_large_block_as_a_mapping(&transcript, 266_240);
+    snapshot(5, "demo-debug", &transcript);
+}
+
+#[test]
+fn phase5_demo_without_debug_log() {
+    let transcript = demo_transcript(5, false);
+    starts_empty(&transcript);
+    shows_the_large_block_as_a_mapping(&transcript, 262_144);
+    assert!(
+        transcript.contains("[THREAD HEAP 1 owned by this thread]")
+            && transcript.contains("[PAGE "),
+        "the demo's small blocks are not in a thread's pages"
+    );
+    snapshot(5, "demo", &transcript);
+}
