@@ -45,6 +45,9 @@ pub struct ThreadHeap {
     state: AtomicU8,
     /// For each class, the first page of a doubly linked queue; null when empty.
     queues: [Cell<*const Page>; CLASSES],
+    /// For each class, the last page of its queue (null when empty), so a page can be
+    /// sent to the back without a walk.
+    lasts: [Cell<*const Page>; CLASSES],
 }
 
 // SAFETY: `queues` and the pages they hold are only touched by the owning thread, or
@@ -57,6 +60,7 @@ pub static HEAPS: [ThreadHeap; MAX_HEAPS] = [const {
         owner: AtomicUsize::new(0),
         state: AtomicU8::new(FREE),
         queues: [const { Cell::new(ptr::null()) }; CLASSES],
+        lasts: [const { Cell::new(ptr::null()) }; CLASSES],
     }
 }; MAX_HEAPS];
 
@@ -249,7 +253,9 @@ impl ThreadHeap {
         let old = queue.get();
         page.prev.set(ptr::null_mut());
         page.next.set(old as *mut Page);
-        if !old.is_null() {
+        if old.is_null() {
+            self.lasts[class].set(page);
+        } else {
             // SAFETY: as in `alloc`.
             unsafe { (*old).prev.set(page as *const Page as *mut Page) };
         }
@@ -264,7 +270,9 @@ impl ThreadHeap {
             // SAFETY: linked pages are descriptors in our segments.
             unsafe { (*prev).next.set(next) };
         }
-        if !next.is_null() {
+        if next.is_null() {
+            self.lasts[class].set(prev);
+        } else {
             // SAFETY: as above.
             unsafe { (*next).prev.set(prev) };
         }
@@ -273,22 +281,18 @@ impl ThreadHeap {
     }
 
     fn move_to_back(&self, class: usize, page: &'static Page) {
-        let mut last = page as *const Page;
-        // SAFETY: as in `unlink`.
-        while let Some(next) = unsafe { (*last).next.get().as_ref() } {
-            last = next;
-        }
+        let last = self.lasts[class].get();
         if ptr::eq(last, page) {
             return;
         }
         self.unlink(class, page);
+        let last = self.lasts[class].get();
         page.prev.set(last as *mut Page);
-        // SAFETY: as in `unlink`.
-        unsafe {
-            (*(last as *mut Page))
-                .next
-                .set(page as *const Page as *mut Page)
-        };
+        if !last.is_null() {
+            // SAFETY: as in `unlink`.
+            unsafe { (*last).next.set(page as *const Page as *mut Page) };
+        }
+        self.lasts[class].set(page);
     }
 
     /// Calls `f` on every page in the heap's queues.
@@ -342,6 +346,12 @@ impl ThreadHeap {
                 }
                 prev = page;
                 page = current.next.get();
+            }
+            if result.is_ok() && !ptr::eq(self.lasts[class].get(), prev) {
+                result = Err(Fault::Corruption {
+                    addr: 0,
+                    what: "a heap's last page of a class is not the end of its queue",
+                });
             }
         }
         result
