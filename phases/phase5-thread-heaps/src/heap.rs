@@ -36,9 +36,6 @@ const ABANDONED: u8 = 2;
 /// been half-way through a change when memory was copied, so nobody uses them again.
 const LOST_IN_FORK: u8 = 3;
 
-/// Pages examined (and collected) before a thread takes a new page from the pool.
-const PAGES_SEARCHED: usize = 8;
-
 pub struct ThreadHeap {
     /// The owning thread's pointer, or 0.
     owner: AtomicUsize,
@@ -174,15 +171,19 @@ impl ThreadHeap {
         self.alloc_slow(class)
     }
 
-    /// The front page is exhausted: collect other threads' frees, try the next pages
-    /// (moving full ones to the back, so every page comes round to the front in turn),
-    /// and take a fresh page from the pool only when none of those has room.
+    /// The front page is full: collect other threads' frees into it, then go round the
+    /// queue, sending full pages to the back, until a page has room; take a fresh page
+    /// from the pool only when a whole round found none. Pages that regain room from
+    /// their owner's frees come to the front by themselves ([`ThreadHeap::page_has_room`]),
+    /// so the round usually stops at once; pages that regain room from other threads'
+    /// frees are found here.
     #[cold]
     fn alloc_slow(&self, class: usize) -> Result<Option<*mut u8>, Fault> {
         let queue = &self.queues[class];
-        for _ in 0..PAGES_SEARCHED {
+        let mut first_sent_back: *const Page = ptr::null();
+        loop {
             let front = queue.get();
-            if front.is_null() {
+            if front.is_null() || ptr::eq(front, first_sent_back) {
                 break;
             }
             // SAFETY: as in `alloc`.
@@ -191,9 +192,11 @@ impl ThreadHeap {
             if let Some(block) = page.pop() {
                 return Ok(Some(block));
             }
-            let next = page.next.get();
-            if next.is_null() {
+            if page.next.get().is_null() {
                 break;
+            }
+            if first_sent_back.is_null() {
+                first_sent_back = front;
             }
             self.move_to_back(class, page);
         }
@@ -211,6 +214,19 @@ impl ThreadHeap {
     fn index(&self) -> usize {
         (self as *const ThreadHeap as usize - HEAPS.as_ptr() as usize)
             / core::mem::size_of::<ThreadHeap>()
+    }
+
+    /// The owner freed a block of `page`, which was full: bring it to the front of its
+    /// queue, where `malloc` looks first.
+    pub fn page_has_room(&self, page: &'static Page) {
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        let Some(queue) = self.queues.get(class) else {
+            return;
+        };
+        if !ptr::eq(queue.get(), page) {
+            self.unlink(class, page);
+            self.push_front(class, page);
+        }
     }
 
     /// The owner freed the last block of `page`: give it back to the pool, unless it is

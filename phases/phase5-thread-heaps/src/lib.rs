@@ -236,18 +236,32 @@ impl<F: Heap> ThreadHeaps<F> {
             Block::Fallback => self.free_fallback(ptr),
             Block::Small(page, index) => {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
-                    if page.free_local(addr, index)?
-                        && let Some(heap) = heap::current()
-                    {
-                        // Giving a page back may call madvise: keep errno.
-                        let _errno = preload_kit::os::KeepErrno::new();
-                        heap.page_emptied(page);
+                    let was_full = page.used.get() == page.capacity.get();
+                    let emptied = page.free_local(addr, index)?;
+                    if emptied || was_full {
+                        Self::page_changed(page, emptied);
                     }
                     Ok(())
                 } else {
                     page.free_remote(addr, index)
                 }
             }
+        }
+    }
+
+    /// The owner's free made `page` empty (back to the pool) or no longer full (to the
+    /// front of its queue): the slow side of [`ThreadHeaps::free`].
+    #[cold]
+    fn page_changed(page: &'static Page, emptied: bool) {
+        let Some(heap) = heap::current() else {
+            return;
+        };
+        if emptied {
+            // Giving a page back may call madvise: keep errno.
+            let _errno = preload_kit::os::KeepErrno::new();
+            heap.page_emptied(page);
+        } else {
+            heap.page_has_room(page);
         }
     }
 
