@@ -48,6 +48,7 @@ const NAMED: &[&str] = &[
     "ch01-sbrk-freelist.md",
     "ch02-split-coalesce.md",
     "ch03-mmap-debug.md",
+    "ch05-thread-heaps.md",
 ];
 
 #[test]
@@ -58,6 +59,11 @@ fn ch00_taking_over_malloc_on_phase1() {
 #[test]
 fn ch01_sbrk_freelist_phase1() {
     check_chapter("ch01-sbrk-freelist.md");
+}
+
+#[test]
+fn ch05_thread_heaps_phase5() {
+    check_chapter("ch05-thread-heaps.md");
 }
 
 #[test]
