@@ -353,6 +353,23 @@ pub static CATALOGUE: &[Check] = &[
         timing: false,
         run: debug_use_after_free,
     },
+    probe_check!(
+        "behaviour/good-fit",
+        "a request takes the smallest free block that holds it",
+        Area::Behaviour,
+        4,
+        6,
+        "good-fit"
+    ),
+    Check {
+        id: "perf/bounded-search",
+        title: "a request is as fast with 100 000 free fragments as with 100",
+        area: Area::Performance,
+        since: 4,
+        points: 6,
+        timing: true,
+        run: |subject| probe(subject, "bounded-search"),
+    },
     Check {
         id: "threads/scaling",
         title: "threads that share nothing do not wait for each other",

@@ -40,7 +40,7 @@ use crate::runner::{Ending, Run};
 use json::Json;
 
 /// The phases of the book; `--phase` takes one of these.
-pub const BOOK_PHASES: std::ops::RangeInclusive<u32> = 1..=3;
+pub const BOOK_PHASES: std::ops::RangeInclusive<u32> = 1..=4;
 
 /// How many times a timing check may run (alone each time) before it counts as failed.
 /// Each run of `perf/small-1m` is itself the best of up to three timings.

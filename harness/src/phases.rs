@@ -38,6 +38,10 @@ pub const PHASES: &[Phase] = &[
         package: "phase3-mmap-debug",
     },
     Phase {
+        number: 4,
+        package: "phase4-segregated-fits",
+    },
+    Phase {
         number: 5,
         package: "phase5-thread-heaps",
     },

@@ -48,6 +48,7 @@ const NAMED: &[&str] = &[
     "ch01-sbrk-freelist.md",
     "ch02-split-coalesce.md",
     "ch03-mmap-debug.md",
+    "ch04-segregated-fits.md",
     "ch05-thread-heaps.md",
 ];
 
@@ -74,6 +75,11 @@ fn ch02_split_coalesce_phase2() {
 #[test]
 fn ch03_mmap_debug_phase3() {
     check_chapter("ch03-mmap-debug.md");
+}
+
+#[test]
+fn ch04_segregated_fits_phase4() {
+    check_chapter("ch04-segregated-fits.md");
 }
 
 /// Every other page of the book, so that a new chapter is checked from the day it is

@@ -111,6 +111,51 @@ fn phase3_demo_without_debug_log() {
     snapshot(3, "demo", &transcript);
 }
 
+/// Phase 4's dump ends with its bins: one `[BIN …]` line per size class holding free
+/// blocks, and they add up to the free blocks the dump lists.
+fn bins_match_the_free_blocks(transcript: &str) {
+    for dump in transcript.split("\n== ").filter(|d| d.contains("[stats]")) {
+        let free_blocks: Vec<u64> = dump
+            .lines()
+            .filter(|l| l.starts_with("[BLOCK ") && l.ends_with(" FREE]"))
+            .filter_map(|l| l.split(' ').nth(2)?.parse().ok())
+            .collect();
+        let field = |line: &str, name: &str| -> u64 {
+            line.split(' ')
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|v| v.trim_end_matches(']').parse().ok())
+                .unwrap_or(0)
+        };
+        let bins: Vec<&str> = dump.lines().filter(|l| l.starts_with("[BIN ")).collect();
+        let binned_blocks: u64 = bins.iter().map(|l| field(l, "blocks=")).sum();
+        let binned_bytes: u64 = bins.iter().map(|l| field(l, "bytes=")).sum();
+        assert_eq!(
+            (binned_blocks, binned_bytes),
+            (free_blocks.len() as u64, free_blocks.iter().sum()),
+            "the bins disagree with the free blocks in:\n{dump}"
+        );
+    }
+}
+
+#[test]
+fn phase4_demo_with_debug_log() {
+    let transcript = demo_transcript(4, true);
+    starts_empty(&transcript);
+    shows_the_large_block_as_a_mapping(&transcript, 266_240);
+    bins_match_the_free_blocks(&transcript);
+    snapshot(4, "demo-debug", &transcript);
+}
+
+#[test]
+fn phase4_demo_without_debug_log() {
+    let transcript = demo_transcript(4, false);
+    starts_empty(&transcript);
+    shows_the_large_block_as_a_mapping(&transcript, 262_144);
+    bins_match_the_free_blocks(&transcript);
+    assert!(transcript.contains("[BIN "), "no bins in the dump");
+    snapshot(4, "demo", &transcript);
+}
+
 /// Phase 5 serves the demo's small blocks from pages of one size class each, listed
 /// per thread heap; the 256 KiB block is still a mapping of its own. With the debug log
 /// on, every request goes to phase 3's heap and its debug layer instead.

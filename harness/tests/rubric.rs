@@ -50,6 +50,11 @@ fn phase3_passes_its_rubric() {
 }
 
 #[test]
+fn phase4_passes_its_rubric() {
+    passes_its_rubric(4);
+}
+
+#[test]
 fn phase5_passes_its_rubric() {
     passes_its_rubric(5);
 }
@@ -100,6 +105,39 @@ fn phase2_fails_the_phase3_checks() {
         assert!(
             matches!(verdict, Verdict::Fail(_)),
             "{} should fail on phase 2, got {verdict:?}",
+            check.id
+        );
+    }
+}
+
+/// Phase 3 finds a free block by walking one list, first fit, newest first, so phase
+/// 4's checks must fail on it: it carves a small request out of the newest free block
+/// however large, and its search time grows with the number of free fragments.
+///
+/// `perf/bounded-search` is a timing check, run here anyway: phase 3 fails it by a
+/// ratio of thousands (the bound is 10), and noise can only hide that by making the
+/// run with *few* fragments slower in all five of its interleaved rounds.
+#[test]
+fn phase3_fails_the_phase4_checks() {
+    phases::build_all().expect("the phases build");
+    let scratch = tempfile::tempdir().expect("a scratch folder");
+    let lib = phases::phase(3).expect("phase 3").lib_path();
+    let subject = Subject {
+        lib,
+        tools: checks::release_tools(),
+        scratch: scratch.path().into(),
+    };
+    let phase4_checks: Vec<_> = checks::CATALOGUE
+        .iter()
+        .filter(|check| check.since == 4)
+        .collect();
+    assert!(phase4_checks.len() >= 2);
+    for check in phase4_checks {
+        let verdict = checks::run_check(check, &subject);
+        println!("{:<28} {verdict:?}", check.id);
+        assert!(
+            matches!(verdict, Verdict::Fail(_)),
+            "{} should fail on phase 3, got {verdict:?}",
             check.id
         );
     }

@@ -81,6 +81,22 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         }
     }
 
+    /// Raises the trim threshold to at least `bytes` (up to
+    /// [`MAX_DYNAMIC_TRIM_THRESHOLD`]), unless the user fixed it: for a later phase whose
+    /// own thresholds move (phase 4's mmap threshold follows freed mappings).
+    pub fn raise_trim_threshold(&mut self, bytes: usize) {
+        if !self.trim_threshold_fixed {
+            self.trim_threshold = self
+                .trim_threshold
+                .max(bytes.min(MAX_DYNAMIC_TRIM_THRESHOLD));
+        }
+    }
+
+    /// The free index, for a later phase's reports (phase 4 dumps its bins).
+    pub fn free_index(&self) -> &L {
+        &self.free_list
+    }
+
     /// Is `addr` inside memory this heap got from the OS (carved into blocks or not)?
     /// Cheap (regions are few): phase 3 asks it to route a pointer to this heap, whose
     /// `free` then says what is wrong with it if it is not a live block.

@@ -64,6 +64,7 @@ use core::ptr::NonNull;
 
 use preload_kit::arena::Growth;
 use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+use split_coalesce::free_list::{FreeIndex, FreeList};
 
 pub use debug::DebugLayer;
 pub use mmap_heap::MmapHeap;
@@ -71,21 +72,34 @@ pub use mmap_heap::MmapHeap;
 /// Phase 3's heap: [`MmapHeap`], with the [`DebugLayer`] around it when
 /// `MALLOC_DEBUG=1`. Every method is one branch: straight to the heap, or through
 /// the layer (which calls the heap itself).
-pub struct MmapDebugHeap {
-    heap: MmapHeap,
+///
+/// Generic over how the brk heap finds its free blocks ([`FreeIndex`]): phase 3 is
+/// `MmapDebugHeap<FreeList>`, phase 2's list; phase 4 brings its bins.
+pub struct MmapDebugHeap<L: FreeIndex = FreeList> {
+    heap: MmapHeap<L>,
     debug: Option<DebugLayer>,
 }
 
-impl MmapDebugHeap {
+impl<L: FreeIndex> MmapDebugHeap<L> {
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
         MmapDebugHeap {
             heap: MmapHeap::with_growth(config, growth),
             debug: config.debug.then(|| DebugLayer::new(config)),
         }
     }
+
+    /// See [`MmapHeap::follow_freed_mappings`]: off in phase 3, on in phase 4.
+    pub fn follow_freed_mappings(&mut self) {
+        self.heap.follow_freed_mappings();
+    }
+
+    /// The heap without its debug layer, for a later phase's reports.
+    pub fn heap(&self) -> &MmapHeap<L> {
+        &self.heap
+    }
 }
 
-impl Heap for MmapDebugHeap {
+impl<L: FreeIndex> Heap for MmapDebugHeap<L> {
     const NAME: &'static str = "phase3-mmap-debug";
 
     /// The kit runs [`Heap::check`] after calls in debug mode.

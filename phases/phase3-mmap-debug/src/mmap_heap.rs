@@ -28,6 +28,7 @@ use preload_kit::arena::Growth;
 use preload_kit::{Config, Fault, Heap, Location, MIN_ALIGN, Out, Stats};
 
 use crate::mappings::Mappings;
+use split_coalesce::free_list::{FreeIndex, FreeList};
 use split_coalesce::heap::{FREED_BLOCK, M_TRIM_THRESHOLD, OUTSIDE_THE_HEAP, SplitCoalesceHeap};
 
 /// Requests of this many bytes or more get their own mapping (glibc's default
@@ -37,15 +38,25 @@ pub const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
 /// `mallopt`'s parameter number for the mmap threshold (glibc's `M_MMAP_THRESHOLD`).
 pub const M_MMAP_THRESHOLD: i32 = -3;
 
-pub struct MmapHeap {
+/// How high a threshold that follows freed mappings may climb (see
+/// [`MmapHeap::follow_freed_mappings`]): glibc's `DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit.
+pub const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
+
+/// Generic over how the brk heap finds its free blocks, as phase 2's heap is: phase 3
+/// keeps phase 2's list ([`FreeList`]); phase 4 brings its bins.
+pub struct MmapHeap<L: FreeIndex = FreeList> {
     /// Blocks below the threshold: phase 2's heap, unchanged.
-    brk: SplitCoalesceHeap,
+    brk: SplitCoalesceHeap<L>,
     /// Blocks at or above it.
     mapped: Mappings,
     mmap_threshold: usize,
+    /// Set by `MALLOC_MMAP_THRESHOLD_` or `mallopt`: then the threshold never moves.
+    mmap_threshold_fixed: bool,
+    /// Whether freeing a mapping raises the threshold to its size (off in phase 3).
+    follows_freed_mappings: bool,
 }
 
-impl MmapHeap {
+impl<L: FreeIndex> MmapHeap<L> {
     /// An empty heap. `growth` is for its brk heap: `BrkThenMmap` when preloaded,
     /// `MmapOnly` in unit tests (whose process has another allocator moving the break).
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
@@ -53,7 +64,43 @@ impl MmapHeap {
             brk: SplitCoalesceHeap::with_growth(config, growth),
             mapped: Mappings::new(),
             mmap_threshold: config.mmap_threshold.unwrap_or(DEFAULT_MMAP_THRESHOLD),
+            mmap_threshold_fixed: config.mmap_threshold.is_some(),
+            follows_freed_mappings: false,
         }
+    }
+
+    /// From now on, freeing a mapped block raises the threshold above that block's
+    /// size (up to [`MAX_DYNAMIC_MMAP_THRESHOLD`]), and the
+    /// brk heap's trim threshold to twice that, unless the user fixed them: glibc's
+    /// dynamic thresholds. A program that frees a large buffer and asks for another of
+    /// the same size then gets it from the brk heap, reused, instead of paying for a
+    /// fresh mapping's page faults and its unmapping every time. Phase 3 keeps the
+    /// threshold still; phase 4 turns this on.
+    pub fn follow_freed_mappings(&mut self) {
+        self.follows_freed_mappings = true;
+    }
+
+    /// Unmaps the mapped block at `addr`, then raises the thresholds if they follow
+    /// freed mappings.
+    fn unmap(&mut self, addr: usize) -> Result<(), Fault> {
+        let len = self.mapped.len_of(addr);
+        self.mapped.unmap(addr)?;
+        if let Ok(len) = len
+            && self.follows_freed_mappings
+            && !self.mmap_threshold_fixed
+            && len >= self.mmap_threshold
+            && len < MAX_DYNAMIC_MMAP_THRESHOLD
+        {
+            // A request as large as the freed mapping now goes to the brk heap.
+            self.mmap_threshold = len + 1;
+            self.brk.raise_trim_threshold(2 * len);
+        }
+        Ok(())
+    }
+
+    /// The brk heap, for a later phase's reports (its free index).
+    pub fn brk(&self) -> &SplitCoalesceHeap<L> {
+        &self.brk
     }
 
     fn is_large(&self, size: usize) -> bool {
@@ -113,7 +160,7 @@ impl MmapHeap {
     }
 }
 
-impl Heap for MmapHeap {
+impl<L: FreeIndex> Heap for MmapHeap<L> {
     const NAME: &'static str = "phase3-mmap-debug";
 
     fn new(config: &Config) -> Self {
@@ -145,7 +192,7 @@ impl Heap for MmapHeap {
             Err(Fault::InvalidPointer {
                 why: OUTSIDE_THE_HEAP,
                 ..
-            }) => self.mapped.unmap(ptr.as_ptr() as usize),
+            }) => self.unmap(ptr.as_ptr() as usize),
             result => result,
         }
     }
@@ -219,6 +266,7 @@ impl Heap for MmapHeap {
             M_MMAP_THRESHOLD => match usize::try_from(value) {
                 Ok(threshold) => {
                     self.mmap_threshold = threshold;
+                    self.mmap_threshold_fixed = true;
                     true
                 }
                 Err(_) => false,
@@ -352,7 +400,7 @@ mod tests {
             mmap_threshold: Some(4096),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let mut heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
         let p = heap.alloc(5000, MIN_ALIGN).unwrap();
         assert!(!heap.brk.owns(addr(p)));
         assert!(heap.set_option(M_MMAP_THRESHOLD, 1 << 20));
@@ -420,7 +468,7 @@ mod tests {
             mmap_threshold: Some(20_000),
             ..Config::DEFAULT
         };
-        let mut heap = MmapHeap::with_growth(&config, Growth::MmapOnly);
+        let mut heap: MmapHeap = MmapHeap::with_growth(&config, Growth::MmapOnly);
         let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
         let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..6000 {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use thread_heaps::ThreadHeaps;
 
-static HEAPS: ThreadHeaps<mmap_debug::MmapDebugHeap> = ThreadHeaps::new();
+static HEAPS: ThreadHeaps<segregated_fits::SegregatedFitsHeap> = ThreadHeaps::new();
 const BATCH: usize = 1000;
 const ROUNDS: usize = 2000;
 

@@ -18,7 +18,7 @@
 //!   +---------------------+---------+---------+----    a bitmap of allocated blocks
 //!   pointer & !(4 MiB - 1) = segment; (pointer - segment) / 64 KiB = page
 //!
-//!   larger than SMALL_LIMIT, or aligned beyond 16: the fallback heap (phase 3's or
+//!   larger than SMALL_LIMIT, or aligned beyond 16: the fallback heap (phase 4's
 //!   phase 4's policy), under its lock, as it was.
 //! ```
 //!
@@ -99,7 +99,7 @@ fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
 }
 
 /// Whether `MALLOC_DEBUG=1`: then every request goes to the fallback heap, whose debug
-/// layer (phase 3's) guards, poisons and checks every block; pages have no room for
+/// layer (phase 3's, inside phase 4's heap) guards, poisons and checks every block; pages have no room for
 /// guards. Read once (the setting cannot change), then one load per call.
 #[inline(always)]
 fn debug_mode() -> bool {

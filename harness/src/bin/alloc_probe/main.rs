@@ -8,6 +8,7 @@
 
 mod api;
 mod behaviour;
+mod fits;
 mod heaps;
 mod mapped;
 mod threads;
@@ -41,6 +42,8 @@ const PROBES: &[Probe] = &[
     ("underflow", mapped::underflow),
     ("mmap-double-free", mapped::mmap_double_free),
     ("mmap-interior-free", mapped::mmap_interior_free),
+    ("good-fit", fits::good_fit),
+    ("bounded-search", fits::bounded_search),
     ("thread-scaling", heaps::thread_scaling),
     ("remote-free", heaps::remote_free),
     ("thread-exit", heaps::thread_exit),

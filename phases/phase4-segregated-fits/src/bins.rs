@@ -1,0 +1,506 @@
+//! The bins: every free block of the brk heap, in one of [`CLASSES`] doubly linked
+//! lists by its size, and a bitmap of the lists that are not empty.
+//!
+//! ```text
+//!   class:     3    4    5   ...   63  |  64   65  ...  71  |  72  ...  79  | ... | 255
+//!   sizes:    48   64   80   ...  1008 | 1024 1152 ... 1920 | 2048 ... 3840 | ... | 2^34 and up
+//!             '---- one size each -----' '-- 8 per power of two: each 1/8 of it wide --'
+//!   bitmap:    1    0    1   ...    0  |   0    1  ...   0  |   1  ...   0  | ... |  0
+//!   heads:     |         |                    |                  |
+//!              v         v                    v                  v
+//!            [48]      [80]                [1184]             [2048]
+//!              |         |                    |
+//!            [48]      [80]                [1152]
+//! ```
+//!
+//! - **Exact classes** below [`EXACT_LIMIT`] (1 KiB): one class per block size (a
+//!   multiple of 16), so the head of a request's own class always fits it exactly.
+//!   Most requests of most programs are this small (the traces in `harness/traces/`).
+//! - **Spaced classes** from 1 KiB up: eight per power of two, as in TLSF, so a class
+//!   spans one eighth of its lower bound (`[1024, 1152)`, `[1152, 1280)`, …) and a block
+//!   taken from the next class up is at most a quarter larger than needed. The last
+//!   class holds everything from 2^34 bytes (16 GiB) up.
+//!
+//! Finding a block for `size` bytes ([`Bins::find_fit`]): in the request's own class,
+//! the smallest block that fits among the first [`SCAN_LIMIT`] (for an exact class that
+//! is its head); if none does, the head of the next class that is not empty, found with
+//! the bitmap in at most [`WORDS`] word operations: every block there is larger than
+//! `size`. So a search takes a bounded number of steps whatever the number of free
+//! blocks, and the block found is a good fit: the smallest class that can serve, and
+//! the best of the first few blocks of a class that might.
+//!
+//! Within a class, order is newest first (a block just freed is likely in the cache).
+//! A block's class is a function of its size, so taking a block out needs only its
+//! header: the caller keeps the header's size as it was when the block was indexed
+//! (see `FreeIndex`).
+
+use preload_kit::Fault;
+use split_coalesce::block::Block;
+use split_coalesce::free_list::FreeIndex;
+
+/// Block sizes below this have a class each.
+pub const EXACT_LIMIT: usize = 1024;
+
+/// `EXACT_LIMIT`'s power of two: the first spaced class starts at `2^FIRST_SPACED_POWER`.
+const FIRST_SPACED_POWER: u32 = EXACT_LIMIT.trailing_zeros();
+
+/// Classes per power of two above `EXACT_LIMIT`, as a power of two (8 = 2^3).
+const SUBCLASS_BITS: u32 = 3;
+
+/// How many classes: 64 exact ones (16-byte steps below 1 KiB; 0 to 2 are never used,
+/// blocks being at least 48 bytes) and 192 spaced ones (24 powers of two, 8 each).
+pub const CLASSES: usize = 256;
+
+/// Words in the bitmap of non-empty classes.
+pub const WORDS: usize = CLASSES / 64;
+
+/// Blocks of its own class that a search looks at before going up a class. A spaced
+/// class holds blocks up to 1/8 apart in size, so some may be smaller than the request.
+pub const SCAN_LIMIT: usize = 8;
+
+const EXACT_CLASSES: usize = EXACT_LIMIT / 16;
+
+/// The class of a block of `size` bytes (a multiple of 16, at least 48).
+pub fn class_of(size: usize) -> usize {
+    if size < EXACT_LIMIT {
+        return size / 16;
+    }
+    let power = usize::BITS - 1 - size.leading_zeros();
+    let subclass = (size >> (power - SUBCLASS_BITS)) & ((1 << SUBCLASS_BITS) - 1);
+    let class = EXACT_CLASSES + ((power - FIRST_SPACED_POWER) << SUBCLASS_BITS) as usize + subclass;
+    class.min(CLASSES - 1)
+}
+
+/// The smallest block size of class `class`: its lower bound.
+pub fn class_floor(class: usize) -> usize {
+    if class < EXACT_CLASSES {
+        return class * 16;
+    }
+    let spaced = class - EXACT_CLASSES;
+    let power = FIRST_SPACED_POWER as usize + (spaced >> SUBCLASS_BITS);
+    let subclass = spaced & ((1 << SUBCLASS_BITS) - 1);
+    (1 << power) + (subclass << (power - SUBCLASS_BITS as usize))
+}
+
+/// One class: how many free blocks and how many bytes, for the dump and the stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassCount {
+    pub class: usize,
+    /// The class's smallest block size.
+    pub floor: usize,
+    pub blocks: usize,
+    pub bytes: usize,
+}
+
+pub struct Bins {
+    /// The newest block of each class; `None` for an empty class.
+    heads: [Option<Block>; CLASSES],
+    /// Bit `c % 64` of word `c / 64` is set exactly when class `c` is not empty.
+    non_empty: [u64; WORDS],
+}
+
+impl Bins {
+    /// The first class at or above `class` that holds a block.
+    fn first_non_empty_from(&self, class: usize) -> Option<usize> {
+        let mut word = class / 64;
+        let mut bits = *self.non_empty.get(word)? & (u64::MAX << (class % 64));
+        loop {
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+            bits = *self.non_empty.get(word)?;
+        }
+    }
+
+    fn mark(&mut self, class: usize, non_empty: bool) {
+        let bit = 1u64 << (class % 64);
+        if let Some(word) = self.non_empty.get_mut(class / 64) {
+            if non_empty {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
+    }
+
+    fn head(&self, class: usize) -> Option<Block> {
+        self.heads.get(class).copied().flatten()
+    }
+
+    fn set_head(&mut self, class: usize, block: Option<Block>) {
+        if let Some(head) = self.heads.get_mut(class) {
+            *head = block;
+        }
+        self.mark(class, block.is_some());
+    }
+
+    fn push(&mut self, class: usize, block: Block) {
+        let head = self.head(class);
+        block.set_prev_in_list(None);
+        block.set_next_in_list(head);
+        if let Some(head) = head {
+            head.set_prev_in_list(Some(block));
+        }
+        self.set_head(class, Some(block));
+    }
+
+    /// Takes `block` out of class `class`'s list: O(1), through its links.
+    fn unlink(&mut self, class: usize, block: Block) {
+        let prev = block.prev_in_list();
+        let next = block.next_in_list();
+        match prev {
+            None => self.set_head(class, next),
+            Some(prev) => prev.set_next_in_list(next),
+        }
+        if let Some(next) = next {
+            next.set_prev_in_list(prev);
+        }
+    }
+
+    /// The smallest block of at least `size` bytes among the first `limit` of `class`.
+    fn best_of_first(&self, class: usize, size: usize, limit: usize) -> Option<Block> {
+        let mut best: Option<Block> = None;
+        let mut current = self.head(class);
+        for _ in 0..limit {
+            let Some(block) = current else { break };
+            if block.size() == size {
+                return Some(block);
+            }
+            if block.size() > size && best.is_none_or(|b| block.size() < b.size()) {
+                best = Some(block);
+            }
+            current = block.next_in_list();
+        }
+        best
+    }
+
+    /// Every class that holds blocks, counted (for the dump and the stats): walks
+    /// every free block, so it is for reports, not for the allocation path.
+    pub fn for_each_class(&self, mut visit: impl FnMut(ClassCount)) {
+        for class in 0..CLASSES {
+            let mut count = ClassCount {
+                class,
+                floor: class_floor(class),
+                ..ClassCount::default()
+            };
+            let mut current = self.head(class);
+            while let Some(block) = current {
+                count.blocks += 1;
+                count.bytes += block.size();
+                current = block.next_in_list();
+            }
+            if count.blocks > 0 {
+                visit(count);
+            }
+        }
+    }
+}
+
+impl FreeIndex for Bins {
+    fn new() -> Self {
+        Bins {
+            heads: [None; CLASSES],
+            non_empty: [0; WORDS],
+        }
+    }
+
+    fn insert(&mut self, block: Block) {
+        self.push(class_of(block.size()), block);
+    }
+
+    fn remove(&mut self, block: Block) {
+        self.unlink(class_of(block.size()), block);
+    }
+
+    /// `new` is usually the rest of `old` after a split, or `old` merged with the block
+    /// before it: a different size, so often a different class. In the same class it
+    /// takes `old`'s place in the list; otherwise it goes to the front of its own.
+    fn replace(&mut self, old: Block, new: Block) {
+        let old_class = class_of(old.size());
+        let new_class = class_of(new.size());
+        if old_class != new_class {
+            self.unlink(old_class, old);
+            self.push(new_class, new);
+            return;
+        }
+        let prev = old.prev_in_list();
+        let next = old.next_in_list();
+        new.set_prev_in_list(prev);
+        new.set_next_in_list(next);
+        match prev {
+            None => self.set_head(new_class, Some(new)),
+            Some(prev) => prev.set_next_in_list(Some(new)),
+        }
+        if let Some(next) = next {
+            next.set_prev_in_list(Some(new));
+        }
+    }
+
+    fn grew(&mut self, block: Block, old_size: usize) {
+        let old_class = class_of(old_size);
+        let new_class = class_of(block.size());
+        if old_class != new_class {
+            self.unlink(old_class, block);
+            self.push(new_class, block);
+        }
+    }
+
+    fn find_fit(&mut self, size: usize) -> Option<Block> {
+        let class = class_of(size);
+        if class < EXACT_CLASSES {
+            // Every block of an exact class has the request's size.
+            if let Some(block) = self.head(class) {
+                return Some(block);
+            }
+        } else {
+            // The last class is open-ended: walk all of it (its blocks are 16 GiB or
+            // more each, so there are few).
+            let limit = if class == CLASSES - 1 {
+                usize::MAX
+            } else {
+                SCAN_LIMIT
+            };
+            if let Some(block) = self.best_of_first(class, size, limit) {
+                return Some(block);
+            }
+        }
+        let above = self.first_non_empty_from(class + 1)?;
+        let block = self.head(above)?;
+        // The last class may hold blocks smaller than a request in it; every other
+        // class above the request's holds only blocks larger than it.
+        (block.size() >= size).then_some(block)
+    }
+
+    /// The bins' own invariants: each class's links agree both ways (`b.next.prev ==
+    /// b`, and the head has no `prev`), every block is in the class of its size, and a
+    /// class's bit in the bitmap is set exactly when it holds a block.
+    fn check_each(
+        &self,
+        max_blocks: usize,
+        mut is_free_block: impl FnMut(Block) -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        let mut listed = 0;
+        for class in 0..CLASSES {
+            let head = self.head(class);
+            let marked = self.non_empty[class / 64] & (1 << (class % 64)) != 0;
+            if marked != head.is_some() {
+                return Err(Fault::Corruption {
+                    addr: head.map_or(0, Block::addr),
+                    what: "bin bitmap disagrees with the bin",
+                });
+            }
+            let mut previous: Option<Block> = None;
+            let mut entry = head;
+            while let Some(block) = entry {
+                is_free_block(block)?;
+                let addr = block.addr();
+                if class_of(block.size()) != class {
+                    return Err(Fault::Corruption {
+                        addr,
+                        what: "free block in the wrong bin for its size",
+                    });
+                }
+                if block.prev_in_list() != previous {
+                    return Err(Fault::Corruption {
+                        addr,
+                        what: "bin links disagree (next and prev)",
+                    });
+                }
+                listed += 1;
+                if listed > max_blocks {
+                    return Err(Fault::Corruption {
+                        addr,
+                        what: "bins loop or hold a block twice",
+                    });
+                }
+                previous = Some(block);
+                entry = block.next_in_list();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn classes_are_exact_below_1_kib_then_eight_per_power_of_two() {
+        assert_eq!(class_of(48), 3);
+        assert_eq!(class_of(1008), 63);
+        assert_eq!(class_of(1024), 64);
+        assert_eq!(class_of(1136), 64);
+        assert_eq!(class_of(1152), 65);
+        assert_eq!(class_of(2047), 71);
+        assert_eq!(class_of(2048), 72);
+        assert_eq!(class_of(1 << 33), CLASSES - 8);
+        assert_eq!(class_of((1 << 34) - 16), CLASSES - 1);
+        assert_eq!(class_of(1 << 40), CLASSES - 1);
+    }
+
+    #[test]
+    fn every_size_lies_between_its_class_floor_and_the_next() {
+        let mut size = 48;
+        while size < 1 << 36 {
+            let class = class_of(size);
+            assert!(class_floor(class) <= size, "size {size} class {class}");
+            if class + 1 < CLASSES {
+                assert!(size < class_floor(class + 1), "size {size} class {class}");
+            }
+            size += 16 + size / 7;
+            size = size.next_multiple_of(16);
+        }
+        for class in 3..CLASSES {
+            assert_eq!(class_of(class_floor(class)), class);
+        }
+    }
+
+    /// Free blocks in memory of the test's own, 16-aligned, with their headers written.
+    struct Blocks {
+        memory: Vec<u128>,
+    }
+
+    impl Blocks {
+        fn new(sizes: &[usize]) -> (Blocks, Vec<Block>) {
+            let total: usize = sizes.iter().sum();
+            let mut blocks = Blocks {
+                memory: std::vec![0u128; total / 16],
+            };
+            let base = blocks.memory.as_mut_ptr() as usize;
+            let mut addr = base;
+            let mut made = Vec::new();
+            for &size in sizes {
+                // SAFETY: `addr` is 16-aligned and `size` bytes from it lie inside
+                // `memory`, which the test owns and keeps alive.
+                let block = unsafe { Block::at(addr) };
+                block.init_free(size);
+                made.push(block);
+                addr += size;
+            }
+            (blocks, made)
+        }
+    }
+
+    fn indexed(bins: &Bins) -> Vec<usize> {
+        let mut addrs = Vec::new();
+        bins.check_each(usize::MAX, |b| {
+            addrs.push(b.addr());
+            Ok(())
+        })
+        .expect("the bins are consistent");
+        addrs.sort();
+        addrs
+    }
+
+    #[test]
+    fn an_exact_class_serves_its_own_size_whatever_else_is_free() {
+        let (_memory, blocks) = Blocks::new(&[48, 64, 4096, 64, 80]);
+        let mut bins = Bins::new();
+        blocks.iter().for_each(|&b| bins.insert(b));
+        assert_eq!(
+            bins.find_fit(64),
+            Some(blocks[3]),
+            "newest of the class first"
+        );
+        assert_eq!(bins.find_fit(48), Some(blocks[0]));
+        assert_eq!(bins.find_fit(96), Some(blocks[2]), "next class up");
+        assert_eq!(bins.find_fit(8192), None);
+    }
+
+    #[test]
+    fn a_spaced_class_gives_the_best_of_its_first_blocks() {
+        // Class 64 spans [1024, 1152).
+        let (_memory, blocks) = Blocks::new(&[1136, 1056, 1104, 2048]);
+        let mut bins = Bins::new();
+        blocks.iter().for_each(|&b| bins.insert(b));
+        assert_eq!(bins.find_fit(1040), Some(blocks[1]), "1056 is the best fit");
+        assert_eq!(bins.find_fit(1120), Some(blocks[0]));
+        assert_eq!(bins.find_fit(1152), Some(blocks[3]), "class 65 is empty");
+    }
+
+    #[test]
+    fn taking_blocks_out_empties_the_bitmap() {
+        let (_memory, blocks) = Blocks::new(&[48, 48, 1024, 1 << 20]);
+        let mut bins = Bins::new();
+        blocks.iter().for_each(|&b| bins.insert(b));
+        assert_eq!(indexed(&bins).len(), 4);
+        bins.remove(blocks[0]);
+        bins.remove(blocks[3]);
+        assert_eq!(indexed(&bins), [blocks[1].addr(), blocks[2].addr()]);
+        bins.remove(blocks[1]);
+        bins.remove(blocks[2]);
+        assert_eq!(bins.non_empty, [0; WORDS]);
+        assert_eq!(bins.find_fit(48), None);
+    }
+
+    #[test]
+    fn replace_and_grew_move_a_block_to_its_new_class() {
+        let (_memory, blocks) = Blocks::new(&[2048, 64, 64, 64]);
+        let mut bins = Bins::new();
+        bins.insert(blocks[0]);
+        bins.insert(blocks[1]);
+        bins.insert(blocks[3]);
+        // A split: the block at 2048's start is used, its last 1024 bytes are the rest.
+        // SAFETY: 1024 bytes into a 2048-byte block the test owns.
+        let rest = unsafe { Block::at(blocks[0].addr() + 1024) };
+        rest.init_free(1024);
+        bins.replace(blocks[0], rest);
+        assert_eq!(bins.find_fit(1024), Some(rest));
+        assert_eq!(bins.find_fit(1040), None);
+        // A merge in place: block 1 absorbs block 2 (64 + 64 = 128 bytes).
+        blocks[1].init_free(128);
+        bins.grew(blocks[1], 64);
+        assert_eq!(bins.find_fit(128), Some(blocks[1]));
+        assert_eq!(bins.find_fit(64), Some(blocks[3]));
+        assert_eq!(
+            indexed(&bins),
+            [rest.addr(), blocks[1].addr(), blocks[3].addr()]
+        );
+    }
+
+    #[test]
+    fn the_check_finds_a_block_in_the_wrong_bin() {
+        let (_memory, blocks) = Blocks::new(&[64, 256]);
+        let mut bins = Bins::new();
+        bins.insert(blocks[0]);
+        // Rewritten without telling the bins: now in class 4's list with size 256.
+        blocks[0].init_free(64 + 192);
+        let fault = bins.check_each(10, |_| Ok(())).unwrap_err();
+        assert!(matches!(
+            fault,
+            Fault::Corruption {
+                what: "free block in the wrong bin for its size",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn classes_are_counted_for_the_dump() {
+        let (_memory, blocks) = Blocks::new(&[48, 48, 1056, 1104]);
+        let mut bins = Bins::new();
+        blocks.iter().for_each(|&b| bins.insert(b));
+        let mut counts = Vec::new();
+        bins.for_each_class(|c| counts.push(c));
+        assert_eq!(
+            counts,
+            [
+                ClassCount {
+                    class: 3,
+                    floor: 48,
+                    blocks: 2,
+                    bytes: 96
+                },
+                ClassCount {
+                    class: 64,
+                    floor: 1024,
+                    blocks: 2,
+                    bytes: 2160
+                }
+            ]
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! # Phase 4: segregated fits: free blocks in bins by size
+//!
+//! Phases 1 to 3 find a free block by walking one list, first fit. The walk grows with
+//! the number of free blocks, and splitting fills the list with small leftovers that
+//! every larger request must step over; first fit also carves small requests out of
+//! whatever large block comes first, pinning holes. Phase 4 keeps everything of phase
+//! 3 and changes only how a free block is found: free blocks sit in bins by size class,
+//! with a bitmap of the bins that hold any, so a request finds a good fit in a bounded
+//! number of steps however many blocks are free.
+//!
+//! ```text
+//!   SegregatedFitsHeap                      (this file: phase 4's name and dump)
+//!   '-- MmapDebugHeap<Bins>                 (phase 3: the debug layer, when on)
+//!       '-- MmapHeap<Bins>                  (phase 3: large blocks in mappings)
+//!           '-- SplitCoalesceHeap<Bins>     (phase 2: split, coalesce, trim, realloc)
+//!               '-- Bins                    (phase 4: the free blocks, by class)
+//! ```
+//!
+//! Read the files in this order:
+//!
+//! 1. [`bins`]: the size classes, the bins and their bitmap, and the search.
+//! 2. This file: the phase's heap: phase 3's, with [`Bins`] as its free index, and a
+//!    dump that shows the bins.
+//!
+//! **From phases 2 and 3, unchanged**: splitting, coalescing, trimming, realloc in
+//! place (the `split-coalesce` package's `SplitCoalesceHeap`, generic over its free
+//! index), the mappings for large blocks and the debug mode (the `mmap-debug` package's
+//! `MmapDebugHeap`). This package depends on both and holds their heap as a field.
+//! Still one lock around the whole heap, taken by the kit: threads are phase 5's.
+//!
+//! Chapter: `docs/src/ch04-segregated-fits.md`.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod bins;
+
+use core::fmt::Write as _;
+use core::ptr::NonNull;
+
+use mmap_debug::MmapDebugHeap;
+use preload_kit::arena::Growth;
+use preload_kit::{Config, Fault, Heap, Location, Out, Stats};
+
+pub use bins::Bins;
+
+/// Phase 4's heap: phase 3's, whose brk heap keeps its free blocks in [`Bins`].
+/// Every call goes straight to it; only the name and the dump are phase 4's own.
+pub struct SegregatedFitsHeap {
+    heap: MmapDebugHeap<Bins>,
+}
+
+impl SegregatedFitsHeap {
+    /// An empty heap; `growth` is for the brk heap (`MmapOnly` in unit tests).
+    ///
+    /// With the bins, a freed large buffer can be reused well by the brk heap, so the
+    /// mmap threshold follows freed mappings, as glibc's does (see
+    /// `MmapHeap::follow_freed_mappings`): a program that keeps asking for buffers of
+    /// a few MiB pays for fresh pages once, not every time.
+    pub fn with_growth(config: &Config, growth: Growth) -> Self {
+        let mut heap = MmapDebugHeap::with_growth(config, growth);
+        heap.follow_freed_mappings();
+        SegregatedFitsHeap { heap }
+    }
+
+    /// The bins of the brk heap's free blocks.
+    pub fn bins(&self) -> &Bins {
+        self.heap.heap().brk().free_index()
+    }
+
+    /// One `[BIN …]` line per size class that holds free blocks, smallest first: the
+    /// class's sizes (one size, or a range for the classes from 1 KiB up), how many
+    /// free blocks it holds and their bytes.
+    pub fn dump_bins(&self, out: &mut Out) {
+        self.bins().for_each_class(|count| {
+            let _ = if count.class < bins::EXACT_LIMIT / 16 {
+                write!(out, "[BIN {}", count.floor)
+            } else if count.class + 1 < bins::CLASSES {
+                write!(
+                    out,
+                    "[BIN {}-{}",
+                    count.floor,
+                    bins::class_floor(count.class + 1) - 16
+                )
+            } else {
+                write!(out, "[BIN {}+", count.floor)
+            };
+            let _ = writeln!(out, " blocks={} bytes={}]", count.blocks, count.bytes);
+        });
+    }
+}
+
+impl Heap for SegregatedFitsHeap {
+    const NAME: &'static str = "phase4-segregated-fits";
+
+    /// The kit runs [`Heap::check`] after calls in debug mode, as in phase 3.
+    const CHECK_IN_DEBUG_MODE: bool = true;
+
+    fn new(config: &Config) -> Self {
+        SegregatedFitsHeap::with_growth(config, Growth::BrkThenMmap)
+    }
+
+    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.heap.alloc(size, align)
+    }
+
+    fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
+        self.heap.alloc_zeroed(size)
+    }
+
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        self.heap.free(ptr)
+    }
+
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        self.heap.usable_size(ptr)
+    }
+
+    fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        self.heap.realloc(ptr, size)
+    }
+
+    fn locate(&self, addr: usize) -> Location {
+        self.heap.locate(addr)
+    }
+
+    /// Phase 3's dump (the blocks, the mappings, the quarantine), then the bins.
+    fn dump_blocks(&self, out: &mut Out) {
+        self.heap.dump_blocks(out);
+        self.dump_bins(out);
+    }
+
+    fn stats(&self) -> Stats {
+        self.heap.stats()
+    }
+
+    /// Phase 3's invariants; the brk heap's include the bins' own (each block in the
+    /// class of its size, links that agree, the bitmap true to the bins).
+    fn check(&self) -> Result<(), Fault> {
+        self.heap.check()
+    }
+
+    fn set_option(&mut self, param: i32, value: i32) -> bool {
+        self.heap.set_option(param, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use preload_kit::MIN_ALIGN;
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn heap(debug: bool) -> SegregatedFitsHeap {
+        let config = Config {
+            debug,
+            seed: Some(42),
+            ..Config::DEFAULT
+        };
+        SegregatedFitsHeap::with_growth(&config, Growth::MmapOnly)
+    }
+
+    fn addr(p: NonNull<u8>) -> usize {
+        p.as_ptr() as usize
+    }
+
+    /// What `dump` prints, through an unlinked temporary file (`Out` writes to a file
+    /// descriptor: it must not allocate).
+    fn printed(dump: impl FnOnce(&mut Out)) -> String {
+        let path = std::env::temp_dir().join(std::format!(
+            "phase4-test-{}-{:?}.txt",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        dump(&mut Out::new(file.as_raw_fd()));
+        let mut text = String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// Free blocks of 2, 4, 8 and 16 KB between used fences, freed largest last: each
+    /// request lands in the smallest that holds it (first fit, newest first, would cut
+    /// them all from the 16 KB block).
+    #[test]
+    fn a_request_takes_the_smallest_free_block_that_holds_it() {
+        let mut heap = heap(false);
+        let sizes = [2000, 4000, 8000, 16000];
+        let mut fences = Vec::new();
+        let mut holes = Vec::new();
+        for size in sizes {
+            holes.push(heap.alloc(size, MIN_ALIGN).unwrap());
+            fences.push(heap.alloc(64, MIN_ALIGN).unwrap());
+        }
+        holes.iter().for_each(|&p| heap.free(p).unwrap());
+        for (i, size) in sizes.iter().enumerate().rev() {
+            let p = heap.alloc(size - 100, MIN_ALIGN).unwrap();
+            assert_eq!(addr(p), addr(holes[i]), "{} bytes", size - 100);
+        }
+        heap.check().unwrap();
+    }
+
+    /// Freeing a mapped block raises the mmap threshold to its size: the next buffer of
+    /// that size comes from the brk heap, and a freed one there is reused in place.
+    /// A threshold the user set stays where it is.
+    #[test]
+    fn the_mmap_threshold_follows_freed_mappings() {
+        const BUFFER: usize = 1 << 20;
+        let mut heap = heap(false);
+        let first = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert!(matches!(heap.locate(addr(first)), Location::Mapping { .. }));
+        heap.free(first).unwrap();
+        let second = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert!(matches!(heap.locate(addr(second)), Location::Heap(_)));
+        let fence = heap.alloc(64, MIN_ALIGN).unwrap();
+        heap.free(second).unwrap();
+        let third = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert_eq!(addr(third), addr(second), "the freed buffer is reused");
+        heap.free(third).unwrap();
+        heap.free(fence).unwrap();
+        heap.check().unwrap();
+
+        let fixed = Config {
+            mmap_threshold: Some(128 * 1024),
+            ..Config::DEFAULT
+        };
+        let mut heap = SegregatedFitsHeap::with_growth(&fixed, Growth::MmapOnly);
+        let first = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        heap.free(first).unwrap();
+        let second = heap.alloc(BUFFER, MIN_ALIGN).unwrap();
+        assert!(matches!(
+            heap.locate(addr(second)),
+            Location::Mapping { .. }
+        ));
+        heap.free(second).unwrap();
+    }
+
+    #[test]
+    fn the_dump_shows_the_bins() {
+        let mut heap = heap(false);
+        let mut blocks = Vec::new();
+        for size in [40, 40, 40, 40, 1100, 40, 5000, 40] {
+            blocks.push(heap.alloc(size, MIN_ALIGN).unwrap());
+        }
+        for i in [0, 2, 4, 6] {
+            heap.free(blocks[i]).unwrap();
+        }
+        let text = printed(|out| heap.dump_bins(out));
+        assert_eq!(
+            text,
+            "[BIN 64 blocks=2 bytes=128]\n\
+             [BIN 1024-1136 blocks=1 bytes=1120]\n\
+             [BIN 4608-5104 blocks=1 bytes=5024]\n"
+        );
+        let stats = heap.stats();
+        assert_eq!(
+            (stats.free_blocks, stats.free_bytes),
+            (4, 128 + 1120 + 5024)
+        );
+    }
+
+    /// A seeded random workload of every call, small and large, aligned and not, with
+    /// and without the debug layer: contents survive and the heap check (which checks
+    /// the bins) passes after every call.
+    #[test]
+    fn random_workload_keeps_contents_and_invariants() {
+        for debug in [false, true] {
+            let mut heap = heap(debug);
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let mut random = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+            for step in 0..6000 {
+                let choice = random() % 10;
+                if choice < 5 || live.is_empty() {
+                    let size = match random() % 20 {
+                        0 => 1 + (random() % 300_000) as usize,
+                        1..=4 => 1 + (random() % 8000) as usize,
+                        _ => 1 + (random() % 500) as usize,
+                    };
+                    let align = if random() % 8 == 0 { 256 } else { MIN_ALIGN };
+                    let p = heap.alloc(size, align).unwrap();
+                    assert_eq!(addr(p) % align, 0);
+                    let byte = step as u8;
+                    // SAFETY: a fresh block of `size` bytes.
+                    unsafe { p.as_ptr().write_bytes(byte, size) };
+                    live.push((p, size, byte));
+                } else {
+                    let i = (random() as usize) % live.len();
+                    let (p, size, byte) = live.swap_remove(i);
+                    // SAFETY: a live block of `size` bytes.
+                    let kept = unsafe { core::slice::from_raw_parts(p.as_ptr(), size) };
+                    assert!(kept.iter().all(|&b| b == byte), "step {step}");
+                    if choice < 8 {
+                        heap.free(p).unwrap();
+                    } else {
+                        let new_size = 1 + (random() % 3000) as usize;
+                        let q = heap.realloc(p, new_size).unwrap().unwrap();
+                        // SAFETY: the kept prefix of the resized block.
+                        let kept =
+                            unsafe { core::slice::from_raw_parts(q.as_ptr(), size.min(new_size)) };
+                        assert!(kept.iter().all(|&b| b == byte), "realloc at step {step}");
+                        // SAFETY: the resized block holds `new_size` bytes.
+                        unsafe { q.as_ptr().write_bytes(byte, new_size) };
+                        live.push((q, new_size, byte));
+                    }
+                }
+                if step % 7 == 0 {
+                    heap.check().unwrap();
+                }
+            }
+            for (p, _, _) in live {
+                heap.free(p).unwrap();
+            }
+            heap.check().unwrap();
+            if !debug {
+                // (The debug layer's quarantine still holds blocks.)
+                assert_eq!(heap.stats().used_blocks, 0);
+            }
+        }
+    }
+}
