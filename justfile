@@ -5,11 +5,12 @@
 #   just demo                        build phase 1, show its demo, run ls under it
 #   just phase1 test|build|demo|bench
 #   just phase1 run -- CMD ARGS...   CMD under phase 1's allocator
+#   just phase 1 build               the same, for any registered phase
 #   just bench                       every phase against glibc and others (harness bench)
 #   just grade LIB.so N              grade any allocator on phase N's rubric
 #
-# `phase2` and `phase3` work the same way once their crates (phases/phase2-*/,
-# phases/phase3-*/) are in the workspace.
+# `phase2` ... `phase5` work the same way for every phase in the registry of phases
+# (harness/src/phases.rs; `cargo run -p harness --bin harness -- phases` lists it).
 
 set positional-arguments
 
@@ -33,43 +34,58 @@ bench *args:
 grade lib phase:
     cargo run --release -p harness --bin harness -- grade --lib {{quote(lib)}} --phase {{quote(phase)}}
 
-# Phase 1 (sbrk, free list, first fit): test | build | demo | bench | run -- CMD...
+# A phase's recipes: test | build | demo | bench | run -- CMD..., e.g. `just phase 2 build`.
+phase number action *args:
+    @{{just_executable()}} _phase "$@"
+
+# Phase 1: test | build | demo | bench | run -- CMD...
 phase1 action *args:
     @{{just_executable()}} _phase 1 "$@"
 
-# Phase 2 (split and coalesce): test | build | demo | bench | run -- CMD...
+# Phase 2: test | build | demo | bench | run -- CMD...
 phase2 action *args:
     @{{just_executable()}} _phase 2 "$@"
 
-# Phase 3 (mmap for large blocks, debug mode): test | build | demo | bench | run -- CMD...
+# Phase 3: test | build | demo | bench | run -- CMD...
 phase3 action *args:
     @{{just_executable()}} _phase 3 "$@"
+
+# Phase 4: test | build | demo | bench | run -- CMD...
+phase4 action *args:
+    @{{just_executable()}} _phase 4 "$@"
+
+# Phase 5: test | build | demo | bench | run -- CMD...
+phase5 action *args:
+    @{{just_executable()}} _phase 5 "$@"
 
 # Build the book (docs/) into docs/book; needs mdbook (`cargo install mdbook`).
 book:
     mdbook build docs
 
-# One recipe behind phase1, phase2, phase3. The phase's crate is the one folder
-# phases/phaseN-*/, so a new phase needs no change here.
+# One recipe behind `phase N` and phase1 ... phase5. What a phase's packages are
+# called and where its .so is comes from the registry of phases
+# (harness/src/phases.rs), read with `harness phases N`; folder names are not
+# guessed, so other crates beside the phases (a student's) change nothing here.
 _phase number action *args:
     #!/usr/bin/env bash
     set -euo pipefail
     shift 2
     number={{quote(number)}}
     action={{quote(action)}}
-    shopt -s nullglob
-    crates=(phases/phase"$number"-*/Cargo.toml)
-    if [ "${#crates[@]}" -ne 1 ]; then
-        echo "just: phase $number is not in this tree yet (no phases/phase$number-*/)" >&2
+    harness() { cargo run --quiet --release -p harness --bin harness -- "$@"; }
+    registered=$(harness phases | cut -f1)
+    if ! grep -qx -- "$number" <<<"$registered"; then
+        echo "just: phase $number is not in the registry of phases (it has:" $registered")" >&2
         exit 2
     fi
-    # The folder holds the policy library (its own package name) and, in preload/,
-    # the .so's package, named like the folder.
-    package=$(basename "$(dirname "${crates[0]}")")
-    policy=$(sed -n 's/^name = "\(.*\)"$/\1/p' "${crates[0]}" | head -n 1)
-    target=${CARGO_TARGET_DIR:-target}
-    case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
-    lib="$target/release/lib${package//-/_}.so"
+    package='' policy='' lib=''
+    while IFS=$'\t' read -r key value; do
+        case "$key" in
+            package) package=$value ;;
+            policy) policy=$value ;;
+            lib) lib=$value ;;
+        esac
+    done < <(harness phases "$number")
     # Prints the command as one could type it, then runs it.
     show() {
         local line='$' word quote="'\\''"
@@ -82,11 +98,14 @@ _phase number action *args:
     }
     case "$action" in
         test)
+            # The .so package has no tests of its own: they are the policy's.
             show cargo test -p "$policy"
-            # The harness's integration tests (tests/*.rs) name each test after its
-            # phase. Only those: a binary's own test target would take the filter
+            # The harness's integration tests (tests/*.rs): those about this phase
+            # (named phaseN_...) and those that run on each registered phase
+            # (named each_phase_...), narrowed to this one by HARNESS_PHASE. Only the
+            # integration tests: a binary's own test target would take the filters
             # as its arguments.
-            show cargo test -p harness --test '*' -- "phase$number"
+            show env HARNESS_PHASE="$number" cargo test -p harness --test '*' -- "phase$number" each_phase
             ;;
         build)
             show cargo build --release -p "$package"
@@ -97,9 +116,11 @@ _phase number action *args:
         bench)
             show cargo build --release -p "$package" -p harness --bin bench_alloc
             echo "$package:"
-            show env LD_PRELOAD="$lib" "$target/release/bench_alloc" --small 1000000
+            # bench_alloc is built beside the phase's .so (target/release/).
+            bench_alloc="$(dirname "$lib")/bench_alloc"
+            show env LD_PRELOAD="$lib" "$bench_alloc" --small 1000000
             echo "glibc:"
-            show "$target/release/bench_alloc" --small 1000000
+            show "$bench_alloc" --small 1000000
             ;;
         run)
             # `just phase1 run ls` is taken to mean `just phase1 run -- ls`.

@@ -33,7 +33,8 @@ const SYSTEM_ALLOCATORS: &[(&str, &str)] = &[
     ),
 ];
 
-/// glibc first (the reference for ratios), then every phase, then what is installed.
+/// glibc first (the reference for ratios), then every phase, then each phase's debug
+/// mode where it has one ([`phases::Phase::debug_mode`]), then what is installed.
 pub fn contenders() -> Vec<Contender> {
     let mut all = vec![Contender {
         name: "glibc".into(),
@@ -47,10 +48,10 @@ pub fn contenders() -> Vec<Contender> {
             env: Vec::new(),
         });
     }
-    // Phase 3's debug mode, to show what it costs. Its full heap check takes time in
+    // The debug modes, to show what they cost. The full heap check takes time in
     // proportion to the live blocks; run on every call (the default) it would take
     // hours here, so it runs every 1000th call, as the name says.
-    if let Some(phase) = phases::phase(3) {
+    for phase in phases::PHASES.iter().filter(|phase| phase.debug_mode) {
         all.push(Contender {
             name: format!("{} debug (check every 1000 calls)", phase.package),
             lib: Some(phase.lib_path()),

@@ -36,11 +36,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::checks::{self, Check, Subject, Verdict};
+use crate::phases;
 use crate::runner::{Ending, Run};
 use json::Json;
-
-/// The phases of the book; `--phase` takes one of these.
-pub const BOOK_PHASES: std::ops::RangeInclusive<u32> = 1..=4;
 
 /// How many times a timing check may run (alone each time) before it counts as failed.
 /// Each run of `perf/small-1m` is itself the best of up to three timings.
@@ -533,7 +531,7 @@ fn run_timing(check: &'static Check, subject: &Subject) -> Graded {
 pub fn checks_markdown(phase: Option<u32>) -> String {
     let listed: Vec<&Check> = match phase {
         Some(n) => rubric(n),
-        None => rubric(*BOOK_PHASES.end()),
+        None => rubric(phases::last().number),
     };
     let mut out = String::from("| check | what it shows | since phase | points |\n");
     out.push_str("|---|---|---|---|\n");
@@ -548,7 +546,7 @@ pub fn checks_markdown(phase: Option<u32>) -> String {
     out.push('\n');
     let phases: Vec<u32> = match phase {
         Some(n) => vec![n],
-        None => BOOK_PHASES.collect(),
+        None => phases::PHASES.iter().map(|p| p.number).collect(),
     };
     for n in phases {
         let checks = rubric(n);

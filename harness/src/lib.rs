@@ -1,20 +1,46 @@
 //! The mymalloc harness: run programs under any allocator `.so`, check, grade and
-//! benchmark allocators.
+//! benchmark allocators, and make the book's generated files.
 //!
-//! - [`phases`]: the reference phases, where their `.so` files are, how to build them.
+//! The modules are grouped by who uses them.
+//!
+//! **The core**, for every user (student, instructor, author), at the crate's root:
+//! - [`phases`]: the registry of reference phases, the one list the rest follows; where
+//!   their `.so` files are and how to build them.
 //! - [`runner`]: runs one command under a preload with a time limit, capturing
 //!   everything (the grader runs every check this way, so a crash costs one check).
+//! - [`checks`]: the catalogue of behaviour checks (the tests', the grader's and the
+//!   stage checks' one list); the probes they run are the `alloc_probe` binary's.
+//! - [`bench`]: `harness bench`, every phase against glibc and others on the same
+//!   workloads; the workloads are the `bench_alloc` binary's.
+//! - [`trace`]: malloc-lab traces: the generated suite, parsing and replay.
 //! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
-//! - [`grade`]: the grader: any `.so` against a phase's rubric of [`checks`], for points.
-//! - [`phase_diff`]: the diff of one phase's sources to the next, committed in `docs/src/`.
-//! - [`pictures`]: the book's heap maps and footprint chart, drawn from heap dumps.
+//!
+//! **[`grade`]**, for instructors: any `.so` (or a folder of submissions) against a
+//! phase's rubric of [`checks`], for points.
+//!
+//! **[`book`]**, for the book's authors: the pictures and the phase diffs.
+//!
+//! Dependency rule: `grade` and `book` use the core; the core never uses them, and
+//! they do not use each other. So the core can be read (and would build) alone, and a
+//! change to the grader or the book cannot break `harness run` for a student.
+//!
+//! Why one crate with three groups of modules rather than three crates: one `harness`
+//! binary serves every audience (`harness run`, `harness grade`, `harness pictures`),
+//! and a binary belongs to one crate. With a crate per audience, the command line
+//! would need a fourth crate depending on the other three, and every tool and test
+//! would build four crates to get what one gives; the dependency rule above is what
+//! separate crates would enforce, kept here by `tests/layout.rs`.
 
+// The core.
 pub mod bench;
 pub mod checks;
-pub mod grade;
-pub mod phase_diff;
 pub mod phases;
-pub mod pictures;
 pub mod rng;
 pub mod runner;
 pub mod trace;
+
+// For instructors.
+pub mod grade;
+
+// For the book's authors.
+pub mod book;

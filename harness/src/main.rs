@@ -1,18 +1,11 @@
-//! `harness`: run any command under a phase's (or any) allocator `.so`.
+//! `harness`: run, check, grade and benchmark allocators, and make the book's generated
+//! files. `harness help` lists the subcommands ([`SUBCOMMANDS`], one line each);
+//! `harness SUBCOMMAND --help` gives one's usage.
 //!
-//! ```text
-//! harness run --phase N -- CMD ARGS...     CMD under phase N's .so (built if needed)
-//! harness run --lib PATH.so -- CMD ARGS... CMD under any allocator
-//! harness demo [--phase N]                 build phase N, run the demo and `ls -la` under it
-//! harness traces --out DIR                 write the generated trace suite (harness/traces/)
-//! harness bench [--reps N] [--quick] [--out FILE]   benchmark report (docs/benchmarks.md)
-//! harness pictures --out DIR               the book's heap maps and footprint chart (SVG)
-//! harness grade --lib PATH.so --phase N    grade any allocator on phase N's rubric
-//! harness grade --dir FOLDER --phase N     grade a folder of submissions (`harness grade -h`)
-//! harness phase-diff --phase N             write docs/src/phase(N-1)-to-phaseN.diff
-//! ```
-//! The command's output passes through; its exit status becomes ours (128 + signal
-//! for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)` does).
+//! `harness run` passes the command's output through, and its exit status becomes ours
+//! (128 + signal for a crash, as a shell reports it; 124 for a time-out, as `timeout(1)`
+//! does). Every subcommand exits 2 on arguments it does not understand, after printing
+//! its usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,30 +14,185 @@ use std::time::Duration;
 use harness::phases;
 use harness::runner::{Ending, Run};
 
-const USAGE: &str =
-    "usage: harness run (--phase N | --lib PATH.so) [--timeout SECONDS] -- CMD [ARGS...]";
+/// One subcommand: its name, its line in `harness help`, its usage (`--help`), and the
+/// function that runs it on the arguments after its name. Adding a subcommand is one
+/// entry here.
+struct Subcommand {
+    name: &'static str,
+    summary: &'static str,
+    usage: &'static str,
+    main: fn(&[String]) -> ExitCode,
+}
+
+/// Every subcommand, in the order `harness help` lists them: what everyone runs, then
+/// the grader, then the book's generators.
+const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "run",
+        summary: "run a command under a phase's allocator or any allocator .so",
+        usage: "\
+usage: harness run (--phase N | --lib PATH.so) [--timeout SECONDS] -- CMD [ARGS...]
+  --phase N          phase N's .so (built first)
+  --lib PATH.so      any allocator
+  --timeout SECONDS  stop the command after this long (exit 124); default 3600",
+        main: run,
+    },
+    Subcommand {
+        name: "demo",
+        summary: "build a phase, show its heap step by step, then run ls under it",
+        usage: "\
+usage: harness demo [--phase N]
+  --phase N  the phase to show (default 1)",
+        main: demo,
+    },
+    Subcommand {
+        name: "phases",
+        summary: "list the registered phases; with N, phase N's entry as key-TAB-value lines",
+        usage: "\
+usage: harness phases [N]
+  (none)  one line per phase: number, .so package, title
+  N       phase N's registry entry, one `key<TAB>value` line per field (for scripts)",
+        main: list_phases,
+    },
+    Subcommand {
+        name: "bench",
+        summary: "benchmark every phase against glibc and others (docs/benchmarks.md)",
+        usage: "\
+usage: harness bench [--reps N] [--quick] [--out FILE]
+  --reps N    repetitions of each run (default 5); the report gives medians
+  --quick     small workloads and one trace, for a smoke test
+  --out FILE  where to write the report (default docs/benchmarks.md)",
+        main: bench,
+    },
+    Subcommand {
+        name: "traces",
+        summary: "write the generated trace suite (harness/traces/)",
+        usage: "usage: harness traces --out DIR",
+        main: traces,
+    },
+    Subcommand {
+        name: "grade",
+        summary: "grade any allocator .so, or a folder of them, on a phase's rubric",
+        usage: harness::grade::cli::USAGE,
+        main: harness::grade::cli::main,
+    },
+    Subcommand {
+        name: "pictures",
+        summary: "draw the book's heap maps and footprint chart (docs/src/pictures)",
+        usage: "usage: harness pictures --out DIR",
+        main: pictures,
+    },
+    Subcommand {
+        name: "phase-diff",
+        summary: "write the diff of the previous phase's sources to phase N's (docs/src/)",
+        usage: "\
+usage: harness phase-diff --phase N
+  --phase N  a phase whose chapter shows the diff from the phase before
+             (diff_from_previous in `harness phases N`)",
+        main: phase_diff,
+    },
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("run") => run(&args[1..]),
-        Some("demo") => demo(&args[1..]),
-        Some("traces") => traces(&args[1..]),
-        Some("grade") => harness::grade::cli::main(&args[1..]),
-        Some("bench") => bench(&args[1..]),
-        Some("phase-diff") => phase_diff(&args[1..]),
-        Some("pictures") => pictures(&args[1..]),
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => usage_error("expected a subcommand"),
+    let Some(first) = args.first() else {
+        print!("{}", overview());
+        return ExitCode::SUCCESS;
+    };
+    match first.as_str() {
+        "-h" | "--help" | "help" => help(&args[1..]),
+        name => match subcommand(name) {
+            Some(sub) if asks_for_help(&args[1..]) => {
+                println!("{}", sub.usage);
+                ExitCode::SUCCESS
+            }
+            Some(sub) => (sub.main)(&args[1..]),
+            None => {
+                eprint!("harness: unknown subcommand {name:?}\n{}", overview());
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
-fn usage_error(problem: &str) -> ExitCode {
-    eprintln!("harness: {problem}\n{USAGE}");
+fn subcommand(name: &str) -> Option<&'static Subcommand> {
+    SUBCOMMANDS.iter().find(|sub| sub.name == name)
+}
+
+/// `-h` or `--help` among a subcommand's own arguments (those before a `--`, after
+/// which they belong to the command `harness run` runs).
+fn asks_for_help(args: &[String]) -> bool {
+    (args.iter())
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "-h" || arg == "--help")
+}
+
+/// `harness help [SUBCOMMAND]`.
+fn help(args: &[String]) -> ExitCode {
+    match args {
+        [] => {
+            print!("{}", overview());
+            ExitCode::SUCCESS
+        }
+        [name] => match subcommand(name) {
+            Some(sub) => {
+                println!("{}", sub.usage);
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprint!("harness: unknown subcommand {name:?}\n{}", overview());
+                ExitCode::from(2)
+            }
+        },
+        _ => {
+            eprint!("harness: help takes one subcommand\n{}", overview());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Every subcommand with its one line.
+fn overview() -> String {
+    let width = SUBCOMMANDS
+        .iter()
+        .map(|sub| sub.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from(
+        "usage: harness SUBCOMMAND [ARGS...]\n\
+         (harness SUBCOMMAND --help, or harness help SUBCOMMAND, for its usage)\n\n",
+    );
+    for sub in SUBCOMMANDS {
+        text.push_str(&format!("  {:<width$}  {}\n", sub.name, sub.summary));
+    }
+    text
+}
+
+/// Reports a bad argument to subcommand `name`, with its usage, and exits 2.
+fn usage_error(name: &str, problem: &str) -> ExitCode {
+    let usage = subcommand(name).map_or("", |sub| sub.usage);
+    eprintln!("harness {name}: {problem}\n{usage}");
     ExitCode::from(2)
+}
+
+/// `harness phases [N]`: the registry, for people and for scripts (the justfile).
+fn list_phases(args: &[String]) -> ExitCode {
+    match args {
+        [] => {
+            for phase in phases::PHASES {
+                println!("{}\t{}\t{}", phase.number, phase.package, phase.title);
+            }
+            ExitCode::SUCCESS
+        }
+        [number] => match phases::parse(number) {
+            Ok(phase) => {
+                print!("{}", phase.describe());
+                ExitCode::SUCCESS
+            }
+            Err(problem) => usage_error("phases", &problem),
+        },
+        _ => usage_error("phases", "expected at most one phase number"),
+    }
 }
 
 fn run(args: &[String]) -> ExitCode {
@@ -54,9 +202,10 @@ fn run(args: &[String]) -> ExitCode {
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--phase" => {
-                let number = rest.next().and_then(|n| n.parse().ok());
-                let Some(phase) = number.and_then(phases::phase) else {
-                    return usage_error("--phase needs the number of a phase (1, 2, 3)");
+                let phase = match rest.next().map(|n| phases::parse(n)) {
+                    Some(Ok(phase)) => phase,
+                    Some(Err(problem)) => return usage_error("run", &problem),
+                    None => return usage_error("run", "--phase needs a phase number"),
                 };
                 if let Err(problem) = phases::build_all() {
                     eprintln!("harness: {problem}");
@@ -66,18 +215,18 @@ fn run(args: &[String]) -> ExitCode {
             }
             "--lib" => match rest.next() {
                 Some(path) => lib = Some(PathBuf::from(path)),
-                None => return usage_error("--lib needs a path to a .so"),
+                None => return usage_error("run", "--lib needs a path to a .so"),
             },
             "--timeout" => match rest.next().and_then(|s| s.parse::<f64>().ok()) {
                 Some(seconds) if seconds > 0.0 => timeout = Duration::from_secs_f64(seconds),
-                _ => return usage_error("--timeout needs a number of seconds"),
+                _ => return usage_error("run", "--timeout needs a number of seconds"),
             },
             "--" => break,
-            other => return usage_error(&format!("unknown argument {other:?}")),
+            other => return usage_error("run", &format!("unknown argument {other:?}")),
         }
     }
     let Some(lib) = lib else {
-        return usage_error("say which allocator: --phase N or --lib PATH.so");
+        return usage_error("run", "say which allocator: --phase N or --lib PATH.so");
     };
     if !lib.is_file() {
         eprintln!("harness: {} does not exist", lib.display());
@@ -86,7 +235,7 @@ fn run(args: &[String]) -> ExitCode {
     let lib = lib.canonicalize().unwrap_or(lib);
     let command: Vec<&String> = rest.collect();
     let Some((program, program_args)) = command.split_first() else {
-        return usage_error("nothing to run after --");
+        return usage_error("run", "nothing to run after --");
     };
     let outcome = match Run::new(program.as_str())
         .args(program_args.iter().map(|s| s.as_str()))
@@ -119,16 +268,13 @@ fn run(args: &[String]) -> ExitCode {
 /// The tour a newcomer starts with: build a phase, show its demo (with the debug log),
 /// then run a real program on it next to the same program on glibc.
 fn demo(args: &[String]) -> ExitCode {
-    let number = match args {
-        [] => 1,
-        [flag, n] if flag == "--phase" => match n.parse() {
-            Ok(n) => n,
-            Err(_) => return usage_error("--phase needs a number"),
+    let phase = match args {
+        [] => phases::PHASES[0],
+        [flag, n] if flag == "--phase" => match phases::parse(n) {
+            Ok(phase) => phase,
+            Err(problem) => return usage_error("demo", &problem),
         },
-        _ => return usage_error("usage: harness demo [--phase N]"),
-    };
-    let Some(phase) = phases::phase(number) else {
-        return usage_error("no such phase");
+        _ => return usage_error("demo", &format!("unknown arguments {args:?}")),
     };
     eprintln!("harness: building the phases (cargo build --release)...");
     if let Err(problem) = phases::build_all() {
@@ -190,10 +336,10 @@ fn demo(args: &[String]) -> ExitCode {
 /// Writes every trace of the suite as `DIR/NAME.rep` (malloc-lab's file extension).
 fn traces(args: &[String]) -> ExitCode {
     let [flag, dir] = args else {
-        return usage_error("usage: harness traces --out DIR");
+        return usage_error("traces", "expected --out DIR");
     };
     if flag != "--out" {
-        return usage_error("usage: harness traces --out DIR");
+        return usage_error("traces", &format!("unknown argument {flag:?}"));
     }
     for (name, about, make) in harness::trace::SUITE {
         let path = std::path::Path::new(dir).join(format!("{name}.rep"));
@@ -226,14 +372,14 @@ fn bench(args: &[String]) -> ExitCode {
         match arg.as_str() {
             "--reps" => match rest.next().and_then(|n| n.parse().ok()) {
                 Some(n) if n > 0 => options.reps = n,
-                _ => return usage_error("--reps needs a whole number above 0"),
+                _ => return usage_error("bench", "--reps needs a whole number above 0"),
             },
             "--quick" => options.quick = true,
             "--out" => match rest.next() {
                 Some(path) => out = PathBuf::from(path),
-                None => return usage_error("--out needs a file"),
+                None => return usage_error("bench", "--out needs a file"),
             },
-            other => return usage_error(&format!("unknown argument {other:?}")),
+            other => return usage_error("bench", &format!("unknown argument {other:?}")),
         }
     }
     let results = match harness::bench::run(&options, |line| eprintln!("harness bench: {line}")) {
@@ -252,23 +398,23 @@ fn bench(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Draws the book's pictures (see `harness::pictures`) into DIR (docs/src/pictures).
+/// Draws the book's pictures (see `harness::book::pictures`) into DIR (docs/src/pictures).
 fn pictures(args: &[String]) -> ExitCode {
     let [flag, dir] = args else {
-        return usage_error("usage: harness pictures --out DIR");
+        return usage_error("pictures", "expected --out DIR");
     };
     if flag != "--out" {
-        return usage_error("usage: harness pictures --out DIR");
+        return usage_error("pictures", &format!("unknown argument {flag:?}"));
     }
     eprintln!("harness: building the phases and running bench_alloc under each...");
-    let pictures = match harness::pictures::draw_all() {
+    let pictures = match harness::book::pictures::draw_all() {
         Ok(pictures) => pictures,
         Err(problem) => {
             eprintln!("harness: {problem}");
             return ExitCode::from(2);
         }
     };
-    if let Err(problem) = harness::pictures::write(&pictures, std::path::Path::new(dir)) {
+    if let Err(problem) = harness::book::pictures::write(&pictures, std::path::Path::new(dir)) {
         eprintln!("harness: {problem}");
         return ExitCode::from(2);
     }
@@ -279,21 +425,30 @@ fn pictures(args: &[String]) -> ExitCode {
 }
 
 /// Writes the diff of phase N-1's sources to phase N's into `docs/src/`, where the
-/// chapter on phase N links to it (see `harness::phase_diff`).
+/// chapter on phase N links to it (see `harness::book::phase_diff`).
 fn phase_diff(args: &[String]) -> ExitCode {
-    let usage = "usage: harness phase-diff --phase N (N = 2, 3)";
     let [flag, number] = args else {
-        return usage_error(usage);
+        return usage_error("phase-diff", "expected --phase N");
     };
-    let phase = number.parse().ok().and_then(phases::phase);
-    let (Some(to), true) = (phase, flag == "--phase") else {
-        return usage_error(usage);
+    if flag != "--phase" {
+        return usage_error("phase-diff", &format!("unknown argument {flag:?}"));
+    }
+    let to = match phases::parse(number) {
+        Ok(phase) => phase,
+        Err(problem) => return usage_error("phase-diff", &problem),
     };
-    let Some(from) = harness::phase_diff::previous(to) else {
-        return usage_error("phase 1 has no phase before it to diff against");
+    let Some((from, to)) = harness::book::phase_diff::shown().find(|(_, shown)| *shown == to)
+    else {
+        return usage_error(
+            "phase-diff",
+            &format!(
+                "phase {}'s chapter shows no diff (its registry entry: diff_from_previous)",
+                to.number
+            ),
+        );
     };
-    let out = harness::phase_diff::file_for(to);
-    let written = harness::phase_diff::generate(from, to)
+    let out = harness::book::phase_diff::file_for(to);
+    let written = harness::book::phase_diff::generate(from, to)
         .and_then(|diff| std::fs::write(&out, diff).map_err(|e| e.to_string()));
     match written {
         Ok(()) => {

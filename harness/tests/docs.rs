@@ -31,9 +31,11 @@
 //! that file. Its lines must appear there in the same order, each run of lines
 //! unbroken; a line `// ...` (or `# ...`) marks where the quote skips part of the file.
 //!
-//! One test per chapter, named after the phase it runs on, so that
-//! `cargo test -p harness -- phase1` includes the chapters about phase 1. Chapters
-//! without a test of their own are checked by `chapters_without_a_test_of_their_own`.
+//! Each registered phase's chapter (the registry's `chapter`) is checked by
+//! `each_phase_chapter` (`HARNESS_PHASE=N` narrows it to phase N's, as `just phaseN
+//! test` does); chapter 0, about the kit every phase uses, by a test named after
+//! phase 1, so that `cargo test -p harness -- phase1` includes it. Every other page is
+//! checked by `pages_without_a_test_of_their_own`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -42,54 +44,52 @@ use std::time::Duration;
 use harness::phases;
 use harness::runner::{Ending, Run};
 
-/// Chapters with a test of their own below.
-const NAMED: &[&str] = &[
-    "ch00-taking-over-malloc.md",
-    "ch01-sbrk-freelist.md",
-    "ch02-split-coalesce.md",
-    "ch03-mmap-debug.md",
-    "ch04-segregated-fits.md",
-    "ch05-thread-heaps.md",
-];
+/// Chapter 0, before the phases: the kit that every phase uses.
+const KIT_CHAPTER: &str = "docs/src/ch00-taking-over-malloc.md";
+
+/// The pages with a test of their own: chapter 0 and every registered phase's chapter.
+fn chapters() -> Vec<PathBuf> {
+    let root = phases::workspace_root();
+    std::iter::once(KIT_CHAPTER)
+        .chain(phases::PHASES.iter().map(|phase| phase.chapter))
+        .map(|chapter| root.join(chapter))
+        .collect()
+}
 
 #[test]
 fn ch00_taking_over_malloc_on_phase1() {
-    check_chapter("ch00-taking-over-malloc.md");
+    if let Err(report) = check_page(&phases::workspace_root().join(KIT_CHAPTER)) {
+        panic!("{report}");
+    }
 }
 
+/// Each phase's chapter under test, the chapters side by side (each command is a
+/// process of its own); the report covers every chapter that failed.
 #[test]
-fn ch01_sbrk_freelist_phase1() {
-    check_chapter("ch01-sbrk-freelist.md");
+fn each_phase_chapter() {
+    let failures: String = std::thread::scope(|scope| {
+        let runs: Vec<_> = (phases::under_test().into_iter())
+            .map(|phase| {
+                let page = phases::workspace_root().join(phase.chapter);
+                scope.spawn(move || check_page(&page).err().unwrap_or_default())
+            })
+            .collect();
+        (runs.into_iter())
+            .map(|run| run.join().expect("checking a chapter does not panic"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures}");
 }
 
+/// Every other page of the book (the introduction, the grading and benchmark pages, a
+/// chapter not yet in the registry), so that a page is checked from the day it is
+/// written.
 #[test]
-fn ch05_thread_heaps_phase5() {
-    check_chapter("ch05-thread-heaps.md");
-}
-
-#[test]
-fn ch02_split_coalesce_phase2() {
-    check_chapter("ch02-split-coalesce.md");
-}
-
-#[test]
-fn ch03_mmap_debug_phase3() {
-    check_chapter("ch03-mmap-debug.md");
-}
-
-#[test]
-fn ch04_segregated_fits_phase4() {
-    check_chapter("ch04-segregated-fits.md");
-}
-
-/// Every other page of the book, so that a new chapter is checked from the day it is
-/// written (give it a named test to make it filterable by phase).
-#[test]
-fn chapters_without_a_test_of_their_own() {
+fn pages_without_a_test_of_their_own() {
+    let chapters = chapters();
     let mut failures = String::new();
     for page in pages() {
-        let name = file_name(&page);
-        if !NAMED.contains(&name.as_str())
+        if !chapters.contains(&page)
             && let Err(report) = check_page(&page)
         {
             failures.push_str(&report);
@@ -99,20 +99,21 @@ fn chapters_without_a_test_of_their_own() {
 }
 
 #[test]
-fn named_chapters_exist_and_have_transcripts() {
-    for name in NAMED {
-        let text = std::fs::read_to_string(book_src().join(name))
-            .unwrap_or_else(|e| panic!("docs/src/{name}: {e}"));
+fn chapters_are_pages_of_the_book_with_transcripts() {
+    let pages = pages();
+    for chapter in chapters() {
+        assert!(
+            pages.contains(&chapter),
+            "{} is not a page in docs/src",
+            chapter.display()
+        );
+        let text = std::fs::read_to_string(&chapter)
+            .unwrap_or_else(|e| panic!("{}: {e}", chapter.display()));
         assert!(
             !transcripts(&text).is_empty(),
-            "docs/src/{name} has no ```console block"
+            "{} has no ```console block",
+            chapter.display()
         );
-    }
-}
-
-fn check_chapter(name: &str) {
-    if let Err(report) = check_page(&book_src().join(name)) {
-        panic!("{report}");
     }
 }
 

@@ -1,17 +1,17 @@
-//! Golden heap dumps: bench_alloc's demo under each phase, with the debug log on and a
-//! fixed seed, snapshotted into `golden/phaseN/`. The same demo runs on every phase, so
+//! Golden heap dumps: bench_alloc's demo under each registered phase, with the debug
+//! log on and a fixed seed, snapshotted into the phase's golden folder (`golden/phaseN/`,
+//! from the registry). The same demo runs on every phase, so
 //! `diff golden/phase1/demo.snap golden/phase2/demo.snap` shows what a chapter changed.
+//! A new phase's folder is made on its first run (`cargo insta review`).
 //!
 //! Review a change with `cargo insta review`; a golden file changes only on purpose.
 
-use harness::phases;
+use harness::phases::{self, Phase};
 use harness::runner::Run;
 
-fn demo_transcript(number: u32, debug: bool) -> String {
+fn demo_transcript(phase: Phase, debug: bool) -> String {
     phases::build_all().expect("the phases build");
-    let lib = phases::phase(number)
-        .expect("the phase is registered")
-        .lib_path();
+    let lib = phase.lib_path();
     let outcome = Run::new(phases::bench_alloc_release())
         .preload(Some(&lib))
         .env("MALLOC_DEBUG", if debug { "1" } else { "0" })
@@ -21,15 +21,16 @@ fn demo_transcript(number: u32, debug: bool) -> String {
         .expect("bench_alloc starts");
     assert!(
         outcome.succeeded(),
-        "the demo failed under phase {number}: {outcome}\n{}",
+        "the demo failed under {}: {outcome}\n{}",
+        phase.package,
         outcome.stdout_text()
     );
     outcome.stdout_text()
 }
 
-fn snapshot(number: u32, name: &str, transcript: &str) {
+fn snapshot(phase: Phase, name: &str, transcript: &str) {
     insta::with_settings!({
-        snapshot_path => format!("../../golden/phase{number}"),
+        snapshot_path => phases::workspace_root().join(phase.golden),
         prepend_module_to_snapshot => false,
         omit_expression => true,
     }, {
@@ -48,67 +49,62 @@ fn starts_empty(transcript: &str) {
     );
 }
 
-#[test]
-fn phase1_demo_with_debug_log() {
-    let transcript = demo_transcript(1, true);
-    starts_empty(&transcript);
-    snapshot(1, "demo-debug", &transcript);
+/// Runs `test` on each phase under test (every registered one, or the one
+/// `HARNESS_PHASE` names), each in a thread of its own so that every phase's failure is
+/// reported, not only the first.
+fn on_each_phase(test: fn(Phase)) {
+    let failed: Vec<&str> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (phases::under_test().into_iter())
+            .map(|phase| (phase, scope.spawn(move || test(phase))))
+            .collect();
+        (runs.into_iter())
+            .filter_map(|(phase, run)| run.join().is_err().then_some(phase.package))
+            .collect()
+    });
+    assert!(failed.is_empty(), "failed under {failed:?} (see above)");
 }
 
 #[test]
-fn phase1_demo_without_debug_log() {
-    let transcript = demo_transcript(1, false);
-    assert!(
-        !transcript.contains("[alloc]"),
-        "the debug log is on although MALLOC_DEBUG=0"
-    );
-    starts_empty(&transcript);
-    snapshot(1, "demo", &transcript);
+fn each_phase_demo_with_debug_log() {
+    on_each_phase(|phase| {
+        let transcript = demo_transcript(phase, true);
+        starts_empty(&transcript);
+        snapshot(phase, "demo-debug", &transcript);
+    });
 }
 
 #[test]
-fn phase2_demo_with_debug_log() {
-    let transcript = demo_transcript(2, true);
-    starts_empty(&transcript);
-    snapshot(2, "demo-debug", &transcript);
+fn each_phase_demo_without_debug_log() {
+    on_each_phase(|phase| {
+        let transcript = demo_transcript(phase, false);
+        assert!(
+            !transcript.contains("[alloc]"),
+            "the debug log is on under {} although MALLOC_DEBUG=0",
+            phase.package
+        );
+        starts_empty(&transcript);
+        snapshot(phase, "demo", &transcript);
+    });
 }
 
+/// Step 8's 256 KiB block is a mapping of its own from phase 3 on: the dump lists it
+/// after the brk heap's blocks as `[MMAP #1 …]` (262144 bytes: 64 whole pages; with the
+/// debug mode's 24 bytes of guards, one page more).
 #[test]
-fn phase2_demo_without_debug_log() {
-    let transcript = demo_transcript(2, false);
-    starts_empty(&transcript);
-    snapshot(2, "demo", &transcript);
-}
-
-/// Step 8's 256 KiB block is a mapping of its own: the dump lists it after the brk
-/// heap's blocks as `[MMAP #1 …]` (262144 bytes: 64 whole pages; with the debug
-/// mode's 24 bytes of guards, one page more).
-fn shows_the_large_block_as_a_mapping(transcript: &str, len: usize) {
-    let step8 = transcript
-        .split("== 8.")
-        .nth(1)
-        .and_then(|rest| rest.split("== 9.").next())
-        .unwrap_or("");
-    assert!(
-        step8.contains(&format!("[MMAP #1 {len} USED]")),
-        "step 8 shows no mapping of {len} bytes:\n{step8}"
-    );
-}
-
-#[test]
-fn phase3_demo_with_debug_log() {
-    let transcript = demo_transcript(3, true);
-    starts_empty(&transcript);
-    shows_the_large_block_as_a_mapping(&transcript, 266_240);
-    snapshot(3, "demo-debug", &transcript);
-}
-
-#[test]
-fn phase3_demo_without_debug_log() {
-    let transcript = demo_transcript(3, false);
-    starts_empty(&transcript);
-    shows_the_large_block_as_a_mapping(&transcript, 262_144);
-    snapshot(3, "demo", &transcript);
+fn phase3_demo_shows_the_large_block_as_a_mapping() {
+    let phase = phases::phase(3).expect("phase 3 is registered");
+    for (debug, len) in [(true, 266_240), (false, 262_144)] {
+        let transcript = demo_transcript(phase, debug);
+        let step8 = transcript
+            .split("== 8.")
+            .nth(1)
+            .and_then(|rest| rest.split("== 9.").next())
+            .unwrap_or("");
+        assert!(
+            step8.contains(&format!("[MMAP #1 {len} USED]")),
+            "step 8 shows no mapping of {len} bytes:\n{step8}"
+        );
+    }
 }
 
 /// Phase 4's dump ends with its bins: one `[BIN …]` line per size class holding free
@@ -138,44 +134,32 @@ fn bins_match_the_free_blocks(transcript: &str) {
 }
 
 #[test]
-fn phase4_demo_with_debug_log() {
-    let transcript = demo_transcript(4, true);
-    starts_empty(&transcript);
-    shows_the_large_block_as_a_mapping(&transcript, 266_240);
-    bins_match_the_free_blocks(&transcript);
-    snapshot(4, "demo-debug", &transcript);
-}
-
-#[test]
-fn phase4_demo_without_debug_log() {
-    let transcript = demo_transcript(4, false);
-    starts_empty(&transcript);
-    shows_the_large_block_as_a_mapping(&transcript, 262_144);
-    bins_match_the_free_blocks(&transcript);
-    assert!(transcript.contains("[BIN "), "no bins in the dump");
-    snapshot(4, "demo", &transcript);
+fn phase4_demo_bins_match_the_free_blocks() {
+    let phase = phases::phase(4).expect("phase 4 is registered");
+    for debug in [true, false] {
+        let transcript = demo_transcript(phase, debug);
+        bins_match_the_free_blocks(&transcript);
+        if !debug {
+            assert!(transcript.contains("[BIN "), "no bins in the dump");
+        }
+    }
 }
 
 /// Phase 5 serves the demo's small blocks from pages of one size class each, listed
-/// per thread heap; the 256 KiB block is still a mapping of its own. With the debug log
-/// on, every request goes to phase 3's heap and its debug layer instead.
+/// under the thread's heap; with the debug log on, every request goes to phase 4's heap
+/// and the debug layer instead, so no page appears.
 #[test]
-fn phase5_demo_with_debug_log() {
-    let transcript = demo_transcript(5, true);
-    starts_empty(&transcript);
-    shows_the_large_block_as_a_mapping(&transcript, 266_240);
-    snapshot(5, "demo-debug", &transcript);
-}
-
-#[test]
-fn phase5_demo_without_debug_log() {
-    let transcript = demo_transcript(5, false);
-    starts_empty(&transcript);
-    shows_the_large_block_as_a_mapping(&transcript, 262_144);
+fn phase5_demo_lists_pages_per_thread_heap() {
+    let phase = phases::phase(5).expect("phase 5 is registered");
+    let transcript = demo_transcript(phase, false);
     assert!(
         transcript.contains("[THREAD HEAP 1 owned by this thread]")
             && transcript.contains("[PAGE "),
-        "the demo's small blocks are not in a thread's pages"
+        "the demo's small blocks are not in a thread's pages:\n{transcript}"
     );
-    snapshot(5, "demo", &transcript);
+    let debug = demo_transcript(phase, true);
+    assert!(
+        !debug.contains("[PAGE "),
+        "pages are used in debug mode:\n{debug}"
+    );
 }

@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use harness::book::pictures::dump::{self, Block, Dump, Mapping, Stats};
+use harness::book::pictures::{self, footprint, heap_map, svg};
 use harness::phases;
-use harness::pictures::dump::{self, Block, Dump, Mapping, Stats};
-use harness::pictures::{self, footprint, heap_map, svg};
 use harness::runner::Run;
 use harness::trace::Trace;
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{BOOK_PHASES, Options, batch, checks_markdown, gradescope_refusal};
+use super::{Options, batch, checks_markdown, gradescope_refusal};
 use crate::phases;
 
 pub const USAGE: &str = "\
@@ -17,7 +17,8 @@ usage: harness grade --lib PATH.so --phase N [--json FILE] [OPTIONS]
   --lib PATH.so   grade one allocator; the table goes to stdout
   --dir FOLDER    grade every .so, crate folder (built with cargo build --release)
                   and folder holding a .so in FOLDER; progress on stderr
-  --phase N       the rubric: phase N's checks and every earlier phase's (1, 2, 3)
+  --phase N       the rubric: phase N's checks and every earlier phase's
+                  (`harness phases` lists the phases)
   --json FILE     also write Gradescope's results.json (with --lib)
   --csv FILE      also write one row per submission (with --dir)
   --only IDS      only these checks, comma-separated ids or groups (api,threads/fork)
@@ -58,10 +59,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--csv" => parsed.csv = Some(value("a file name")?.into()),
             "--phase" => {
                 let text = value("a phase number")?;
-                match text.parse() {
-                    Ok(n) if BOOK_PHASES.contains(&n) => parsed.phase = Some(n),
-                    _ => return Err(format!("--phase needs 1, 2 or 3, not {text:?}")),
-                }
+                parsed.phase = Some(phases::parse(&text)?.number);
             }
             "--only" => {
                 let ids = value("check ids")?;

@@ -27,21 +27,16 @@ fn raw(block: Option<NonNull<u8>>) -> Ptr {
 }
 
 /// After a call: the debug log line, and in debug mode the periodic heap check.
+/// Outside debug mode this is one test of a flag (the log is built only inside).
 fn after_call<A: SharedAllocator>(allocator: &A, log: impl FnOnce(&A, &mut Out)) {
-    let config = config::current();
-    if !config.debug {
-        return;
+    if config::debug_mode() {
+        log_and_check(allocator, log);
     }
-    log_and_check(allocator, &config, log);
 }
 
 /// Debug mode's part of [`after_call`], out of the fast path.
 #[cold]
-fn log_and_check<A: SharedAllocator>(
-    allocator: &A,
-    config: &config::Config,
-    log: impl FnOnce(&A, &mut Out),
-) {
+fn log_and_check<A: SharedAllocator>(allocator: &A, log: impl FnOnce(&A, &mut Out)) {
     /// Calls since start-up, for "check every Nth call".
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let mut out = Out::stderr();
@@ -49,7 +44,7 @@ fn log_and_check<A: SharedAllocator>(
     out.flush();
     if A::CHECK_IN_DEBUG_MODE {
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-        let every = config.check_every.unwrap_or(1);
+        let every = config::current().check_every.unwrap_or(1);
         if calls.is_multiple_of(every)
             && let Err(fault) = allocator.check()
         {

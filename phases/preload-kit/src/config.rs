@@ -56,10 +56,6 @@ impl Config {
 /// same value ever after. Lock-free, so the allocator's first call can make it, and
 /// every call can ask it whether debug mode is on for the price of two loads.
 pub fn current() -> Config {
-    static SETTINGS: Settings = Settings {
-        state: AtomicU8::new(UNREAD),
-        value: UnsafeCell::new(Config::DEFAULT),
-    };
     if SETTINGS.state.load(Ordering::Acquire) == READY {
         // SAFETY: READY is stored (with Release) only after `value` was written, and
         // `value` is never written again.
@@ -67,6 +63,22 @@ pub fn current() -> Config {
     }
     SETTINGS.read_first()
 }
+
+/// `current().debug`, for the fast path of every call: one flag is read, where a copy
+/// of the whole [`Config`] would cost a dozen instructions per call.
+#[inline]
+pub fn debug_mode() -> bool {
+    if SETTINGS.state.load(Ordering::Acquire) == READY {
+        // SAFETY: as in `current`.
+        return unsafe { (*SETTINGS.value.get()).debug };
+    }
+    SETTINGS.read_first().debug
+}
+
+static SETTINGS: Settings = Settings {
+    state: AtomicU8::new(UNREAD),
+    value: UnsafeCell::new(Config::DEFAULT),
+};
 
 const UNREAD: u8 = 0;
 const READING: u8 = 1;

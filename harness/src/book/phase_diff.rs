@@ -1,8 +1,9 @@
-//! What changed from one phase to the next, as a unified diff of the two crates' `src/`
-//! folders, committed beside the chapter that explains it
-//! (`docs/src/phase1-to-phase2.diff`).
+//! What changed from one phase to the next, as a unified diff of the two phases' policy
+//! sources ([`Phase::policy_sources`]), committed beside the chapter that explains it
+//! (`docs/src/phase1-to-phase2.diff`). The phases whose chapter shows one say so in the
+//! registry ([`Phase::diff_from_previous`]).
 //!
-//! `harness phase-diff --phase 2` writes it again; `tests/phase_diff.rs` fails when the
+//! `harness phase-diff --phase 2` writes it again; `tests/phase_diff.rs` fails when a
 //! committed file is no longer what this makes. The diff is GNU diff's
 //! (`LC_ALL=C diff -ruN OLD/src NEW/src`, paths relative to the workspace root) with the
 //! modification times dropped from the `---` and `+++` lines, so that the file depends
@@ -23,16 +24,18 @@ pub fn file_for(to: Phase) -> PathBuf {
     ))
 }
 
-/// The phase before `to`, whose sources the diff starts from.
-pub fn previous(to: Phase) -> Option<Phase> {
-    to.number.checked_sub(1).and_then(phases::phase)
+/// The phases whose chapter shows the diff from the phase before, each with that one.
+pub fn shown() -> impl Iterator<Item = (Phase, Phase)> {
+    (phases::PHASES.iter())
+        .filter(|to| to.diff_from_previous)
+        .filter_map(|to| Some((to.previous()?, *to)))
 }
 
 /// The diff of `from`'s sources to `to`'s. `Err` when `diff` cannot run or fails.
 pub fn generate(from: Phase, to: Phase) -> Result<String, String> {
-    let src = |phase: Phase| format!("phases/{}/src", phase.package);
     let output = Command::new("diff")
-        .args(["-ruN", &src(from), &src(to)])
+        .arg("-ruN")
+        .args([from.policy_sources(), to.policy_sources()])
         .current_dir(phases::workspace_root())
         .env("LC_ALL", "C")
         .env_remove("DIFF_OPTIONS")
@@ -84,10 +87,10 @@ mod tests {
     }
 
     #[test]
-    fn each_phase_diffs_against_the_one_before() {
+    fn each_diff_starts_from_the_phase_before() {
         let two = phases::phase(2).unwrap();
-        assert_eq!(previous(two), phases::phase(1));
-        assert_eq!(previous(phases::phase(1).unwrap()), None);
+        assert!(shown().any(|pair| pair == (phases::phase(1).unwrap(), two)));
+        assert!(shown().all(|(from, to)| from.number + 1 == to.number));
         assert!(file_for(two).ends_with("docs/src/phase1-to-phase2.diff"));
     }
 }
