@@ -64,7 +64,11 @@ pub struct FreeBlock {
 /// Fields are grouped by who may write them (see the module's picture). Cells are
 /// touched only by the thread that owns the page (or, while the page has no owner,
 /// under the pool's lock); atomics may be read by any thread.
-#[repr(C)]
+///
+/// Aligned to a cache line: neighbouring descriptors in a segment's header often belong
+/// to different threads, and the owner writes its descriptor on every call; sharing a
+/// line would make two threads that share no block wait for each other's writes.
+#[repr(C, align(64))]
 pub struct Page {
     /// The thread pointer of the owning thread, or 0 while nobody owns the page (in the
     /// pool, or in an abandoned heap). `free` compares it with its own thread pointer.
