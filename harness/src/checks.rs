@@ -265,7 +265,7 @@ pub static CATALOGUE: &[Check] = &[
         title: "freed memory is reused: 1M small blocks in under 32 MiB resident",
         area: Area::Behaviour,
         since: 1,
-        points: 5,
+        points: 15,
         timing: false,
         run: reuse,
     },
@@ -283,7 +283,7 @@ pub static CATALOGUE: &[Check] = &[
         "a freed large block serves small requests",
         Area::Behaviour,
         2,
-        6,
+        10,
         "split"
     ),
     probe_check!(
@@ -291,7 +291,7 @@ pub static CATALOGUE: &[Check] = &[
         "freed neighbours serve a request as large as both",
         Area::Behaviour,
         2,
-        6,
+        10,
         "coalesce"
     ),
     probe_check!(
@@ -315,7 +315,7 @@ pub static CATALOGUE: &[Check] = &[
         "large blocks get mappings of their own, unmapped on free",
         Area::Behaviour,
         3,
-        6,
+        10,
         "mmap-large"
     ),
     Check {
@@ -416,7 +416,7 @@ pub static CATALOGUE: &[Check] = &[
 ];
 
 /// Runs `alloc_probe NAME` under the allocator: its own verdict line decides.
-fn probe(subject: &Subject, name: &str) -> Verdict {
+pub fn probe(subject: &Subject, name: &str) -> Verdict {
     probe_verdict(
         subject
             .under_test(subject.tool("alloc_probe"))

@@ -77,6 +77,12 @@ usage: harness bench [--reps N] [--quick] [--out FILE]
         main: harness::grade::cli::main,
     },
     Subcommand {
+        name: "gradescope",
+        summary: "write a complete Gradescope autograder for a phase's rubric",
+        usage: harness::grade::gradescope::USAGE,
+        main: harness::grade::gradescope::main,
+    },
+    Subcommand {
         name: "pictures",
         summary: "draw the book's heap maps and footprint chart (docs/src/pictures)",
         usage: "usage: harness pictures --out DIR",
@@ -95,6 +101,8 @@ usage: harness phase-diff --phase N
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Interrupted, the harness ends the programs it started before it goes.
+    harness::runner::end_children_on_signals();
     let Some(first) = args.first() else {
         print!("{}", overview());
         return ExitCode::SUCCESS;

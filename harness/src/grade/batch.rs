@@ -6,7 +6,10 @@
 //! - a crate folder (it has a `Cargo.toml`): built with `cargo build --release`, and
 //!   the `cdylib` it produced is graded (when it builds several, the one whose name
 //!   holds `phaseN`);
-//! - a folder without a `Cargo.toml` that holds `.so` files (a student's upload).
+//! - a folder without a `Cargo.toml` that holds `.so` files (a student's upload);
+//! - a folder of C: with a `Makefile`, built with `make` (the `.so` it leaves in the
+//!   folder is graded); without one, its `*.c` files are compiled with
+//!   `gcc -shared -fPIC -O2 … -lpthread -ldl`.
 //!
 //! Anything else (notes, the CSV itself, hidden files) is ignored. A submission that
 //! cannot be built or is not an allocator gets a row with its problem and no score;
@@ -21,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use super::json::Json;
 use super::{Options, Report};
-use crate::runner::Run;
+use crate::runner::{self, Limits, Run};
 
 /// How long one submission may take to build.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(600);
+/// The largest file a build may write.
+pub const BUILD_OUTPUT_LIMIT: u64 = 2 << 30;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -32,6 +37,8 @@ pub enum Source {
     Lib(PathBuf),
     /// A crate to build first.
     Crate(PathBuf),
+    /// C sources to build first (with their `Makefile`, or with gcc).
+    C(PathBuf),
     /// A folder that holds several `.so` files, none of them named for the phase.
     Ambiguous(Vec<PathBuf>),
 }
@@ -59,26 +66,118 @@ pub fn find(dir: &Path, phase: u32) -> Result<Vec<Submission>, String> {
         if name.starts_with('.') {
             continue;
         }
-        let source = if path.is_file() && is_shared_object_name(&path) {
-            Some(Source::Lib(path))
-        } else if path.is_dir() && path.join("Cargo.toml").is_file() {
-            Some(Source::Crate(path))
-        } else if path.is_dir() {
-            let libs = shared_objects_in(&path);
-            match pick(libs.clone(), phase) {
-                Some(lib) => Some(Source::Lib(lib)),
-                None if libs.is_empty() => None,
-                None => Some(Source::Ambiguous(libs)),
-            }
-        } else {
-            None
-        };
-        if let Some(source) = source {
+        if let Some(source) = classify(&path, phase) {
             found.push(Submission { name, source });
         }
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
+}
+
+/// What kind of submission `path` is, if any (see the module's comment).
+pub fn classify(path: &Path, phase: u32) -> Option<Source> {
+    if path.is_file() && is_shared_object_name(path) {
+        Some(Source::Lib(path.to_path_buf()))
+    } else if path.is_dir() && path.join("Cargo.toml").is_file() {
+        Some(Source::Crate(path.to_path_buf()))
+    } else if path.is_dir() {
+        let libs = shared_objects_in(path);
+        match pick(libs.clone(), phase) {
+            Some(lib) => Some(Source::Lib(lib)),
+            None if !libs.is_empty() => Some(Source::Ambiguous(libs)),
+            None if path.join("Makefile").is_file() || !c_sources_in(path).is_empty() => {
+                Some(Source::C(path.to_path_buf()))
+            }
+            None => None,
+        }
+    } else {
+        None
+    }
+}
+
+fn c_sources_in(dir: &Path) -> Vec<PathBuf> {
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|ext| ext == "c"))
+                .collect()
+        })
+        .unwrap_or_default();
+    sources.sort();
+    sources
+}
+
+/// Builds C sources in `dir`: `make` when there is a `Makefile` (then the one `.so`
+/// in the folder, or the one named for the phase, is graded), else every `*.c`
+/// compiled into `libsubmission.so`.
+pub fn build_c(dir: &Path, phase: u32) -> Result<PathBuf, String> {
+    let (run, what) = if dir.join("Makefile").is_file() {
+        (Run::new("make").cwd(dir), "make".to_string())
+    } else {
+        let sources = c_sources_in(dir);
+        let names: Vec<String> = sources
+            .iter()
+            .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        let run = Run::new("gcc")
+            .args(["-shared", "-fPIC", "-O2", "-o", "libsubmission.so"])
+            .args(&names)
+            .args(["-lpthread", "-ldl"])
+            .cwd(dir);
+        let what = format!(
+            "gcc -shared -fPIC -O2 -o libsubmission.so {} -lpthread -ldl",
+            names.join(" ")
+        );
+        (run, what)
+    };
+    let outcome = run
+        .timeout(BUILD_LIMIT)
+        .merge_stderr()
+        .run()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !outcome.succeeded() {
+        let said = outcome.stdout_text();
+        // The compiler's own words: its error lines, or all it said.
+        let errors: Vec<&str> = said
+            .lines()
+            .filter(|l| l.contains("error"))
+            .take(5)
+            .collect();
+        let words = if errors.is_empty() {
+            said.trim().to_string()
+        } else {
+            errors.join(" / ")
+        };
+        return Err(format!("{what} failed ({outcome}): {words}"));
+    }
+    let libs = shared_objects_in(dir);
+    match pick(libs.clone(), phase) {
+        Some(lib) => Ok(lib),
+        None if libs.is_empty() => Err(format!("{what} made no .so in the folder")),
+        None => Err(format!(
+            "{what} made several .so files and none is named for phase {phase}: {}",
+            names(&libs)
+        )),
+    }
+}
+
+/// The library to grade for `source`, built first when it is a crate or C.
+pub fn library(source: &Source, phase: u32) -> Result<PathBuf, String> {
+    match source {
+        Source::Lib(lib) => Ok(lib.clone()),
+        Source::Ambiguous(libs) => Err(format!(
+            "several .so files and none named for phase {phase}: {}",
+            names(libs)
+        )),
+        // A build script can write without end too.
+        Source::Crate(dir) => with_build_limits(|| build(dir, phase)),
+        Source::C(dir) => with_build_limits(|| build_c(dir, phase)),
+    }
+}
+
+fn with_build_limits(body: impl FnOnce() -> Result<PathBuf, String>) -> Result<PathBuf, String> {
+    runner::with_limits(Limits::new(None, Some(BUILD_OUTPUT_LIMIT)), body).0
 }
 
 fn is_shared_object_name(path: &Path) -> bool {
@@ -209,18 +308,10 @@ pub fn grade_folder(dir: &Path, tools: &Path, options: &Options) -> Result<Vec<R
     for (number, submission) in submissions.into_iter().enumerate() {
         let started = Instant::now();
         eprint!("[{}/{total}] {}", number + 1, submission.name);
-        let lib = match &submission.source {
-            Source::Lib(lib) => Ok(lib.clone()),
-            Source::Ambiguous(libs) => Err(format!(
-                "several .so files and none named for phase {}: {}",
-                options.phase,
-                names(libs)
-            )),
-            Source::Crate(dir) => {
-                eprint!(": building...");
-                build(dir, options.phase)
-            }
-        };
+        if matches!(submission.source, Source::Crate(_) | Source::C(_)) {
+            eprint!(": building...");
+        }
+        let lib = library(&submission.source, options.phase);
         let graded = lib.and_then(|lib| {
             super::validate(&lib, tools)?;
             eprint!(" ");
@@ -290,6 +381,38 @@ fn csv_line(cells: impl IntoIterator<Item = String>) -> String {
         })
         .collect();
     format!("{}\n", quoted.join(","))
+}
+
+/// Where the feedback files of a class graded into `csv` go: a folder beside it,
+/// named after it (`scores.csv` → `scores-feedback/`).
+pub fn feedback_dir(csv: &Path) -> PathBuf {
+    let stem = csv
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scores".into());
+    csv.with_file_name(format!("{stem}-feedback"))
+}
+
+/// Writes each submission's feedback into `dir`: `NAME.txt`, the table a single grade
+/// prints (or why it was not graded), and `NAME.json`, the same as Gradescope's
+/// `results.json`, so each student can be sent what `harness grade --lib` would show.
+pub fn write_feedback(rows: &[Row], dir: &Path, options: &Options) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for row in rows {
+        let (text, json) = match &row.graded {
+            Ok(report) => (report.table(), report.gradescope()),
+            Err(problem) => (
+                format!("{}: not graded: {problem}\n", row.name),
+                super::gradescope_refusal(options, problem),
+            ),
+        };
+        for (extension, contents) in [("txt", text), ("json", json.pretty())] {
+            let path = dir.join(format!("{}.{extension}", row.name));
+            std::fs::write(&path, contents)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The class at a glance, for the terminal.

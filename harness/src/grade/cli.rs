@@ -12,20 +12,49 @@ use crate::phases;
 
 pub const USAGE: &str = "\
 usage: harness grade --lib PATH.so --phase N [--json FILE] [OPTIONS]
+       harness grade --submission PATH --phase N [--json FILE] [OPTIONS]
        harness grade --dir SUBMISSIONS --phase N [--csv FILE] [OPTIONS]
        harness grade --list-checks [--phase N]
+       harness grade --list-rules
   --lib PATH.so   grade one allocator; the table goes to stdout
+  --submission PATH  build one submission first, then grade it as --lib does: a
+                  .so, a crate (cargo build --release), a folder with a Makefile
+                  (make; the .so it leaves) or with *.c files (gcc -shared -fPIC)
   --dir FOLDER    grade every .so, crate folder (built with cargo build --release)
-                  and folder holding a .so in FOLDER; progress on stderr
+                  and folder holding a .so in FOLDER, each in a scratch folder of its
+                  own; progress on stderr
   --phase N       the rubric: phase N's checks and every earlier phase's
                   (`harness phases` lists the phases)
-  --json FILE     also write Gradescope's results.json (with --lib)
-  --csv FILE      also write one row per submission (with --dir)
+  --json FILE     also write Gradescope's results.json (with --lib, --submission);
+                  a submission that cannot be built or graded gets one with score 0
+                  saying why
+  --csv FILE      also write one row per submission (with --dir), and beside it a
+                  folder FILE-feedback/ with each submission's table (NAME.txt) and
+                  results.json (NAME.json)
   --only IDS      only these checks, comma-separated ids or groups (api,threads/fork)
   --jobs N        checks run N at a time (default: cores, at most 4); timing checks
                   always run alone
   --no-timing     leave out the checks that measure time
-  --list-checks   print the rubric as a Markdown table and exit";
+  --check-limit S seconds one check may take, all its programs together (default
+                  180); a timing check's retry and a race check's repetitions get
+                  their own. A grade ends within this times the number of runs, and
+                  whatever the allocator does, no program it ran outlives it (also
+                  when the grader is interrupted)
+  --list-checks   print the rubric as a Markdown table and exit
+  --list-rules    run every check under glibc's own malloc and print the table of
+                  rules: each check, what glibc here does with it, and why the course
+                  asks it (docs/src/grading.md holds it)
+
+Scoring: each check earns its points or none (perf/traces earns a share: `part`).
+api/own-memory is a gate: an allocator whose blocks come from glibc's malloc
+scores 0. Each phase has core checks (its subject: behaviour/reuse in phase 1,
+split and coalesce in phase 2, mmap-large and the debug mode in phase 3); if one
+fails, the score is capped one point under the pass mark (60% of the maximum).
+Checks that look for races (threads/*) run up to 3 times and fail if any run does.
+A check that failed because a program crashed or hung names that step, the command
+that runs it again alone, and the same under gdb.
+
+Exit status: 0 when grading ran, whatever the score; 2 when it could not.";
 
 /// Exit status when the grader cannot run.
 const CANNOT_GRADE: u8 = 2;
@@ -33,6 +62,7 @@ const CANNOT_GRADE: u8 = 2;
 #[derive(Default)]
 struct Args {
     lib: Option<PathBuf>,
+    submission: Option<PathBuf>,
     dir: Option<PathBuf>,
     phase: Option<u32>,
     json: Option<PathBuf>,
@@ -41,6 +71,8 @@ struct Args {
     jobs: Option<usize>,
     no_timing: bool,
     list: bool,
+    list_rules: bool,
+    check_limit: Option<std::time::Duration>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -54,6 +86,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         };
         match arg.as_str() {
             "--lib" => parsed.lib = Some(value("a path to a .so")?.into()),
+            "--submission" => parsed.submission = Some(value("a file or folder")?.into()),
             "--dir" => parsed.dir = Some(value("a folder of submissions")?.into()),
             "--json" => parsed.json = Some(value("a file name")?.into()),
             "--csv" => parsed.csv = Some(value("a file name")?.into()),
@@ -76,6 +109,16 @@ fn parse(args: &[String]) -> Result<Args, String> {
             }
             "--no-timing" => parsed.no_timing = true,
             "--list-checks" => parsed.list = true,
+            "--list-rules" => parsed.list_rules = true,
+            "--check-limit" => {
+                let text = value("a number of seconds")?;
+                match text.parse::<f64>() {
+                    Ok(s) if s > 0.0 && s.is_finite() => {
+                        parsed.check_limit = Some(std::time::Duration::from_secs_f64(s))
+                    }
+                    _ => return Err(format!("--check-limit needs seconds above 0, not {text:?}")),
+                }
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -105,6 +148,15 @@ pub fn main(args: &[String]) -> ExitCode {
         print!("{}", checks_markdown(args.phase));
         return ExitCode::SUCCESS;
     }
+    if args.list_rules {
+        return match tools().and_then(|tools| super::rules_table(&tools)) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => refuse(&problem),
+        };
+    }
     let Some(phase) = args.phase else {
         return usage_error("say which rubric: --phase N");
     };
@@ -114,11 +166,20 @@ pub fn main(args: &[String]) -> ExitCode {
     if let Some(jobs) = args.jobs {
         options.jobs = jobs;
     }
+    if let Some(limit) = args.check_limit {
+        options.check_limit = limit;
+    }
     if options.checks().is_empty() {
         return usage_error(&format!(
             "--only {} selects no check of the phase {phase} rubric (see --list-checks)",
             args.only.join(",")
         ));
+    }
+    if let Some(submission) = &args.submission {
+        if args.lib.is_some() || args.dir.is_some() || args.csv.is_some() {
+            return usage_error("--submission goes alone (no --lib, --dir or --csv)");
+        }
+        return grade_submission(submission, args.json.as_deref(), &options);
     }
     match (&args.lib, &args.dir) {
         (Some(lib), None) if args.csv.is_none() => grade_one(lib, args.json.as_deref(), &options),
@@ -127,6 +188,42 @@ pub fn main(args: &[String]) -> ExitCode {
         (Some(_), None) => usage_error("--csv goes with --dir"),
         (None, Some(_)) => usage_error("--json goes with --lib"),
         (None, None) => usage_error("say what to grade: --lib PATH.so or --dir FOLDER"),
+    }
+}
+
+/// Builds one submission (see [`batch::classify`]), then grades it as `--lib` does. An
+/// upload unpacked into a single folder is looked for inside it too.
+fn grade_submission(path: &Path, json: Option<&Path>, options: &Options) -> ExitCode {
+    let refuse_with_json = |problem: &str| {
+        if let Some(json) = json {
+            let _ = std::fs::write(json, gradescope_refusal(options, problem).pretty());
+        }
+        refuse(problem)
+    };
+    let only_folder = || {
+        let entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        match entries.as_slice() {
+            [one] if one.is_dir() => batch::classify(one, options.phase),
+            _ => None,
+        }
+    };
+    let Some(source) = batch::classify(path, options.phase).or_else(only_folder) else {
+        return refuse_with_json(&format!(
+            "{}: no submission found: expected a .so, a Rust crate (Cargo.toml), a Makefile or *.c files",
+            path.display()
+        ));
+    };
+    eprintln!("harness grade: building {}", path.display());
+    match batch::library(&source, options.phase) {
+        Ok(lib) => grade_one(&lib, json, options),
+        Err(problem) => refuse_with_json(&format!("the submission does not build: {problem}")),
     }
 }
 
@@ -185,7 +282,15 @@ fn grade_class(dir: &Path, csv: Option<&Path>, options: &Options) -> ExitCode {
         if let Err(e) = std::fs::write(csv, batch::csv(&rows, options)) {
             return refuse(&format!("cannot write {}: {e}", csv.display()));
         }
-        eprintln!("harness grade: wrote {}", csv.display());
+        let feedback = batch::feedback_dir(csv);
+        if let Err(problem) = batch::write_feedback(&rows, &feedback, options) {
+            return refuse(&problem);
+        }
+        eprintln!(
+            "harness grade: wrote {} and {}/",
+            csv.display(),
+            feedback.display()
+        );
     }
     ExitCode::SUCCESS
 }
@@ -193,7 +298,7 @@ fn grade_class(dir: &Path, csv: Option<&Path>, options: &Options) -> ExitCode {
 /// The folder with release builds of `alloc_probe` and `bench_alloc`. In the
 /// workspace they are (re)built first, as `harness run --phase` builds the phases;
 /// a harness binary used elsewhere finds them beside itself.
-fn tools() -> Result<PathBuf, String> {
+pub fn tools() -> Result<PathBuf, String> {
     let present = |dir: &Path| {
         ["alloc_probe", "bench_alloc"]
             .iter()

@@ -31,6 +31,56 @@ const HOST_MACHINE: (u16, &str) = (0, "this machine");
 /// The functions an allocator must define for programs to use it at all.
 pub const REQUIRED: &[&str] = &["malloc", "free", "calloc", "realloc"];
 
+/// The rest of the family, and what happens to a program when the library does not
+/// define one: the dynamic loader finds glibc's, which runs on glibc's heap.
+pub const FAMILY: &[(&str, &str)] = &[
+    (
+        "posix_memalign",
+        "glibc's runs: its blocks come from glibc's heap, and your free later gets a pointer it never gave out",
+    ),
+    (
+        "aligned_alloc",
+        "glibc's runs: its blocks come from glibc's heap, and your free later gets a pointer it never gave out",
+    ),
+    (
+        "memalign",
+        "glibc's runs: its blocks come from glibc's heap, and your free later gets a pointer it never gave out",
+    ),
+    (
+        "valloc",
+        "glibc's runs: its blocks come from glibc's heap, and your free later gets a pointer it never gave out",
+    ),
+    (
+        "pvalloc",
+        "glibc's runs: its blocks come from glibc's heap, and your free later gets a pointer it never gave out",
+    ),
+    (
+        "malloc_usable_size",
+        "glibc's runs on your blocks and reads a chunk header that is not there: wrong sizes, or a crash",
+    ),
+    (
+        "reallocarray",
+        "glibc's checks the product and calls your realloc: harmless, but the phase asks for it",
+    ),
+];
+
+/// The functions of [`FAMILY`] the library does not define, each with its consequence
+/// (empty when the symbols cannot be listed).
+pub fn missing_exports(path: &Path) -> Vec<(&'static str, &'static str)> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let elf = Elf { bytes: &bytes };
+    match elf.defined_symbols() {
+        Ok(Some(defined)) => FAMILY
+            .iter()
+            .filter(|(name, _)| !defined.iter().any(|d| d == name))
+            .copied()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Why a file cannot be graded, in words an instructor can act on.
 pub fn check_allocator(path: &Path) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;

@@ -184,8 +184,30 @@ pub fn calloc() -> Outcome {
         "calloc overflow set errno {} instead of ENOMEM",
         errno()
     );
-    Ok("calloc zeroes reused memory; calloc(SIZE_MAX/2, 3) is NULL with ENOMEM".into())
+    // A product that wraps to a small number: (SIZE_MAX/16 + 2) * 16 is 16 modulo
+    // 2^64, which a calloc without an overflow check happily allocates.
+    set_errno(0);
+    // SAFETY: calloc must detect the overflow and return NULL.
+    let p = black_box(unsafe { crate::c::calloc(black_box(WRAPS_TO_16.0), WRAPS_TO_16.1) });
+    ensure!(
+        p.is_null(),
+        "calloc(SIZE_MAX/16 + 2, 16) returned a block: the product wraps to 16, so the \
+         multiplication is not checked for overflow"
+    );
+    ensure!(
+        errno() == libc::ENOMEM,
+        "calloc(SIZE_MAX/16 + 2, 16) set errno {} instead of ENOMEM",
+        errno()
+    );
+    Ok(
+        "calloc zeroes reused memory; calloc(SIZE_MAX/2, 3) and calloc(SIZE_MAX/16 + 2, 16) \
+        (a product that wraps to 16) are NULL with ENOMEM"
+            .into(),
+    )
 }
+
+/// A count and a size whose product overflows `size_t` and wraps to just 16.
+const WRAPS_TO_16: (usize, usize) = (usize::MAX / 16 + 2, 16);
 
 pub fn realloc() -> Outcome {
     // SAFETY: each call follows realloc's contract; results are checked before use.
@@ -249,9 +271,20 @@ pub fn realloc() -> Outcome {
             overflow.is_null() && errno() == libc::ENOMEM,
             "reallocarray overflow was not NULL with ENOMEM"
         );
+        set_errno(0);
+        let wrapped = black_box(reallocarray(array, black_box(WRAPS_TO_16.0), WRAPS_TO_16.1));
+        ensure!(
+            wrapped.is_null() && errno() == libc::ENOMEM,
+            "reallocarray(p, SIZE_MAX/16 + 2, 16) was not NULL with ENOMEM: the product wraps \
+             to 16, so the multiplication is not checked for overflow"
+        );
         crate::c::free(array);
     }
-    Ok("realloc(NULL), grow, shrink, failure keeps the block, realloc(p, 0) frees, reallocarray overflow".into())
+    Ok(
+        "realloc(NULL), grow, shrink, failure keeps the block, realloc(p, 0) frees, \
+        reallocarray overflow (also one that wraps to 16)"
+            .into(),
+    )
 }
 
 pub fn memalign() -> Outcome {
@@ -396,4 +429,66 @@ pub fn errno_kept() -> Outcome {
         ensure!(errno() == libc::EBADF, "free changed errno to {}", errno());
     }
     Ok("free and free(NULL) keep errno".into())
+}
+
+/// The blocks come from the allocator under test, not from glibc's malloc behind it.
+///
+/// glibc's own `mallinfo2` (looked up in libc.so.6 itself, so that one the preloaded
+/// library may export is not the one asked) counts the bytes glibc's heap has handed
+/// out, mapped chunks included. While this probe holds 4 MiB of blocks of every size,
+/// that count must not grow by more than a small share of them: an allocator that
+/// manages its own memory never calls glibc's malloc at all.
+pub fn own_memory() -> Outcome {
+    let Some(glibc_in_use) = glibc_mallinfo2() else {
+        return Ok("glibc's mallinfo2 is not available here: not checked".into());
+    };
+    let before = glibc_in_use();
+    let mut blocks = Vec::with_capacity(2100);
+    let mut requested = 0usize;
+    for size in (1..2048).chain([64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20]) {
+        // SAFETY: plain malloc; written only when not null.
+        let p = unsafe { crate::c::malloc(size) }.cast::<u8>();
+        ensure!(!p.is_null(), "malloc({size}) returned NULL");
+        // SAFETY: p holds `size` bytes.
+        unsafe { p.write_bytes(0x5a, size) };
+        blocks.push(p);
+        requested += size;
+    }
+    let grown = glibc_in_use().saturating_sub(before);
+    for p in blocks {
+        // SAFETY: each block came from malloc above and is freed once.
+        unsafe { crate::c::free(p.cast()) };
+    }
+    ensure!(
+        grown < requested / 4,
+        "the blocks came from glibc's own heap: glibc's malloc handed out {grown} more bytes \
+         while this probe allocated {requested} (does malloc forward to __libc_malloc, or to \
+         the next malloc found with dlsym(RTLD_NEXT, ...)?)"
+    );
+    Ok(format!(
+        "{requested} bytes in 2052 blocks, none of them from glibc's heap (it grew by {grown} bytes)"
+    ))
+}
+
+/// glibc's `mallinfo2` as libc.so.6 defines it: bytes in use in glibc's heap
+/// (`uordblks`) plus in chunks it mapped (`hblkhd`).
+fn glibc_mallinfo2() -> Option<impl Fn() -> usize> {
+    // SAFETY: libc.so.6 is loaded already (RTLD_NOLOAD only finds it); dlsym with its
+    // handle looks in libc itself, and mallinfo2 has this signature there.
+    unsafe {
+        let libc_handle = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if libc_handle.is_null() {
+            return None;
+        }
+        let symbol = libc::dlsym(libc_handle, c"mallinfo2".as_ptr());
+        if symbol.is_null() {
+            return None;
+        }
+        let mallinfo2: unsafe extern "C" fn() -> libc::mallinfo2 = std::mem::transmute(symbol);
+        Some(move || {
+            // glibc's mallinfo2 takes no arguments and only reads its arenas.
+            let info = mallinfo2();
+            info.uordblks + info.hblkhd
+        })
+    }
 }

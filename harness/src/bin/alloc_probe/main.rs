@@ -29,6 +29,7 @@ const PROBES: &[Probe] = &[
     ("usable-size", api::usable_size),
     ("huge", api::huge),
     ("errno", api::errno_kept),
+    ("own-memory", api::own_memory),
     ("threads", threads::threads),
     ("fork", threads::fork),
     ("split", behaviour::split),
