@@ -370,6 +370,49 @@ pub static CATALOGUE: &[Check] = &[
         timing: true,
         run: |subject| probe(subject, "bounded-search"),
     },
+    Check {
+        id: "threads/scaling",
+        title: "threads that share nothing do not wait for each other",
+        area: Area::Threads,
+        since: 5,
+        points: 6,
+        timing: true,
+        run: |subject| probe(subject, "thread-scaling"),
+    },
+    probe_check!(
+        "threads/remote-free",
+        "blocks freed by another thread are reused",
+        Area::Threads,
+        5,
+        4,
+        "remote-free"
+    ),
+    probe_check!(
+        "threads/exit",
+        "blocks outlive their thread; short-lived threads do not grow memory",
+        Area::Threads,
+        5,
+        4,
+        "thread-exit"
+    ),
+    Check {
+        id: "threads/dlopen-tls",
+        title: "dlopen of libraries with __thread data while threads allocate",
+        area: Area::Threads,
+        since: 5,
+        points: 4,
+        timing: false,
+        run: dlopen_tls,
+    },
+    Check {
+        id: "programs/python3-threads",
+        title: "a python3 script with threads",
+        area: Area::Programs,
+        since: 5,
+        points: 3,
+        timing: false,
+        run: python_threads,
+    },
 ];
 
 /// Runs `alloc_probe NAME` under the allocator: its own verdict line decides.
@@ -569,6 +612,65 @@ fn python(subject: &Subject) -> Verdict {
         print(len(json.dumps(rows[::97])))\n\
         print(words.most_common(3))\n\
         print(sum(len(r['s']) for r in rows))\n";
+    same_as_glibc(subject, "python3", &["-c", script], &subject.scratch, b"")
+}
+
+/// Builds `count` shared libraries with gcc, each with an 8 KiB `__thread` array and a
+/// function `touch` that writes to it, then runs `alloc_probe dlopen-tls` on them.
+fn dlopen_tls(subject: &Subject) -> Verdict {
+    if !installed("gcc") {
+        return Verdict::Skip("gcc is not installed on this machine".into());
+    }
+    let mut libraries = Vec::new();
+    for i in 0..16 {
+        let source = match write_scratch(
+            subject,
+            &format!("tls{i}.c"),
+            format!(
+                "__thread char block[8192] = {{ {} }};\n\
+                 int touch(void) {{ block[100] += 1; return block[0]; }}\n",
+                i + 1
+            )
+            .as_bytes(),
+        ) {
+            Ok(path) => path,
+            Err(verdict) => return verdict,
+        };
+        let library = subject.scratch.join(format!("libtls{i}.so"));
+        let built = Run::new("gcc")
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&library)
+            .arg(&source)
+            .run();
+        match built {
+            Ok(outcome) if outcome.succeeded() => libraries.push(library),
+            Ok(outcome) => {
+                return Verdict::Fail(format!("gcc could not build a test library: {outcome}"));
+            }
+            Err(e) => return Verdict::Fail(format!("could not run gcc: {e}")),
+        }
+    }
+    probe_verdict(
+        subject
+            .under_test(subject.tool("alloc_probe"))
+            .arg("dlopen-tls")
+            .args(libraries.iter().map(|l| l.as_os_str()))
+            .run(),
+    )
+}
+
+/// Python with eight threads that build and free objects and pass them to each other
+/// through a queue, compared with its output under glibc.
+fn python_threads(subject: &Subject) -> Verdict {
+    let script = "import threading, queue, json\n\
+        results = queue.Queue()\n\
+        def work(n):\n\
+        \x20   rows = [{'n': n, 'i': i, 's': str(i) * (i % 13)} for i in range(40000)]\n\
+        \x20   results.put((n, len(json.dumps(rows[::11])), sum(len(r['s']) for r in rows)))\n\
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]\n\
+        for t in threads: t.start()\n\
+        for t in threads: t.join()\n\
+        print(sorted(results.get() for _ in range(8)))\n";
     same_as_glibc(subject, "python3", &["-c", script], &subject.scratch, b"")
 }
 

@@ -101,6 +101,18 @@ pub const PHASES: &[Phase] = &[
         diff_from_previous: false,
         debug_mode: true,
     },
+    Phase {
+        number: 5,
+        title: "size-class pages and a heap per thread",
+        folder: "phases/phase5-thread-heaps",
+        package: "phase5-thread-heaps",
+        policy: "thread-heaps",
+        policy_src: "src",
+        chapter: "docs/src/ch05-thread-heaps.md",
+        golden: "golden/phase5",
+        diff_from_previous: false,
+        debug_mode: true,
+    },
 ];
 
 /// The registered phase numbered `number`.

@@ -141,3 +141,22 @@ fn phase4_demo_bins_add_up_to_the_free_blocks() {
         }
     }
 }
+
+/// Phase 5 serves the demo's small blocks from pages of one size class each, listed
+/// under the thread's heap; with the debug log on, every request goes to phase 4's heap
+/// and the debug layer instead, so no page appears.
+#[test]
+fn phase5_demo_lists_pages_per_thread_heap() {
+    let phase = phases::phase(5).expect("phase 5 is registered");
+    let transcript = demo_transcript(phase, false);
+    assert!(
+        transcript.contains("[THREAD HEAP 1 owned by this thread]")
+            && transcript.contains("[PAGE "),
+        "the demo's small blocks are not in a thread's pages:\n{transcript}"
+    );
+    let debug = demo_transcript(phase, true);
+    assert!(
+        !debug.contains("[PAGE "),
+        "pages are used in debug mode:\n{debug}"
+    );
+}

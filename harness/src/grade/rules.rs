@@ -213,6 +213,26 @@ pub const WHY: &[(&str, &str)] = &[
         "perf/bounded-search",
         "phase 4: with bins a request takes a bounded number of steps however many blocks are free; first fit walks them all",
     ),
+    (
+        "threads/scaling",
+        "phase 5's per-thread heaps: threads that share no memory should not queue on one lock, so more threads do more work",
+    ),
+    (
+        "threads/remote-free",
+        "with per-thread heaps, a block freed by another thread must still come back into use, or producer-consumer programs grow without bound",
+    ),
+    (
+        "threads/exit",
+        "with per-thread heaps, blocks outlive their thread and an exited thread's memory must be reused, or programs that start many threads grow",
+    ),
+    (
+        "threads/dlopen-tls",
+        "glibc calls malloc from its TLS code when dlopen has added __thread data; an allocator that finds its thread's data through that TLS recurses into itself",
+    ),
+    (
+        "programs/python3-threads",
+        "a real threaded program, compared with its output under glibc",
+    ),
 ];
 
 /// The reason for check `id`, if one is recorded.

@@ -38,6 +38,7 @@ pub mod out;
 pub mod report;
 pub mod shared;
 pub mod table;
+pub mod thread;
 pub mod totals;
 
 pub use config::Config;

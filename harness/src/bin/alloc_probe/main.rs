@@ -10,6 +10,7 @@ mod api;
 mod behaviour;
 mod fidelity;
 mod fits;
+mod heaps;
 mod mapped;
 mod threads;
 
@@ -55,6 +56,10 @@ const PROBES: &[Probe] = &[
         fidelity::write_after_free_large_reuse,
     ),
     ("overflow-before-exit", fidelity::overflow_before_exit),
+    ("thread-scaling", heaps::thread_scaling),
+    ("remote-free", heaps::remote_free),
+    ("thread-exit", heaps::thread_exit),
+    ("dlopen-tls", heaps::dlopen_tls),
 ];
 
 fn main() -> ExitCode {

@@ -1,0 +1,425 @@
+//! A heap per thread: for each size class, a queue of pages the thread owns.
+//!
+//! ```text
+//!   HEAPS[i]  owner = thread pointer          THREADS (kit ThreadTable)
+//!             queues[class] --> page --> page --> page     thread pointer -> i + 1
+//!                               ^ front: allocate here
+//! ```
+//!
+//! A thread finds its heap through the kit's [`ThreadTable`] (thread pointer -> heap),
+//! which never allocates and never calls `__tls_get_addr`. It learns it is exiting
+//! from the kit's [`ThreadKey`]: [`on_thread_exit`] gives the heap's empty pages back
+//! to the pool and leaves the others, with their live blocks, in the heap, marked
+//! abandoned; the next thread that needs a heap adopts it, pages and all. Until then a
+//! free of one of its blocks is a remote free (the page has no owner thread), so it
+//! is safe from any thread, the exiting one included.
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use preload_kit::Fault;
+use preload_kit::lock::Lock;
+use preload_kit::thread::{ThreadKey, ThreadTable, thread_pointer};
+
+use crate::page::Page;
+use crate::segment::Pool;
+use crate::size_class::{CLASSES, class_size};
+
+/// Heaps that can exist at once; a thread beyond that uses the fallback heap.
+pub const MAX_HEAPS: usize = 1024;
+
+const FREE: u8 = 0;
+const OWNED: u8 = 1;
+const ABANDONED: u8 = 2;
+/// Owned, in a `fork` parent, by a thread the child does not have: its lists may have
+/// been half-way through a change when memory was copied, so nobody uses them again.
+const LOST_IN_FORK: u8 = 3;
+
+pub struct ThreadHeap {
+    /// The owning thread's pointer, or 0.
+    owner: AtomicUsize,
+    state: AtomicU8,
+    /// For each class, the first page of a doubly linked queue; null when empty.
+    queues: [Cell<*const Page>; CLASSES],
+    /// For each class, the last page of its queue (null when empty), so a page can be
+    /// sent to the back without a walk.
+    lasts: [Cell<*const Page>; CLASSES],
+}
+
+// SAFETY: `queues` and the pages they hold are only touched by the owning thread, or
+// under HEAP_LOCK while the heap has no owner (abandoning and adopting take the lock,
+// which orders one thread's last use before the next one's first).
+unsafe impl Sync for ThreadHeap {}
+
+pub static HEAPS: [ThreadHeap; MAX_HEAPS] = [const {
+    ThreadHeap {
+        owner: AtomicUsize::new(0),
+        state: AtomicU8::new(FREE),
+        queues: [const { Cell::new(ptr::null()) }; CLASSES],
+        lasts: [const { Cell::new(ptr::null()) }; CLASSES],
+    }
+}; MAX_HEAPS];
+
+/// Taken to give a heap an owner or take it away (never on a fast path).
+pub static HEAP_LOCK: Lock = Lock::new();
+/// Thread pointer -> heap index + 1.
+pub static THREADS: ThreadTable<{ 2 * MAX_HEAPS }> = ThreadTable::new();
+/// Tells us when a thread that has a heap exits; its value is the heap index + 1.
+static EXIT: ThreadKey = ThreadKey::new(on_thread_exit);
+/// Pages without an owner.
+pub static POOL: Pool = Pool::new();
+
+/// The calling thread's heap, if it has one: the fast path's only lookup.
+#[inline(always)]
+pub fn current() -> Option<&'static ThreadHeap> {
+    THREADS
+        .get()
+        .and_then(|slot| slot.checked_sub(1))
+        .and_then(|index| HEAPS.get(index))
+}
+
+/// The calling thread's heap, giving it one if it has none; `None` when no heap or
+/// table slot is left (the caller then uses the fallback heap).
+#[inline(always)]
+pub fn current_or_new() -> Option<&'static ThreadHeap> {
+    match current() {
+        Some(heap) => Some(heap),
+        None => acquire(),
+    }
+}
+
+/// Gives the calling thread a heap: an abandoned one if any (its pages are reused),
+/// else an unused one.
+#[cold]
+fn acquire() -> Option<&'static ThreadHeap> {
+    let me = thread_pointer();
+    let index = {
+        let _guard = HEAP_LOCK.acquire();
+        let index = HEAPS
+            .iter()
+            .position(|h| h.state.load(Ordering::Relaxed) == ABANDONED)
+            .or_else(|| {
+                HEAPS
+                    .iter()
+                    .position(|h| h.state.load(Ordering::Relaxed) == FREE)
+            })?;
+        // The index comes from `position`, so it is in range.
+        let heap = &HEAPS[index];
+        heap.owner.store(me, Ordering::Relaxed);
+        heap.state.store(OWNED, Ordering::Relaxed);
+        heap.for_each_page(|page| page.owner_thread.store(me, Ordering::Relaxed));
+        index
+    };
+    if !THREADS.set(index + 1) {
+        release(&HEAPS[index]);
+        return None;
+    }
+    // If the key cannot be used (a program that created 32 keys before our first
+    // malloc), the heap is not given back at exit; it stays with the thread pointer,
+    // which the next thread to reuse that control block inherits.
+    EXIT.set(index + 1);
+    HEAPS.get(index)
+}
+
+/// The kit's exit notification: `value` is the exiting thread's heap index + 1.
+unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    let Some(heap) = (value as usize).checked_sub(1).and_then(|i| HEAPS.get(i)) else {
+        return;
+    };
+    if heap.owner.load(Ordering::Relaxed) != thread_pointer() {
+        return;
+    }
+    THREADS.remove();
+    if let Err(fault) = heap.give_back_empty_pages() {
+        crate::report_in_pages(fault, "free");
+    }
+    release(heap);
+}
+
+/// Leaves `heap` (owned by the calling thread) for another thread to adopt.
+fn release(heap: &ThreadHeap) {
+    let _guard = HEAP_LOCK.acquire();
+    let mut pages = 0;
+    heap.for_each_page(|page| {
+        // Release: a thread that later reads 0 here and frees remotely sees the page
+        // as we left it. Adoption itself is ordered by HEAP_LOCK.
+        page.owner_thread.store(0, Ordering::Release);
+        pages += 1;
+    });
+    heap.owner.store(0, Ordering::Relaxed);
+    heap.state
+        .store(if pages > 0 { ABANDONED } else { FREE }, Ordering::Relaxed);
+}
+
+impl ThreadHeap {
+    /// The owner's fast path: a block of `class` from the front page of its queue.
+    /// See [`ThreadHeap::alloc_slow`] for everything else.
+    #[inline(always)]
+    pub fn alloc(&self, class: usize) -> Result<Option<*mut u8>, Fault> {
+        let Some(queue) = self.queues.get(class) else {
+            return Ok(None);
+        };
+        let front = queue.get();
+        if !front.is_null() {
+            // SAFETY: pages in our queues are descriptors in our segments, which live
+            // as long as the process.
+            if let Some(block) = unsafe { (*front).pop() } {
+                return Ok(Some(block));
+            }
+        }
+        self.alloc_slow(class)
+    }
+
+    /// The front page is full: collect other threads' frees into it, then go round the
+    /// queue, sending full pages to the back, until a page has room; take a fresh page
+    /// from the pool only when a whole round found none. Pages that regain room from
+    /// their owner's frees come to the front by themselves ([`ThreadHeap::page_has_room`]),
+    /// so the round usually stops at once; pages that regain room from other threads'
+    /// frees are found here.
+    #[cold]
+    fn alloc_slow(&self, class: usize) -> Result<Option<*mut u8>, Fault> {
+        let queue = &self.queues[class];
+        let mut first_sent_back: *const Page = ptr::null();
+        loop {
+            let front = queue.get();
+            if front.is_null() || ptr::eq(front, first_sent_back) {
+                break;
+            }
+            // SAFETY: as in `alloc`.
+            let page: &'static Page = unsafe { &*front };
+            page.collect()?;
+            if let Some(block) = page.pop() {
+                return Ok(Some(block));
+            }
+            if page.next.get().is_null() {
+                break;
+            }
+            if first_sent_back.is_null() {
+                first_sent_back = front;
+            }
+            self.move_to_back(class, page);
+        }
+        // No page left: the caller makes a segment (it holds the lock that guards the
+        // program break) and asks again.
+        let Some(page) = POOL.take() else {
+            return Ok(None);
+        };
+        let index = self.index();
+        page.init(class, class_size(class), index, thread_pointer());
+        self.push_front(class, page);
+        Ok(page.pop())
+    }
+
+    fn index(&self) -> usize {
+        (self as *const ThreadHeap as usize - HEAPS.as_ptr() as usize)
+            / core::mem::size_of::<ThreadHeap>()
+    }
+
+    /// The owner freed a block of `page`, which was full: bring it to the front of its
+    /// queue, where `malloc` looks first.
+    pub fn page_has_room(&self, page: &'static Page) {
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        let Some(queue) = self.queues.get(class) else {
+            return;
+        };
+        if !ptr::eq(queue.get(), page) {
+            self.unlink(class, page);
+            self.push_front(class, page);
+        }
+    }
+
+    /// The owner freed the last block of `page`: give it back to the pool, unless it is
+    /// the page its class allocates from (kept, so a thread that allocates and frees
+    /// one block in a loop does not take and return a page each time).
+    pub fn page_emptied(&self, page: &'static Page) {
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        let Some(queue) = self.queues.get(class) else {
+            return;
+        };
+        if ptr::eq(queue.get(), page) {
+            return;
+        }
+        self.unlink(class, page);
+        page.retire();
+        POOL.give_back(page);
+    }
+
+    /// At thread exit: collect every page, and give back those with no block out.
+    fn give_back_empty_pages(&self) -> Result<(), Fault> {
+        for class in 0..CLASSES {
+            let mut page = self.queues[class].get();
+            while !page.is_null() {
+                // SAFETY: as in `alloc`.
+                let current: &'static Page = unsafe { &*page };
+                page = current.next.get();
+                current.collect()?;
+                if current.used.get() == 0 {
+                    self.unlink(class, current);
+                    current.retire();
+                    POOL.give_back(current);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_front(&self, class: usize, page: &'static Page) {
+        let queue = &self.queues[class];
+        let old = queue.get();
+        page.prev.set(ptr::null_mut());
+        page.next.set(old as *mut Page);
+        if old.is_null() {
+            self.lasts[class].set(page);
+        } else {
+            // SAFETY: as in `alloc`.
+            unsafe { (*old).prev.set(page as *const Page as *mut Page) };
+        }
+        queue.set(page);
+    }
+
+    fn unlink(&self, class: usize, page: &Page) {
+        let (prev, next) = (page.prev.get(), page.next.get());
+        if prev.is_null() {
+            self.queues[class].set(next);
+        } else {
+            // SAFETY: linked pages are descriptors in our segments.
+            unsafe { (*prev).next.set(next) };
+        }
+        if next.is_null() {
+            self.lasts[class].set(prev);
+        } else {
+            // SAFETY: as above.
+            unsafe { (*next).prev.set(prev) };
+        }
+        page.next.set(ptr::null_mut());
+        page.prev.set(ptr::null_mut());
+    }
+
+    fn move_to_back(&self, class: usize, page: &'static Page) {
+        let last = self.lasts[class].get();
+        if ptr::eq(last, page) {
+            return;
+        }
+        self.unlink(class, page);
+        let last = self.lasts[class].get();
+        page.prev.set(last as *mut Page);
+        if !last.is_null() {
+            // SAFETY: as in `unlink`.
+            unsafe { (*last).next.set(page as *const Page as *mut Page) };
+        }
+        self.lasts[class].set(page);
+    }
+
+    /// Calls `f` on every page in the heap's queues.
+    pub fn for_each_page(&self, mut f: impl FnMut(&'static Page)) {
+        for queue in &self.queues {
+            let mut page = queue.get();
+            while !page.is_null() {
+                // SAFETY: as in `alloc`.
+                let current: &'static Page = unsafe { &*page };
+                page = current.next.get();
+                f(current);
+            }
+        }
+    }
+
+    /// Whether the calling thread owns this heap.
+    pub fn is_mine(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == thread_pointer()
+    }
+
+    pub fn state_name(&self) -> Option<&'static str> {
+        match self.state.load(Ordering::Relaxed) {
+            OWNED => Some("owned"),
+            ABANDONED => Some("abandoned"),
+            LOST_IN_FORK => Some("lost in fork"),
+            _ => None,
+        }
+    }
+
+    /// Checks every page of the heap and that each is linked back to it.
+    pub fn check(&self) -> Result<(), Fault> {
+        let index = self.index();
+        let mut result = Ok(());
+        for (class, queue) in self.queues.iter().enumerate() {
+            let mut page = queue.get();
+            let mut prev: *const Page = ptr::null();
+            while !page.is_null() && result.is_ok() {
+                // SAFETY: as in `alloc`.
+                let current: &'static Page = unsafe { &*page };
+                if current.class.load(Ordering::Relaxed) as usize != class
+                    || current.heap.load(Ordering::Relaxed) as usize != index
+                    || !ptr::eq(current.prev.get(), prev)
+                {
+                    result = Err(Fault::Corruption {
+                        addr: current.start.get(),
+                        what: "a page is in the wrong heap's queue",
+                    });
+                }
+                if result.is_ok() {
+                    result = current.check();
+                }
+                prev = page;
+                page = current.next.get();
+            }
+            if result.is_ok() && !ptr::eq(self.lasts[class].get(), prev) {
+                result = Err(Fault::Corruption {
+                    addr: 0,
+                    what: "a heap's last page of a class is not the end of its queue",
+                });
+            }
+        }
+        result
+    }
+}
+
+/// Takes the calling thread's heap out of use for good, its pages with it: for tests
+/// that leave a page inconsistent on purpose (after a reported double free, a real
+/// process has exited).
+#[cfg(test)]
+pub fn forget_current_heap() {
+    if let Some(heap) = current() {
+        let _guard = HEAP_LOCK.acquire();
+        THREADS.remove();
+        heap.owner.store(0, Ordering::Relaxed);
+        heap.state.store(LOST_IN_FORK, Ordering::Relaxed);
+    }
+}
+
+/// `fork` prepare handler: no heap changes owner and no page moves while memory is
+/// copied.
+pub fn before_fork() {
+    // The fallback's lock is taken before this (a thread that makes a segment holds
+    // it, then takes the pool's), so the order is always fallback, heaps, pool.
+    HEAP_LOCK.hold_for_fork();
+    POOL.before_fork();
+}
+
+pub fn after_fork_in_parent() {
+    POOL.after_fork_in_parent();
+    HEAP_LOCK.release_after_fork();
+}
+
+/// In the child only the forking thread exists. Its heap is intact (it was in
+/// `fork`, not in `malloc`). Every other thread's heap may have been in the middle of a
+/// change: it is marked lost, its pages lose their owner (so frees of its blocks take
+/// the remote path, which only pushes), and its thread-table entry goes, so a new
+/// thread that gets the same control block starts with a new heap.
+pub fn after_fork_in_child() {
+    POOL.after_fork_in_child();
+    HEAP_LOCK.reset_in_child();
+    let me = thread_pointer();
+    THREADS.for_each(|thread, _| {
+        if thread != me {
+            THREADS.remove_thread(thread);
+        }
+    });
+    for heap in &HEAPS {
+        if heap.state.load(Ordering::Relaxed) == OWNED && !heap.is_mine() {
+            heap.for_each_page(|page| page.owner_thread.store(0, Ordering::Relaxed));
+            heap.owner.store(0, Ordering::Relaxed);
+            heap.state.store(LOST_IN_FORK, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! # Phase 5: size-class pages and a heap per thread
+//!
+//! Phases 1-4 keep one heap behind one lock: threads queue on it, and every call pays
+//! for a header, a search and the lock. Phase 5 serves small requests the way
+//! production allocators do (mimalloc's "free list sharding" is the model): blocks of
+//! one size class live together in a 64 KiB page that knows their size, and each page
+//! belongs to one thread's heap, so the common `malloc` and `free` take no lock and no
+//! atomic instruction. A block freed by another thread goes onto its page's
+//! `thread_free` list with one compare-and-swap; the owner collects it later.
+//!
+//! ```text
+//!   thread pointer --(kit ThreadTable)--> ThreadHeap (heap.rs)
+//!                                            queues[class] --> Page --> Page ...
+//!   Segment, 4 MiB aligned (segment.rs)                         |
+//!   +---------------------+---------+---------+----            v
+//!   | descriptors of the  | page 1  | page 2  |  ...   Page (page.rs): blocks of one
+//!   | 63 pages            | 64 KiB  | 64 KiB  |        class; free / thread_free lists;
+//!   +---------------------+---------+---------+----    a bitmap of allocated blocks
+//!   pointer & !(4 MiB - 1) = segment; (pointer - segment) / 64 KiB = page
+//!
+//!   larger than SMALL_LIMIT, or aligned beyond 16: the fallback heap (phase 4's
+//!   phase 4's policy), under its lock, as it was.
+//! ```
+//!
+//! Read the files in this order: [`size_class`], [`page`], [`segment`], [`heap`], then
+//! this file's [`ThreadHeaps`], which routes each call.
+//!
+//! Misuse is still caught in normal mode, without a lock: `free` checks the block's bit
+//! in its page's bitmap (clear: a double free, exit 3); a pointer outside every segment
+//! goes to the fallback heap, which checks it as before; a pointer inside a page but
+//! not at a block's start is invalid (exit 2). The segment map tells whether an address
+//! is one of our segments before anything of the segment is read.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod heap;
+pub mod page;
+pub mod segment;
+pub mod size_class;
+
+use core::fmt::Write as _;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use preload_kit::thread::thread_pointer;
+use preload_kit::{
+    Fault, Heap, Location, Locked, MIN_ALIGN, Out, SharedAllocator, Stats, WhyInvalid, abi, report,
+};
+
+use page::{BlockOf, PAGE_SIZE, Page};
+use segment::{Owner, SEGMENT_SIZE};
+use size_class::{SMALL_LIMIT, class_of};
+
+/// Where an address is, printed the same in every run: inside our segments, as an
+/// offset in the segments laid end to end in order of creation (segment `n` covers
+/// `[(n-1) * 4 MiB, n * 4 MiB)`); elsewhere, whatever the fallback heap says.
+fn locate_in_segments(addr: usize) -> Option<Location> {
+    segment::locate(addr)
+        .map(|(number, offset)| Location::Heap((number - 1) * SEGMENT_SIZE + offset))
+}
+
+/// Reports a fault found in the pages where no allocator value is at hand (a thread's
+/// exit notification), in the kit's words, and exits with the documented code.
+pub fn report_in_pages(fault: Fault, operation: &str) -> ! {
+    let addr = match fault {
+        Fault::DoubleFree { addr }
+        | Fault::InvalidPointer { addr, .. }
+        | Fault::Corruption { addr, .. } => addr,
+    };
+    let location = locate_in_segments(addr).unwrap_or(Location::Outside(addr));
+    write_fault(fault, operation, location)
+}
+
+fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
+    let mut out = Out::stderr();
+    let code = match fault {
+        Fault::DoubleFree { .. } => {
+            let _ = write!(out, "error: double free detected at {location}");
+            if operation != "free" {
+                let _ = write!(out, " (in {operation})");
+            }
+            report::EXIT_CORRUPTION
+        }
+        Fault::InvalidPointer { why, .. } => {
+            let _ = write!(
+                out,
+                "error: invalid pointer {location} passed to {operation} ({why})"
+            );
+            report::EXIT_MISUSE
+        }
+        Fault::Corruption { what, .. } => {
+            let _ = write!(out, "error: heap corruption detected at {location}: {what}");
+            report::EXIT_CORRUPTION
+        }
+    };
+    let _ = writeln!(out);
+    out.flush();
+    preload_kit::os::exit_now(code)
+}
+
+/// Whether `MALLOC_DEBUG=1`: then every request goes to the fallback heap, whose debug
+/// layer (phase 3's, inside phase 4's heap) guards, poisons and checks every block; pages have no room for
+/// guards. Read once (the setting cannot change), then one load per call.
+#[inline(always)]
+fn debug_mode() -> bool {
+    static DEBUG: AtomicU8 = AtomicU8::new(UNKNOWN);
+    const UNKNOWN: u8 = 0;
+    const OFF: u8 = 1;
+    const ON: u8 = 2;
+    match DEBUG.load(Ordering::Relaxed) {
+        OFF => false,
+        ON => true,
+        _ => {
+            let on = preload_kit::config::current().debug;
+            DEBUG.store(if on { ON } else { OFF }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Phase 5's allocator: per-thread pages for small blocks, `F` behind its lock for the
+/// rest. Every method takes `&self`: it is meant to live in a `static` and be called
+/// from any thread at once.
+pub struct ThreadHeaps<F> {
+    fallback: Locked<F>,
+}
+
+/// What a pointer turned out to be.
+enum Block {
+    /// Block `index` of `page`.
+    Small(&'static Page, usize),
+    /// Not in our segments: the fallback heap's business.
+    Fallback,
+}
+
+impl<F: Heap> ThreadHeaps<F> {
+    pub const fn new() -> Self {
+        ThreadHeaps {
+            fallback: Locked::new(),
+        }
+    }
+
+    /// Which block `addr` is, or why it cannot be one.
+    #[inline(always)]
+    fn block_at(addr: usize) -> Result<Block, Fault> {
+        match segment::page_of(addr) {
+            Owner::Elsewhere => Ok(Block::Fallback),
+            Owner::Header => Err(Fault::InvalidPointer {
+                addr,
+                // Inside our segment, among the page descriptors: no block starts there.
+                why: WhyInvalid::NotABlockStart,
+            }),
+            Owner::Page(page) => match page.block_of(addr) {
+                BlockOf::Start(index) => Ok(Block::Small(page, index)),
+                BlockOf::Inside => Err(Fault::InvalidPointer {
+                    addr,
+                    why: WhyInvalid::NotABlockStart,
+                }),
+                // The address is in a page of ours that holds no blocks now: only a
+                // pointer we once gave out, in a page since emptied, leads there.
+                BlockOf::Unused => Err(Fault::DoubleFree { addr }),
+            },
+        }
+    }
+
+    /// A block of at least `size` bytes aligned to `align`. Small requests come from
+    /// the calling thread's pages; see [`ThreadHeap::alloc`](heap::ThreadHeap::alloc).
+    #[inline(always)]
+    pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if size <= SMALL_LIMIT
+            && align <= MIN_ALIGN
+            && !debug_mode()
+            && let Some(heap) = heap::current_or_new()
+        {
+            match heap.alloc(class_of(size)) {
+                Ok(Some(block)) => return NonNull::new(block),
+                Ok(None) => return self.alloc_after_growing(heap, size, align),
+                Err(fault) => report::fail(self, "malloc", fault),
+            }
+        }
+        self.alloc_fallback(size, align)
+    }
+
+    /// The pool had no page: make a segment (under the fallback's lock, which also
+    /// guards the program break) and try the thread's heap again.
+    #[cold]
+    fn alloc_after_growing(
+        &self,
+        heap: &heap::ThreadHeap,
+        size: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: the fallback's lock is held: nothing of ours moves the break meanwhile.
+        let segment = self.fallback.with(|_| unsafe { segment::make_segment() });
+        if let Some(segment) = segment {
+            heap::POOL.add_segment(segment);
+            match heap.alloc(class_of(size)) {
+                Ok(Some(block)) => return NonNull::new(block),
+                Ok(None) => {}
+                Err(fault) => report::fail(self, "malloc", fault),
+            }
+        }
+        self.alloc_fallback(size, align)
+    }
+
+    /// [`ThreadHeaps::alloc`]'s way out for what pages do not serve, out of line.
+    #[inline(never)]
+    fn alloc_fallback(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.fallback.alloc(size, align)
+    }
+
+    /// [`ThreadHeaps::free`]'s way out for blocks not in a page, out of line.
+    #[inline(never)]
+    fn free_fallback(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        // `free` keeps errno; the fallback may make system calls.
+        let _errno = preload_kit::os::KeepErrno::new();
+        self.fallback.free(ptr)
+    }
+
+    /// Like [`ThreadHeaps::alloc`], zeroed.
+    pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
+        if size <= SMALL_LIMIT {
+            let block = self.alloc(size, MIN_ALIGN)?;
+            // SAFETY: the block is ours to give and at least `size` bytes long.
+            unsafe { block.as_ptr().write_bytes(0, size) };
+            return Some(block);
+        }
+        self.fallback.alloc_zeroed(size)
+    }
+
+    /// Frees `ptr`: the owner's path (no lock, no atomic), another thread's path (one
+    /// compare-and-swap), or the fallback heap's.
+    #[inline(always)]
+    pub fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        let addr = ptr.as_ptr() as usize;
+        match Self::block_at(addr)? {
+            Block::Fallback => self.free_fallback(ptr),
+            Block::Small(page, index) => {
+                if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
+                    let was_full = page.used.get() == page.capacity.get();
+                    let emptied = page.free_local(addr, index)?;
+                    if emptied || was_full {
+                        Self::page_changed(page, emptied);
+                    }
+                    Ok(())
+                } else {
+                    page.free_remote(addr, index)
+                }
+            }
+        }
+    }
+
+    /// The owner's free made `page` empty (back to the pool) or no longer full (to the
+    /// front of its queue): the slow side of [`ThreadHeaps::free`].
+    #[cold]
+    fn page_changed(page: &'static Page, emptied: bool) {
+        let Some(heap) = heap::current() else {
+            return;
+        };
+        if emptied {
+            // Giving a page back may call madvise: keep errno.
+            let _errno = preload_kit::os::KeepErrno::new();
+            heap.page_emptied(page);
+        } else {
+            heap.page_has_room(page);
+        }
+    }
+
+    /// Bytes usable at `ptr`: its class's size, for a small block.
+    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        match Self::block_at(addr)? {
+            Block::Fallback => self.fallback.usable_size(ptr),
+            Block::Small(page, index) => {
+                if !page.is_allocated(index) {
+                    return Err(Fault::InvalidPointer {
+                        addr,
+                        why: WhyInvalid::FreedBlock,
+                    });
+                }
+                Ok(page.block_size.load(Ordering::Relaxed) as usize)
+            }
+        }
+    }
+
+    /// Resizes: a small block stays put while the new size still fits its class and
+    /// uses at least half of it; otherwise allocate, copy, free. A fallback block is
+    /// resized by the fallback heap.
+    pub fn realloc(&self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        if let Block::Fallback = Self::block_at(addr)? {
+            return self.fallback.realloc(ptr, size);
+        }
+        let old_size = self.usable_size(ptr)?;
+        if size <= old_size && size > old_size / 2 {
+            return Ok(Some(ptr));
+        }
+        let Some(new) = self.alloc(size, MIN_ALIGN) else {
+            return Ok(None);
+        };
+        // SAFETY: both blocks are live and distinct, at least `min(old_size, size)` long.
+        unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_size.min(size)) };
+        self.free(ptr)?;
+        Ok(Some(new))
+    }
+
+    /// Checks the calling thread's heap, every abandoned heap, and the fallback heap.
+    /// Other live threads' heaps are theirs to check: their lists change under us.
+    pub fn check(&self) -> Result<(), Fault> {
+        if let Some(heap) = heap::current() {
+            heap.check()?;
+        }
+        {
+            let _guard = heap::HEAP_LOCK.acquire();
+            for heap in &heap::HEAPS {
+                if heap.state_name() == Some("abandoned") {
+                    heap.check()?;
+                }
+            }
+        }
+        self.fallback.check()
+    }
+
+    /// Writes the per-thread heaps (the caller's and abandoned ones in full, with one
+    /// line per page; other threads' by name), the pool, then the fallback heap's
+    /// blocks and the combined stats.
+    pub fn dump(&self, out: &mut Out) {
+        let mine = heap::current().map(|h| h as *const heap::ThreadHeap);
+        {
+            let _guard = heap::HEAP_LOCK.acquire();
+            for (index, heap) in heap::HEAPS.iter().enumerate() {
+                let Some(state) = heap.state_name() else {
+                    continue;
+                };
+                let is_mine = mine.is_some_and(|m| core::ptr::eq(m, heap));
+                let who = if is_mine {
+                    "this thread"
+                } else {
+                    "another thread"
+                };
+                let readable = is_mine || state != "owned";
+                if state == "owned" {
+                    let _ = writeln!(out, "[THREAD HEAP {} owned by {who}]", index + 1);
+                } else {
+                    let _ = writeln!(out, "[THREAD HEAP {} {state}]", index + 1);
+                }
+                if readable {
+                    heap.for_each_page(|page| Self::dump_page(page, out));
+                }
+            }
+        }
+        let (pages, resident) = heap::POOL.counts();
+        if pages > 0 {
+            let _ = writeln!(out, "[POOL {pages} empty pages, {resident} kept resident]");
+        }
+        self.fallback.with(|heap| heap.dump_blocks(out));
+        abi::write_stats(&self.stats(), out);
+    }
+
+    fn dump_page(page: &Page, out: &mut Out) {
+        let size = page.block_size.load(Ordering::Relaxed) as usize;
+        let location = locate_in_segments(page.start.get()).unwrap_or(Location::Outside(0));
+        let free = page.capacity.get() - page.used.get();
+        let waiting = if page.thread_free.load(Ordering::Relaxed).is_null() {
+            ""
+        } else {
+            ", remote frees waiting"
+        };
+        let _ = writeln!(
+            out,
+            "[PAGE {location} of {size}-byte blocks: {} used, {free} free{waiting}]",
+            page.used.get(),
+        );
+    }
+
+    /// Byte counts: the calling thread's pages (blocks used and free, in whole blocks)
+    /// plus the fallback heap's.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.fallback.stats();
+        if let Some(heap) = heap::current() {
+            heap.for_each_page(|page| {
+                let size = page.block_size.load(Ordering::Relaxed) as usize;
+                let used = page.used.get() as usize;
+                let free = page.capacity.get() as usize - used;
+                stats.used_blocks += used;
+                stats.used_bytes += used * size;
+                stats.free_blocks += free;
+                stats.free_bytes += free * size;
+                stats.largest_free = stats.largest_free.max(if free > 0 { size } else { 0 });
+            });
+        }
+        stats
+    }
+}
+
+/// What the kit exports (`export_malloc!(ThreadHeaps<…>)`): every method forwards to
+/// the inherent one of the same name, or to the fallback heap.
+impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
+    const NEW: Self = Self::new();
+    const CHECK_IN_DEBUG_MODE: bool = F::CHECK_IN_DEBUG_MODE;
+
+    #[inline(always)]
+    fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        ThreadHeaps::alloc(self, size, align)
+    }
+    fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
+        ThreadHeaps::alloc_zeroed(self, size)
+    }
+    #[inline(always)]
+    fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        ThreadHeaps::free(self, ptr)
+    }
+    fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        ThreadHeaps::usable_size(self, ptr)
+    }
+    fn realloc(&self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
+        ThreadHeaps::realloc(self, ptr, size)
+    }
+    fn set_option(&self, param: i32, value: i32) -> bool {
+        self.fallback.set_option(param, value)
+    }
+    /// Inside our segments, an offset in them laid end to end; elsewhere the fallback
+    /// heap's answer.
+    fn locate(&self, addr: usize) -> Location {
+        locate_in_segments(addr).unwrap_or_else(|| self.fallback.locate(addr))
+    }
+    fn dump(&self, out: &mut Out) {
+        ThreadHeaps::dump(self, out)
+    }
+    fn stats(&self) -> Stats {
+        ThreadHeaps::stats(self)
+    }
+    fn check(&self) -> Result<(), Fault> {
+        ThreadHeaps::check(self)
+    }
+    /// The fallback's lock, then the heaps' and the pool's: after this no thread can
+    /// change a heap's owner, move a page, or be inside the fallback. A thread may still
+    /// be on its own fast path; the child gives such heaps up (see
+    /// [`heap::after_fork_in_child`]).
+    fn prepare_fork(&self) {
+        self.fallback.prepare_fork();
+        heap::before_fork();
+    }
+    fn after_fork_in_parent(&self) {
+        heap::after_fork_in_parent();
+        self.fallback.after_fork_in_parent();
+    }
+    fn after_fork_in_child(&self) {
+        heap::after_fork_in_child();
+        self.fallback.after_fork_in_child();
+    }
+}
+
+impl<F: Heap> Default for ThreadHeaps<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Pages are `PAGE_SIZE` bytes; exposed for the chapter's pictures and the tests.
+pub const PAGE_BYTES: usize = PAGE_SIZE;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! Segments: where pages come from, and how a pointer finds its page.
+//!
+//! ```text
+//!   segment (4 MiB, aligned to 4 MiB)
+//!   +-----------------+--------+--------+-----   --------+
+//!   | header: 63 page | page 1 | page 2 |  ...   page 63 |
+//!   | descriptors     | 64 KiB | 64 KiB |                |
+//!   +-----------------+--------+--------+-----   --------+
+//!   ^ addr & !(SEGMENT_SIZE - 1)          page index = (addr - segment) / PAGE_SIZE
+//! ```
+//!
+//! A pointer finds its page by arithmetic alone: mask to the segment, divide to the page,
+//! index the header. Before reading the header, [`page_of`] asks the segment map (one
+//! bit per possible segment address, in a static) whether that segment is ours, so a
+//! pointer this allocator never gave out is never followed into memory it does not own.
+//! Segments are never unmapped (their pages are returned to the kernel with
+//! `MADV_DONTNEED` instead), so a bit once set stays true.
+//!
+//! Pages without an owner wait in the [`Pool`], under its lock: the only lock a small
+//! `malloc` can meet, and only when its thread needs a whole new page.
+//!
+//! A new segment comes from the program break when it can ([`make_segment`]: the break
+//! is rounded up to a segment boundary, then moved by one segment), as the earlier
+//! phases' small blocks did, so tools and checks that look for small blocks in the
+//! `[heap]` mapping still find them there; otherwise from `mmap`. Moving the break is
+//! not thread-safe, so the caller holds the lock of the fallback heap, the only other
+//! code of ours that moves it.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use preload_kit::lock::Lock;
+use preload_kit::os;
+
+use crate::page::{PAGE_SIZE, Page};
+
+pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
+pub const PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / PAGE_SIZE;
+/// Page 0's room holds the descriptors of pages 1..63.
+const FIRST_PAGE: usize = 1;
+const _: () = assert!(PAGES_PER_SEGMENT * core::mem::size_of::<Page>() <= PAGE_SIZE);
+
+/// User-space addresses below this (47 bits on x86-64 and on aarch64 with 48-bit
+/// addresses) can be segments; anything above is not ours.
+const ADDRESS_LIMIT: usize = 1 << 47;
+const MAP_WORDS: usize = ADDRESS_LIMIT / SEGMENT_SIZE / 64;
+
+/// One bit per 4 MiB of address space: set when a segment of ours starts there.
+/// 4 MiB of zeroed static memory, of which the kernel makes resident only the pages a
+/// set bit lies in.
+static SEGMENT_MAP: [AtomicU64; MAP_WORDS] = [const { AtomicU64::new(0) }; MAP_WORDS];
+
+/// Segments made so far, in order: a segment's number, for addresses printed without
+/// ASLR. Also its own header records its number.
+static SEGMENT_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// How many segments have been made since the process started.
+pub fn segments_made() -> usize {
+    SEGMENT_COUNT.load(Ordering::Relaxed)
+}
+
+fn map_position(segment: usize) -> Option<(usize, u64)> {
+    if segment >= ADDRESS_LIMIT {
+        return None;
+    }
+    let index = segment / SEGMENT_SIZE;
+    Some((index / 64, 1 << (index % 64)))
+}
+
+/// Whether a segment of ours starts at `segment`.
+#[inline(always)]
+fn is_segment(segment: usize) -> bool {
+    match map_position(segment) {
+        // Relaxed: a pointer into a segment reaches a thread only after the segment was
+        // registered (the bit was set before any block of it was handed out, and the
+        // pointer's hand-over orders the two); for a pointer not ours the bit is 0.
+        Some((word, bit)) => SEGMENT_MAP[word].load(Ordering::Relaxed) & bit != 0,
+        None => false,
+    }
+}
+
+/// The segment header: the descriptors of its pages, and the segment's number.
+#[repr(C)]
+struct Header {
+    pages: [Page; PAGES_PER_SEGMENT],
+    number: UnsafeCell<usize>,
+}
+
+/// Where a pointer is, as far as the pages are concerned.
+pub enum Owner {
+    /// In a page of ours (which may be in use or in the pool).
+    Page(&'static Page),
+    /// In one of our segments, but not in a page (its header).
+    Header,
+    /// Not in any segment of ours: the fallback heap's, or nobody's.
+    Elsewhere,
+}
+
+/// The page `addr` lies in, found without reading anything but the segment map and,
+/// for one of our segments, its header.
+#[inline(always)]
+pub fn page_of(addr: usize) -> Owner {
+    let segment = addr & !(SEGMENT_SIZE - 1);
+    if !is_segment(segment) {
+        return Owner::Elsewhere;
+    }
+    let index = (addr - segment) / PAGE_SIZE;
+    if index < FIRST_PAGE {
+        return Owner::Header;
+    }
+    let header = segment as *const Header;
+    // SAFETY: the segment map says a segment of ours, with its header, starts here;
+    // headers live as long as the process; `index` < PAGES_PER_SEGMENT by construction.
+    Owner::Page(unsafe { &(*header).pages[index] })
+}
+
+/// A segment's number (1-based, in order of creation) and `addr`'s offset in it, for
+/// addresses printed the same in every run.
+pub fn locate(addr: usize) -> Option<(usize, usize)> {
+    let segment = addr & !(SEGMENT_SIZE - 1);
+    if !is_segment(segment) {
+        return None;
+    }
+    let header = segment as *const Header;
+    // SAFETY: as in `page_of`; the number is written before the segment is registered.
+    Some((unsafe { *(*header).number.get() }, addr - segment))
+}
+
+/// Makes a segment's memory, zeroed and aligned to [`SEGMENT_SIZE`]: from the break if
+/// it can be moved, else from `mmap`. `None` when the kernel refuses both.
+///
+/// # Safety
+/// Nothing else may move the break meanwhile: the caller holds the fallback heap's lock.
+pub unsafe fn make_segment() -> Option<usize> {
+    // A test process's own malloc (glibc's) moves the break too, under a lock of its
+    // own: unit tests map their segments.
+    if cfg!(test) {
+        return mapped();
+    }
+    from_break().or_else(mapped)
+}
+
+/// Rounds the break up to a segment boundary and moves it one segment further. The
+/// rounding (up to 4 MiB of address space) is never touched, so it costs no memory.
+fn from_break() -> Option<usize> {
+    let old = os::current_break();
+    let segment = old.checked_next_multiple_of(SEGMENT_SIZE)?;
+    let grow = isize::try_from(segment - old + SEGMENT_SIZE).ok()?;
+    let before = os::sbrk(grow)?;
+    if before != old {
+        // Someone moved the break between our two calls: give back what we took, if
+        // the break is still where we left it, and use a mapping instead.
+        if os::current_break() == before.wrapping_add(grow as usize) {
+            os::sbrk(-grow);
+        }
+        return None;
+    }
+    map_position(segment).map(|_| segment)
+}
+
+/// Maps twice a segment's size and trims it to an aligned segment.
+fn mapped() -> Option<usize> {
+    let mapped = os::map_anonymous(2 * SEGMENT_SIZE)?.as_ptr() as usize;
+    let segment = (mapped + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
+    let before = segment - mapped;
+    let after = 2 * SEGMENT_SIZE - before - SEGMENT_SIZE;
+    // SAFETY: both ranges are parts of the mapping just made, outside the segment, and
+    // nothing refers to them.
+    unsafe {
+        if before > 0 {
+            os::unmap(NonNull::new_unchecked(mapped as *mut u8), before);
+        }
+        if after > 0 {
+            os::unmap(
+                NonNull::new_unchecked((segment + SEGMENT_SIZE) as *mut u8),
+                after,
+            );
+        }
+    }
+    map_position(segment).map(|_| segment)
+}
+
+/// Pages that belong to no heap, behind the pool's lock.
+pub struct Pool {
+    lock: Lock,
+    state: UnsafeCell<PoolState>,
+}
+
+struct PoolState {
+    /// Unowned pages, linked through `Page::next`; the most recently returned first.
+    free: *mut Page,
+    /// How many pages on `free` may still be resident.
+    committed: usize,
+    /// How many pages on `free`.
+    pages: usize,
+}
+
+/// Empty pages the pool keeps resident (1 MiB) for the next thread that needs one;
+/// a page returned beyond that goes back to the kernel at once. So the delay before
+/// memory returns is "16 more pages freed", not a clock, and a burst of short-lived
+/// threads reuses warm pages while a program that shrinks gives memory back.
+pub const RETAINED_EMPTY_PAGES: usize = 16;
+
+// SAFETY: `state` is only touched with `lock` held (and in a fork child, by its only
+// thread).
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    pub const fn new() -> Self {
+        Pool {
+            lock: Lock::new(),
+            state: UnsafeCell::new(PoolState {
+                free: ptr::null_mut(),
+                committed: 0,
+                pages: 0,
+            }),
+        }
+    }
+
+    /// An empty page from the pool; `None` when the pool is empty (then the caller
+    /// makes a segment: [`make_segment`], and [`Pool::add_segment`]).
+    pub fn take(&self) -> Option<&'static Page> {
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        let state = unsafe { &mut *self.state.get() };
+        if state.free.is_null() {
+            return None;
+        }
+        // SAFETY: pages on the free list are descriptors in our segments' headers.
+        let page: &'static Page = unsafe { &*state.free };
+        state.free = page.next.get();
+        state.pages -= 1;
+        if page.committed.get() {
+            state.committed -= 1;
+        }
+        page.committed.set(true);
+        page.next.set(ptr::null_mut());
+        page.prev.set(ptr::null_mut());
+        Some(page)
+    }
+
+    /// Returns an empty page (retired, no blocks out) to the pool.
+    pub fn give_back(&self, page: &'static Page) {
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        let state = unsafe { &mut *self.state.get() };
+        if state.committed >= RETAINED_EMPTY_PAGES {
+            // SAFETY: the page's memory is ours and holds no block (it is empty): the
+            // kernel may drop it and give zeroes back on the next touch.
+            unsafe {
+                libc::madvise(
+                    page.start.get() as *mut libc::c_void,
+                    PAGE_SIZE,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            page.committed.set(false);
+        } else if page.committed.get() {
+            state.committed += 1;
+        }
+        page.next.set(state.free);
+        state.free = page as *const Page as *mut Page;
+        state.pages += 1;
+    }
+
+    /// Pages in the pool, and how many of them may be resident.
+    pub fn counts(&self) -> (usize, usize) {
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        let state = unsafe { &*self.state.get() };
+        (state.pages, state.committed)
+    }
+
+    /// Registers a segment made by [`make_segment`] and puts its pages in the pool.
+    pub fn add_segment(&self, segment: usize) {
+        let Some((word, bit)) = map_position(segment) else {
+            return;
+        };
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        let state = unsafe { &mut *self.state.get() };
+        let header = segment as *mut Header;
+        let number = SEGMENT_COUNT.fetch_add(1, Ordering::Relaxed) + 1;
+        // SAFETY: the header is the start of fresh zeroed memory of ours (a new mapping
+        // or new break memory); zero bytes are a valid empty `Page` (no lists, clear
+        // bitmap, no owner).
+        unsafe { *(*header).number.get() = number };
+        // Pages go on the list in reverse, so the first taken is page 1: addresses in
+        // a fresh process come out in order, and dumps are the same in every run.
+        for index in (FIRST_PAGE..PAGES_PER_SEGMENT).rev() {
+            // SAFETY: as above; `index` < PAGES_PER_SEGMENT.
+            let page: &'static Page = unsafe { &(*header).pages[index] };
+            page.start.set(segment + index * PAGE_SIZE);
+            // Fresh pages count as not resident: the kernel has not touched them.
+            page.committed.set(false);
+            page.next.set(state.free);
+            state.free = page as *const Page as *mut Page;
+            state.pages += 1;
+        }
+        // Release: the header written above is visible to any thread that sees the bit
+        // (pointers into the segment are handed out only after this, in any case).
+        SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
+    }
+
+    /// `fork` prepare handler: hold the lock so the child gets a consistent pool.
+    pub fn before_fork(&self) {
+        self.lock.hold_for_fork();
+    }
+    pub fn after_fork_in_parent(&self) {
+        self.lock.release_after_fork();
+    }
+    pub fn after_fork_in_child(&self) {
+        self.lock.reset_in_child();
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_from_the_pool_is_found_from_any_address_inside_it() {
+        static POOL: Pool = Pool::new();
+        POOL.add_segment(mapped().expect("memory"));
+        let page = POOL.take().expect("a page");
+        let start = page.start.get();
+        assert_eq!(start % PAGE_SIZE, 0);
+        for addr in [start, start + 1, start + PAGE_SIZE - 1] {
+            match page_of(addr) {
+                Owner::Page(found) => assert!(ptr::eq(found, page)),
+                _ => panic!("page not found for {addr:#x}"),
+            }
+        }
+        let segment = start & !(SEGMENT_SIZE - 1);
+        assert!(matches!(page_of(segment + 8), Owner::Header));
+        assert!(
+            locate(start).is_some_and(|(number, offset)| number >= 1 && offset == start - segment)
+        );
+        POOL.give_back(page);
+    }
+
+    #[test]
+    fn pointers_outside_every_segment_are_not_followed() {
+        let on_stack = 0u64;
+        for addr in [
+            0,
+            16,
+            &on_stack as *const u64 as usize,
+            usize::MAX - 15,
+            1 << 50,
+        ] {
+            assert!(matches!(page_of(addr), Owner::Elsewhere), "{addr:#x}");
+        }
+    }
+
+    #[test]
+    fn the_pool_keeps_a_few_empty_pages_resident_and_returns_the_rest() {
+        static POOL: Pool = Pool::new();
+        POOL.add_segment(mapped().expect("memory"));
+        let pages: std::vec::Vec<_> = (0..RETAINED_EMPTY_PAGES + 8)
+            .map(|_| {
+                let page = POOL.take().expect("a page");
+                page.committed.set(true);
+                page
+            })
+            .collect();
+        for page in pages {
+            POOL.give_back(page);
+        }
+        let (_, committed) = POOL.counts();
+        assert_eq!(committed, RETAINED_EMPTY_PAGES);
+    }
+}

@@ -1,0 +1,462 @@
+//! The page engine and the thread heaps, driven directly (no `malloc` export), with a
+//! fallback heap that maps each block on its own.
+
+extern crate std;
+
+use std::sync::mpsc;
+use std::thread;
+use std::vec::Vec;
+
+use preload_kit::{Config, Fault, Heap, Location, Out, SharedAllocator, Stats, WhyInvalid};
+
+use super::*;
+
+/// A fallback for tests: every block its own mapping, remembered in a small table so
+/// that a pointer it never gave out is refused.
+struct MapEach {
+    live: [(usize, usize); 8192],
+}
+
+impl Heap for MapEach {
+    const NAME: &'static str = "map-each";
+    fn new(_: &Config) -> Self {
+        MapEach {
+            live: [(0, 0); 8192],
+        }
+    }
+    fn alloc(&mut self, size: usize, _align: usize) -> Option<NonNull<u8>> {
+        let slot = self.live.iter().position(|&(addr, _)| addr == 0)?;
+        let block = preload_kit::os::map_anonymous(size.max(1))?;
+        self.live[slot] = (block.as_ptr() as usize, size.max(1));
+        Some(block)
+    }
+    fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        let addr = ptr.as_ptr() as usize;
+        let Some(slot) = self.live.iter().position(|&(a, _)| a == addr) else {
+            return Err(Fault::InvalidPointer {
+                addr,
+                why: WhyInvalid::OutsideTheHeap,
+            });
+        };
+        // SAFETY: the mapping is one we made for this block.
+        unsafe { preload_kit::os::unmap(ptr, self.live[slot].1) };
+        self.live[slot] = (0, 0);
+        Ok(())
+    }
+    fn usable_size(&mut self, ptr: NonNull<u8>) -> Result<usize, Fault> {
+        let addr = ptr.as_ptr() as usize;
+        self.live
+            .iter()
+            .find(|&&(a, _)| a == addr)
+            .map(|&(_, len)| len)
+            .ok_or(Fault::InvalidPointer {
+                addr,
+                why: WhyInvalid::OutsideTheHeap,
+            })
+    }
+    fn locate(&self, addr: usize) -> Location {
+        Location::Outside(addr)
+    }
+    fn dump_blocks(&self, _: &mut Out) {}
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+    fn check(&self) -> Result<(), Fault> {
+        Ok(())
+    }
+}
+
+static HEAPS: ThreadHeaps<MapEach> = ThreadHeaps::new();
+
+fn alloc(size: usize) -> NonNull<u8> {
+    HEAPS.alloc(size, MIN_ALIGN).expect("memory")
+}
+
+fn page_of(block: NonNull<u8>) -> &'static Page {
+    match segment::page_of(block.as_ptr() as usize) {
+        Owner::Page(page) => page,
+        _ => panic!("not in a page"),
+    }
+}
+
+#[test]
+fn small_blocks_come_from_pages_of_their_class_and_are_reused() {
+    let a = alloc(24);
+    let b = alloc(24);
+    assert_ne!(a, b);
+    assert_eq!(HEAPS.usable_size(a), Ok(32));
+    // (Which page: this test's thread may have adopted a heap another test left.)
+    assert_eq!(page_of(a).block_size.load(Ordering::Relaxed), 32);
+    // SAFETY: a and b are 32-byte blocks we own.
+    unsafe {
+        a.as_ptr().write_bytes(0xaa, 32);
+        b.as_ptr().write_bytes(0xbb, 32);
+    }
+    HEAPS.free(a).unwrap();
+    HEAPS.check().unwrap();
+    // The lowest free block is handed out first: `a`, unless this test's thread adopted
+    // a heap with free blocks below it (tests run in parallel).
+    let c = alloc(17);
+    assert!(
+        c <= a,
+        "a freed block below the page's other free blocks is reused"
+    );
+    HEAPS.free(b).unwrap();
+    HEAPS.free(c).unwrap();
+    HEAPS.check().unwrap();
+}
+
+#[test]
+fn every_block_is_aligned_and_distinct_across_classes() {
+    let mut blocks = Vec::new();
+    for size in (1..=size_class::SMALL_LIMIT).step_by(97) {
+        let block = alloc(size);
+        assert_eq!(block.as_ptr() as usize % MIN_ALIGN, 0);
+        // SAFETY: the block holds at least `size` bytes.
+        unsafe { block.as_ptr().write_bytes(size as u8, size) };
+        blocks.push((block, size));
+    }
+    for &(block, size) in &blocks {
+        // SAFETY: written above and still live.
+        let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), size) };
+        assert!(bytes.iter().all(|&b| b == size as u8), "size {size}");
+    }
+    HEAPS.check().unwrap();
+    for (block, _) in blocks {
+        HEAPS.free(block).unwrap();
+    }
+    HEAPS.check().unwrap();
+}
+
+#[test]
+fn large_and_aligned_requests_go_to_the_fallback() {
+    let big = HEAPS.alloc(size_class::SMALL_LIMIT + 1, MIN_ALIGN).unwrap();
+    assert!(matches!(
+        segment::page_of(big.as_ptr() as usize),
+        Owner::Elsewhere
+    ));
+    let aligned = HEAPS.alloc(64, 4096).unwrap();
+    assert!(matches!(
+        segment::page_of(aligned.as_ptr() as usize),
+        Owner::Elsewhere
+    ));
+    HEAPS.free(big).unwrap();
+    HEAPS.free(aligned).unwrap();
+}
+
+#[test]
+fn a_double_free_is_caught_by_the_bitmap() {
+    let a = alloc(40);
+    let keep = alloc(40);
+    HEAPS.free(a).unwrap();
+    assert_eq!(
+        HEAPS.free(a),
+        Err(Fault::DoubleFree {
+            addr: a.as_ptr() as usize
+        })
+    );
+    HEAPS.free(keep).unwrap();
+}
+
+#[test]
+fn pointers_never_handed_out_are_refused() {
+    let a = alloc(48);
+    let addr = a.as_ptr() as usize;
+    let inside = NonNull::new((addr + 8) as *mut u8).unwrap();
+    assert!(matches!(
+        HEAPS.free(inside),
+        Err(Fault::InvalidPointer {
+            why: WhyInvalid::NotABlockStart,
+            ..
+        })
+    ));
+    // A block boundary in the page, never handed out: the bitmap only knows the block
+    // is not out, which `free` reports as a double free.
+    let untouched = NonNull::new((addr + 48 * 1000) as *mut u8).unwrap();
+    assert!(HEAPS.free(untouched).is_err());
+    let header = NonNull::new((addr & !(SEGMENT_SIZE - 1)) as *mut u8).unwrap();
+    assert!(matches!(
+        HEAPS.free(header),
+        Err(Fault::InvalidPointer { .. })
+    ));
+    let stack = 0u64;
+    let stack = NonNull::from(&stack).cast::<u8>();
+    assert!(matches!(
+        HEAPS.free(stack),
+        Err(Fault::InvalidPointer {
+            why: WhyInvalid::OutsideTheHeap,
+            ..
+        })
+    ));
+    HEAPS.free(a).unwrap();
+}
+
+/// Sends raw pointers between threads in tests.
+struct Blocks(Vec<NonNull<u8>>);
+// SAFETY: the blocks are plain memory handed from one test thread to another.
+unsafe impl Send for Blocks {}
+
+#[test]
+fn blocks_freed_by_another_thread_are_collected_and_reused_by_the_owner() {
+    let (to_freer, freer_gets) = mpsc::channel::<Blocks>();
+    let (to_owner, owner_gets) = mpsc::channel::<()>();
+    let freer = thread::spawn(move || {
+        while let Ok(blocks) = freer_gets.recv() {
+            for block in blocks.0 {
+                HEAPS.free(block).unwrap();
+            }
+            to_owner.send(()).unwrap();
+        }
+    });
+    let owner = thread::spawn(move || {
+        // Each round hands 2000 blocks of 64 bytes to the other thread to free. If the
+        // owner never took them back, 100 rounds would need 200_000 blocks: 196 pages.
+        let mut pages = std::collections::BTreeSet::new();
+        for _ in 0..100 {
+            let blocks: Vec<_> = (0..2000).map(|_| alloc(64)).collect();
+            for &block in &blocks {
+                pages.insert(page_of(block).start.get());
+            }
+            to_freer.send(Blocks(blocks)).unwrap();
+            owner_gets.recv().unwrap();
+        }
+        HEAPS.check().unwrap();
+        assert!(pages.len() <= 4, "{} pages used", pages.len());
+    });
+    owner.join().unwrap();
+    freer.join().unwrap();
+}
+
+#[test]
+fn a_block_freed_twice_by_other_threads_is_caught() {
+    let block = alloc(80);
+    let addr = block.as_ptr() as usize;
+    let (tx, rx) = mpsc::channel();
+    let other = thread::spawn(move || {
+        let block = NonNull::new(addr as *mut u8).unwrap();
+        HEAPS.free(block).unwrap();
+        // Not yet collected: the bit is still set, so the second push is accepted here
+        // and found when the owner collects.
+        HEAPS.free(block).unwrap();
+        tx.send(()).unwrap();
+    });
+    rx.recv().unwrap();
+    other.join().unwrap();
+    assert_eq!(page_of(block).collect(), Err(Fault::DoubleFree { addr }));
+    // The page is now inconsistent, as a real process would have exited by now.
+    heap::forget_current_heap();
+}
+
+#[test]
+fn a_remote_free_of_a_collected_block_is_a_double_free() {
+    let block = alloc(96);
+    let keep = alloc(96);
+    HEAPS.free(block).unwrap();
+    let addr = block.as_ptr() as usize;
+    let result = thread::spawn(move || HEAPS.free(NonNull::new(addr as *mut u8).unwrap()))
+        .join()
+        .unwrap();
+    assert_eq!(result, Err(Fault::DoubleFree { addr }));
+    HEAPS.free(keep).unwrap();
+}
+
+#[test]
+fn a_thread_that_exits_with_live_blocks_leaves_them_freeable_and_its_heap_adoptable() {
+    let blocks = thread::spawn(|| Blocks((0..300).map(|i| alloc(16 + i % 200)).collect()))
+        .join()
+        .unwrap();
+    // Freed from here, after their thread is gone: remote frees onto abandoned pages.
+    for block in blocks.0 {
+        HEAPS.free(block).unwrap();
+    }
+    HEAPS.check().unwrap();
+    // A new thread allocates normally (and may adopt that heap).
+    thread::spawn(|| {
+        let block = alloc(100);
+        HEAPS.free(block).unwrap();
+        HEAPS.check().unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn thousands_of_short_lived_threads_reuse_the_same_pages() {
+    let before = segment_count();
+    for _ in 0..40 {
+        let threads: Vec<_> = (0..25)
+            .map(|_| {
+                thread::spawn(|| {
+                    let blocks: Vec<_> = (0..500).map(|i| alloc(8 + i % 1000)).collect();
+                    for block in blocks {
+                        HEAPS.free(block).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+    // 1000 threads, each needing about 8 pages: without reuse that is 125 segments.
+    let grown = segment_count() - before;
+    assert!(grown <= 8, "{grown} segments made for 1000 threads");
+    let (_, resident) = heap::POOL.counts();
+    assert!(resident <= segment::RETAINED_EMPTY_PAGES);
+}
+
+fn segment_count() -> usize {
+    segment::segments_made()
+}
+
+#[test]
+fn four_threads_allocate_and_free_each_others_blocks() {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| mpsc::channel::<Blocks>()).unzip();
+    let threads: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(me, inbox)| {
+            let senders = senders.clone();
+            thread::spawn(move || {
+                let mut seed = me as u64 + 1;
+                for round in 0..200 {
+                    let mut mine = Vec::new();
+                    let mut gift = Vec::new();
+                    for i in 0..100 {
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let size = 1 + (seed >> 33) as usize % 1200;
+                        let block = alloc(size);
+                        // SAFETY: the block holds `size` bytes.
+                        unsafe { block.as_ptr().write_bytes(me as u8, size.min(64)) };
+                        if i % 2 == 0 {
+                            mine.push(block)
+                        } else {
+                            gift.push(block)
+                        }
+                    }
+                    let _ = senders[(me + round) % 4].send(Blocks(gift));
+                    for block in mine {
+                        HEAPS.free(block).unwrap();
+                    }
+                    while let Ok(blocks) = inbox.try_recv() {
+                        for block in blocks.0 {
+                            HEAPS.free(block).unwrap();
+                        }
+                    }
+                }
+                HEAPS.check().unwrap();
+                inbox
+            })
+        })
+        .collect();
+    drop(senders);
+    for t in threads {
+        let inbox = t.join().unwrap();
+        while let Ok(blocks) = inbox.try_recv() {
+            for block in blocks.0 {
+                HEAPS.free(block).unwrap();
+            }
+        }
+    }
+    HEAPS.check().unwrap();
+}
+
+#[test]
+fn realloc_keeps_contents_and_stays_put_within_the_class() {
+    let a = alloc(100);
+    // SAFETY: 100 bytes are ours.
+    unsafe { a.as_ptr().write_bytes(7, 100) };
+    assert_eq!(HEAPS.realloc(a, 110), Ok(Some(a)));
+    let b = HEAPS.realloc(a, 1000).unwrap().unwrap();
+    assert_ne!(a, b);
+    assert!(
+        // SAFETY: realloc kept the first 100 bytes.
+        unsafe { core::slice::from_raw_parts(b.as_ptr(), 100) }
+            .iter()
+            .all(|&x| x == 7)
+    );
+    let c = HEAPS.realloc(b, 20_000).unwrap().unwrap();
+    assert!(
+        // SAFETY: as above.
+        unsafe { core::slice::from_raw_parts(c.as_ptr(), 100) }
+            .iter()
+            .all(|&x| x == 7)
+    );
+    HEAPS.free(c).unwrap();
+}
+
+/// Forks while four threads allocate and free (calling the fork handlers as
+/// `pthread_atfork` would): the child allocates and frees small and large blocks,
+/// frees a block its parent's other thread allocated, and checks its own heap.
+#[test]
+fn a_child_forked_while_threads_allocate_can_allocate() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Blocks>();
+    let busy: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = stop.clone();
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let block = alloc(1 + (n * 31 + t) % 3000);
+                    if n.is_multiple_of(1000) {
+                        let _ = tx.send(Blocks(std::vec![block]));
+                    } else {
+                        HEAPS.free(block).unwrap();
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let from_another_thread = rx.recv().unwrap().0[0];
+    for _ in 0..20 {
+        HEAPS.prepare_fork();
+        // SAFETY: the child only uses the allocator under test (no std allocation, no
+        // locks of the test harness) and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            HEAPS.after_fork_in_child();
+            let ok = (|| {
+                let blocks: Vec<_> = (0..2000)
+                    .map(|i| HEAPS.alloc(1 + i * 7 % 1500, MIN_ALIGN))
+                    .collect();
+                if blocks.iter().any(Option::is_none) {
+                    return false;
+                }
+                for block in blocks.into_iter().flatten() {
+                    if HEAPS.free(block).is_err() {
+                        return false;
+                    }
+                }
+                HEAPS.free(from_another_thread).is_ok() && HEAPS.check().is_ok()
+            })();
+            // SAFETY: ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        HEAPS.after_fork_in_parent();
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in busy {
+        thread.join().unwrap();
+    }
+    HEAPS.free(from_another_thread).unwrap();
+    while let Ok(blocks) = rx.try_recv() {
+        for block in blocks.0 {
+            HEAPS.free(block).unwrap();
+        }
+    }
+}
