@@ -44,7 +44,8 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use preload_kit::thread::thread_pointer;
 use preload_kit::{
-    Fault, Heap, Location, Locked, MIN_ALIGN, Out, SharedAllocator, Stats, WhyInvalid, abi, report,
+    Fault, Heap, Location, Locked, MIN_ALIGN, MallInfo, Out, SharedAllocator, Stats, WhyInvalid,
+    abi, report,
 };
 
 use page::{BlockOf, PAGE_SIZE, Page};
@@ -376,7 +377,31 @@ impl<F: Heap> ThreadHeaps<F> {
     /// Byte counts: the calling thread's pages (blocks used and free, in whole blocks)
     /// plus the fallback heap's.
     pub fn stats(&self) -> Stats {
+        let pages = Self::page_stats();
         let mut stats = self.fallback.stats();
+        stats.used_blocks += pages.used_blocks;
+        stats.used_bytes += pages.used_bytes;
+        stats.free_blocks += pages.free_blocks;
+        stats.free_bytes += pages.free_bytes;
+        stats.largest_free = stats.largest_free.max(pages.largest_free);
+        stats
+    }
+
+    /// `mallinfo2`: the fallback heap's figures (its arena, top and mappings) with the
+    /// calling thread's pages added as used and free blocks of the heap.
+    pub fn mallinfo(&self) -> MallInfo {
+        let pages = Self::page_stats();
+        let mut info = self.fallback.mallinfo();
+        info.heap_bytes += pages.used_bytes + pages.free_bytes;
+        info.used_bytes += pages.used_bytes;
+        info.free_blocks += pages.free_blocks;
+        info.free_bytes += pages.free_bytes;
+        info
+    }
+
+    /// The calling thread's pages alone: blocks used and free, in whole blocks.
+    fn page_stats() -> Stats {
+        let mut stats = Stats::default();
         if let Some(heap) = heap::current() {
             heap.for_each_page(|page| {
                 let size = page.block_size.load(Ordering::Relaxed) as usize;
@@ -429,6 +454,13 @@ impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
     }
     fn stats(&self) -> Stats {
         ThreadHeaps::stats(self)
+    }
+    fn mallinfo(&self) -> MallInfo {
+        ThreadHeaps::mallinfo(self)
+    }
+    /// Only the fallback heap's break can go back: segments are never returned.
+    fn trim(&self, pad: usize) -> bool {
+        self.fallback.trim(pad)
     }
     fn check(&self) -> Result<(), Fault> {
         ThreadHeaps::check(self)
