@@ -976,6 +976,7 @@ const CH00: &str = "ch00-taking-over-malloc.md";
 const CH01: &str = "ch01-sbrk-freelist.md";
 const CH02: &str = "ch02-split-coalesce.md";
 const CH03: &str = "ch03-mmap-debug.md";
+const CH04: &str = "ch04-segregated-fits.md";
 const HANDOUT: &str = "handout.md";
 
 impl Check {
@@ -1005,6 +1006,8 @@ impl Check {
             "misuse/overflow" | "misuse/use-after-free" => {
                 Section::new(CH03, "Catching bugs: guards, poison and a quarantine")
             }
+            "behaviour/good-fit" => Section::new(CH04, "A good fit"),
+            "perf/bounded-search" => Section::new(CH04, "Where first fit spends its time"),
             id if id.starts_with("programs/") => Section::new(CH01, "Real programs"),
             _ => Section::new(HANDOUT, "What to write, phase by phase"),
         }
