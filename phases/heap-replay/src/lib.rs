@@ -33,10 +33,12 @@
 
 mod fuzz;
 mod generate;
+mod printed;
 mod replay;
 
 pub use fuzz::{fuzz, scripts};
 pub use generate::{Profile, script};
+pub use printed::printed;
 pub use replay::{Failure, Replay};
 
 /// One call a program makes. Blocks are named by `slot`: the index, modulo the number

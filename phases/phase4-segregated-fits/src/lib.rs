@@ -168,10 +168,8 @@ mod tests {
     extern crate std;
 
     use super::*;
+    use heap_replay::printed;
     use preload_kit::MIN_ALIGN;
-    use std::io::{Read, Seek};
-    use std::os::fd::AsRawFd;
-    use std::string::String;
     use std::vec::Vec;
 
     fn heap(debug: bool) -> SegregatedFitsHeap {
@@ -185,29 +183,6 @@ mod tests {
 
     fn addr(p: NonNull<u8>) -> usize {
         p.as_ptr() as usize
-    }
-
-    /// What `dump` prints, through an unlinked temporary file (`Out` writes to a file
-    /// descriptor: it must not allocate).
-    fn printed(dump: impl FnOnce(&mut Out)) -> String {
-        let path = std::env::temp_dir().join(std::format!(
-            "phase4-test-{}-{:?}.txt",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        dump(&mut Out::new(file.as_raw_fd()));
-        let mut text = String::new();
-        file.rewind().unwrap();
-        file.read_to_string(&mut text).unwrap();
-        text
     }
 
     /// Free blocks of 2, 4, 8 and 16 KB between used fences, freed largest last: each
