@@ -26,10 +26,13 @@
 //! this file's [`ThreadHeaps`], which routes each call.
 //!
 //! Misuse is still caught in normal mode, without a lock: `free` checks the block's bit
-//! in its page's bitmap (clear: a double free, exit 3); a pointer outside every segment
-//! goes to the fallback heap, which checks it as before; a pointer inside a page but
-//! not at a block's start is invalid (exit 2). The segment map tells whether an address
-//! is one of our segments before anything of the segment is read.
+//! in its page's bitmap (clear: a double free, exit 3, or, above the page's high-water
+//! mark, a pointer never given out, exit 2), and a block waiting on `thread_free` carries
+//! a tag that a second free finds, from whichever thread (see [`page`]); a pointer
+//! outside every segment goes to the fallback heap, which checks it as before; a
+//! pointer inside a page but not at a block's start is invalid (exit 2). The segment
+//! map tells whether an address is one of our segments before anything of the segment
+//! is read.
 
 #![cfg_attr(not(test), no_std)]
 
@@ -157,9 +160,9 @@ impl<F: Heap> ThreadHeaps<F> {
                     addr,
                     why: WhyInvalid::NotABlockStart,
                 }),
-                // The address is in a page of ours that holds no blocks now: only a
-                // pointer we once gave out, in a page since emptied, leads there.
-                BlockOf::Unused => Err(Fault::DoubleFree { addr }),
+                // The address is in a page of ours that holds no blocks now: a block
+                // its last class gave out is a double free, anything else invalid.
+                BlockOf::Unused => Err(page.fault_for_unused(addr)),
             },
         }
     }
@@ -273,10 +276,13 @@ impl<F: Heap> ThreadHeaps<F> {
         match Self::block_at(addr)? {
             Block::Fallback => self.fallback.usable_size(ptr),
             Block::Small(page, index) => {
-                if !page.is_allocated(index) {
-                    return Err(Fault::InvalidPointer {
-                        addr,
-                        why: WhyInvalid::FreedBlock,
+                if !page.is_out(addr, index) {
+                    return Err(match page.fault_for_freed(addr, index) {
+                        Fault::DoubleFree { .. } => Fault::InvalidPointer {
+                            addr,
+                            why: WhyInvalid::FreedBlock,
+                        },
+                        never_given_out => never_given_out,
                     });
                 }
                 Ok(page.block_size.load(Ordering::Relaxed) as usize)
