@@ -456,6 +456,28 @@ impl Page {
         Ok(())
     }
 
+    /// The page's figures as another thread can read them without stopping the owner:
+    /// its block size, its capacity, and how many blocks are out (counted from the
+    /// bitmap, so blocks waiting on `thread_free` count as out, as in `used`). `None`
+    /// while the page is in the pool. A page that changes meanwhile may be read half
+    /// before and half after; the counts stay within `0..=capacity`.
+    pub fn census(&self) -> Option<(usize, usize, usize)> {
+        let size = self.block_size.load(Ordering::Relaxed) as usize;
+        if size == 0 {
+            return None;
+        }
+        let capacity = PAGE_SIZE / size;
+        let words = capacity.div_ceil(64).min(BITMAP_WORDS);
+        let marked: usize = self
+            .allocated
+            .iter()
+            .take(words)
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum();
+        let padding = words * 64 - capacity;
+        Some((size, capacity, marked.saturating_sub(padding).min(capacity)))
+    }
+
     /// Whether the owner can allocate from the page without collecting.
     pub fn has_free(&self) -> bool {
         self.used.get() < self.capacity.get()

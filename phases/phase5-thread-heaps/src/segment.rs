@@ -80,11 +80,36 @@ fn is_segment(segment: usize) -> bool {
     }
 }
 
-/// The segment header: the descriptors of its pages, and the segment's number.
+/// The newest segment's address (0 before the first): the start of the list of every
+/// segment, linked through their headers' `older`, for the stats' walk of all pages.
+static NEWEST_SEGMENT: AtomicUsize = AtomicUsize::new(0);
+
+/// The segment header: the descriptors of its pages, the segment's number, and the
+/// segment made before it (0 for the first).
 #[repr(C)]
 struct Header {
     pages: [Page; PAGES_PER_SEGMENT],
     number: UnsafeCell<usize>,
+    older: UnsafeCell<usize>,
+}
+
+/// Calls `f` on the descriptor of every page of every segment (in use or in the pool),
+/// without a lock: segments are only ever added, at the front of the list, and a
+/// header's link is written before the segment is published. What `f` reads of each
+/// page is as of that moment; the owners keep going meanwhile.
+pub fn for_each_page(mut f: impl FnMut(&'static Page)) {
+    // Acquire: pairs with the Release in `add_segment`, so the header is complete.
+    let mut segment = NEWEST_SEGMENT.load(Ordering::Acquire);
+    while segment != 0 {
+        let header = segment as *const Header;
+        for index in FIRST_PAGE..PAGES_PER_SEGMENT {
+            // SAFETY: published segments are ours for the life of the process; their
+            // headers were complete before publication; `index` is in range.
+            f(unsafe { &(*header).pages[index] });
+        }
+        // SAFETY: as above; `older` is written once, before publication.
+        segment = unsafe { *(*header).older.get() };
+    }
 }
 
 /// Where a pointer is, as far as the pages are concerned.
@@ -286,6 +311,8 @@ impl Pool {
         // or new break memory); zero bytes are a valid empty `Page` (no lists, clear
         // bitmap, no owner).
         unsafe { *(*header).number.get() = number };
+        // SAFETY: as above. Segments are added under the pool's lock, one at a time.
+        unsafe { *(*header).older.get() = NEWEST_SEGMENT.load(Ordering::Relaxed) };
         // Pages go on the list in reverse, so the first taken is page 1: addresses in
         // a fresh process come out in order, and dumps are the same in every run.
         for index in (FIRST_PAGE..PAGES_PER_SEGMENT).rev() {
@@ -301,6 +328,8 @@ impl Pool {
         // Release: the header written above is visible to any thread that sees the bit
         // (pointers into the segment are handed out only after this, in any case).
         SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
+        // Release: `for_each_page` sees the header complete.
+        NEWEST_SEGMENT.store(segment, Ordering::Release);
     }
 
     /// `fork` prepare handler: hold the lock so the child gets a consistent pool.
