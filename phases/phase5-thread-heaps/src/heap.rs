@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   HEAPS[i]  owner = thread pointer          THREADS (kit ThreadTable)
-//!             queues[class] --> page --> page --> page     thread pointer -> i + 1
+//!             queues[class] --> page --> page --> page     thread pointer -> &HEAPS[i]
 //!                               ^ front: allocate here
 //! ```
 //!
@@ -63,7 +63,8 @@ pub static HEAPS: [ThreadHeap; MAX_HEAPS] = [const {
 
 /// Taken to give a heap an owner or take it away (never on a fast path).
 pub static HEAP_LOCK: Lock = Lock::new();
-/// Thread pointer -> heap index + 1.
+/// Thread pointer -> the address of the thread's heap (an element of [`HEAPS`]): the
+/// fast path gets its heap with no index arithmetic and no bounds check.
 pub static THREADS: ThreadTable<{ 2 * MAX_HEAPS }> = ThreadTable::new();
 /// Tells us when a thread that has a heap exits; its value is the heap index + 1.
 static EXIT: ThreadKey = ThreadKey::new(on_thread_exit);
@@ -73,10 +74,11 @@ pub static POOL: Pool = Pool::new();
 /// The calling thread's heap, if it has one: the fast path's only lookup.
 #[inline(always)]
 pub fn current() -> Option<&'static ThreadHeap> {
-    THREADS
-        .get()
-        .and_then(|slot| slot.checked_sub(1))
-        .and_then(|index| HEAPS.get(index))
+    THREADS.get().map(|heap| {
+        // SAFETY: the table's values are addresses of elements of the static HEAPS
+        // (stored by `acquire`, the only writer), which live as long as the process.
+        unsafe { &*(heap as *const ThreadHeap) }
+    })
 }
 
 /// The calling thread's heap, giving it one if it has none; `None` when no heap or
@@ -111,7 +113,7 @@ fn acquire() -> Option<&'static ThreadHeap> {
         heap.for_each_page(|page| page.owner_thread.store(me, Ordering::Relaxed));
         index
     };
-    if !THREADS.set(index + 1) {
+    if !THREADS.set(&HEAPS[index] as *const ThreadHeap as usize) {
         release(&HEAPS[index]);
         return None;
     }

@@ -104,19 +104,27 @@ fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
 /// guards. Read once (the setting cannot change), then one load per call.
 #[inline(always)]
 fn debug_mode() -> bool {
-    static DEBUG: AtomicU8 = AtomicU8::new(UNKNOWN);
-    const UNKNOWN: u8 = 0;
-    const OFF: u8 = 1;
-    const ON: u8 = 2;
     match DEBUG.load(Ordering::Relaxed) {
-        OFF => false,
-        ON => true,
-        _ => {
-            let on = preload_kit::config::current().debug;
-            DEBUG.store(if on { ON } else { OFF }, Ordering::Relaxed);
-            on
-        }
+        DEBUG_OFF => false,
+        DEBUG_ON => true,
+        _ => read_debug_mode(),
     }
+}
+
+/// [`debug_mode`]'s memory: unknown until the first call reads the settings.
+static DEBUG: AtomicU8 = AtomicU8::new(DEBUG_UNKNOWN);
+const DEBUG_UNKNOWN: u8 = 0;
+const DEBUG_OFF: u8 = 1;
+const DEBUG_ON: u8 = 2;
+
+/// The first call's part of [`debug_mode`], out of line: reading the settings copies
+/// them, and `malloc` should not make room for that copy on every call.
+#[cold]
+#[inline(never)]
+fn read_debug_mode() -> bool {
+    let on = preload_kit::config::current().debug;
+    DEBUG.store(if on { DEBUG_ON } else { DEBUG_OFF }, Ordering::Relaxed);
+    on
 }
 
 /// Phase 5's allocator: per-thread pages for small blocks, `F` behind its lock for the
@@ -240,7 +248,10 @@ impl<F: Heap> ThreadHeaps<F> {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
                     let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
-                    if emptied || was_full {
+                    // The front page of its queue stays where it is, empty or not (see
+                    // `page_changed`): a thread that allocates and frees one block in
+                    // a loop never leaves this path.
+                    if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }
                     Ok(())
@@ -423,6 +434,9 @@ impl<F: Heap> ThreadHeaps<F> {
 impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
     const NEW: Self = Self::new();
     const CHECK_IN_DEBUG_MODE: bool = F::CHECK_IN_DEBUG_MODE;
+    /// The owner's and another thread's frees make no system call; the two ways that
+    /// may (the fallback heap, a page emptied back to the pool) keep `errno` themselves.
+    const FREE_KEEPS_ERRNO: bool = true;
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {

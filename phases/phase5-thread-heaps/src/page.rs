@@ -305,6 +305,13 @@ impl Page {
         Ok(())
     }
 
+    /// Whether the page is the first of its owner's queue (the one `malloc` takes
+    /// blocks from): the only page of a queue with no `prev`. Owner only.
+    #[inline(always)]
+    pub fn is_front(&self) -> bool {
+        self.prev.get().is_null()
+    }
+
     /// Whether the owner can allocate from the page without collecting.
     pub fn has_free(&self) -> bool {
         self.used.get() < self.capacity.get()
