@@ -202,6 +202,9 @@ impl ThreadHeap {
             }
             self.move_to_back(class, page);
         }
+        // A fresh page is needed: first give back the empty pages other classes kept
+        // at the front of their queues, so the pool can hand one of them out.
+        self.give_back_empty_fronts();
         // No page left: the caller makes a segment (it holds the lock that guards the
         // program break) and asks again.
         let Some(page) = POOL.take() else {
@@ -245,6 +248,30 @@ impl ThreadHeap {
         self.unlink(class, page);
         page.retire();
         POOL.give_back(page);
+    }
+
+    /// Gives back to the pool every page that is at the front of its queue with no
+    /// block out. An emptied front page stays where it is (see
+    /// [`ThreadHeap::page_emptied`]), so that a loop that allocates and frees one
+    /// block does not take and return a page each time; this is where such pages go
+    /// back, once the thread needs a page for some class. Without it, a program that
+    /// moves on from one set of sizes to the next (a phase of 40-byte blocks, then
+    /// one of 300-byte blocks) would keep a page per class it ever used.
+    fn give_back_empty_fronts(&self) {
+        for class in 0..CLASSES {
+            let front = self.queues[class].get();
+            if front.is_null() {
+                continue;
+            }
+            // SAFETY: as in `alloc`.
+            let page: &'static Page = unsafe { &*front };
+            // `used` counts blocks on `thread_free` too: 0 means none is out anywhere.
+            if page.used.get() == 0 {
+                self.unlink(class, page);
+                page.retire();
+                POOL.give_back(page);
+            }
+        }
     }
 
     /// At thread exit: collect every page, and give back those with no block out.

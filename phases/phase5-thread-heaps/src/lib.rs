@@ -248,9 +248,10 @@ impl<F: Heap> ThreadHeaps<F> {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
                     let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
-                    // The front page of its queue stays where it is, empty or not (see
-                    // `page_changed`): a thread that allocates and frees one block in
-                    // a loop never leaves this path.
+                    // The front page of its queue stays where it is, empty or not, so
+                    // a thread that allocates and frees one block in a loop never
+                    // leaves this path (`ThreadHeap::give_back_empty_fronts` returns
+                    // it to the pool later).
                     if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }
