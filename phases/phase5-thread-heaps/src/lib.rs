@@ -111,19 +111,27 @@ fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
 /// guards. Read once (the setting cannot change), then one load per call.
 #[inline(always)]
 fn debug_mode() -> bool {
-    static DEBUG: AtomicU8 = AtomicU8::new(UNKNOWN);
-    const UNKNOWN: u8 = 0;
-    const OFF: u8 = 1;
-    const ON: u8 = 2;
     match DEBUG.load(Ordering::Relaxed) {
-        OFF => false,
-        ON => true,
-        _ => {
-            let on = preload_kit::config::current().debug;
-            DEBUG.store(if on { ON } else { OFF }, Ordering::Relaxed);
-            on
-        }
+        DEBUG_OFF => false,
+        DEBUG_ON => true,
+        _ => read_debug_mode(),
     }
+}
+
+/// [`debug_mode`]'s memory: unknown until the first call reads the settings.
+static DEBUG: AtomicU8 = AtomicU8::new(DEBUG_UNKNOWN);
+const DEBUG_UNKNOWN: u8 = 0;
+const DEBUG_OFF: u8 = 1;
+const DEBUG_ON: u8 = 2;
+
+/// The first call's part of [`debug_mode`], out of line: reading the settings copies
+/// them, and `malloc` should not make room for that copy on every call.
+#[cold]
+#[inline(never)]
+fn read_debug_mode() -> bool {
+    let on = preload_kit::config::current().debug;
+    DEBUG.store(if on { DEBUG_ON } else { DEBUG_OFF }, Ordering::Relaxed);
+    on
 }
 
 /// Phase 5's allocator: per-thread pages for small blocks, `F` behind its lock for the
@@ -247,7 +255,11 @@ impl<F: Heap> ThreadHeaps<F> {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
                     let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
-                    if emptied || was_full {
+                    // The front page of its queue stays where it is, empty or not, so
+                    // a thread that allocates and frees one block in a loop never
+                    // leaves this path (`ThreadHeap::give_back_empty_fronts` returns
+                    // it to the pool later).
+                    if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }
                     Ok(())
@@ -453,7 +465,7 @@ impl<F: Heap> ThreadHeaps<F> {
 }
 
 /// What every thread's pages hold, read by one walk of all segments
-/// ([`segment::for_each_page`]) without stopping any thread. Each page's figures are
+/// ([`segment::Pool::for_each_page_used`]) without stopping any thread. Each page's figures are
 /// read from its atomics (its block size and bitmap), so the walk needs no lock and
 /// never follows another thread's lists; but owners keep allocating meanwhile, so the
 /// totals are a snapshot of each page at a slightly different moment, off by the
@@ -465,7 +477,7 @@ struct Census {
     /// Blocks in pages of any heap, in whole blocks.
     stats: Stats,
     segments: usize,
-    /// Pages that hold no class (in the pool).
+    /// Pages that hold no class (in the pool, or never handed out).
     empty_pages: usize,
     classes: [PageCount; size_class::CLASSES],
 }
@@ -480,17 +492,13 @@ struct PageCount {
 
 impl Census {
     fn take() -> Census {
-        let mut census = Census {
-            segments: segment::segments_made(),
-            ..Census::default()
-        };
-        let mut pages = 0;
-        segment::for_each_page(|page| {
-            pages += 1;
+        let mut census = Census::default();
+        let mut pages_in_use = 0;
+        let segments = heap::POOL.for_each_page_used(|page| {
             let Some((size, capacity, used)) = page.census() else {
-                census.empty_pages += 1;
                 return;
             };
+            pages_in_use += 1;
             let free = capacity - used;
             let stats = &mut census.stats;
             stats.used_blocks += used;
@@ -507,18 +515,17 @@ impl Census {
                 count.free += free;
             }
         });
-        // The walk saw the segments published when it started; one made meanwhile is
-        // counted by neither part.
-        census.segments = census
-            .segments
-            .min(pages / (segment::PAGES_PER_SEGMENT - 1));
+        census.segments = segments;
+        // Pages not in use: in the pool, or never handed out yet.
+        census.empty_pages =
+            (segments * (segment::PAGES_PER_SEGMENT - 1)).saturating_sub(pages_in_use);
         census
     }
 
     /// The pages of heap `index` (those whose descriptor names it).
     fn of_heap(index: usize) -> PageCount {
         let mut count = PageCount::default();
-        segment::for_each_page(|page| {
+        heap::POOL.for_each_page_used(|page| {
             if page.heap.load(Ordering::Relaxed) as usize != index {
                 return;
             }
@@ -537,6 +544,9 @@ impl Census {
 impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
     const NEW: Self = Self::new();
     const CHECK_IN_DEBUG_MODE: bool = F::CHECK_IN_DEBUG_MODE;
+    /// The owner's and another thread's frees make no system call; the two ways that
+    /// may (the fallback heap, a page emptied back to the pool) keep `errno` themselves.
+    const FREE_KEEPS_ERRNO: bool = true;
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
