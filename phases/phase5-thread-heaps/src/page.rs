@@ -26,11 +26,10 @@
 //!   pushed with one compare-and-swap; the owner takes the whole list with one swap
 //!   ([`Page::collect`]) when the page looks full, and clears their bits then.
 //! - The second word of a block on `thread_free` holds its *tag*, [`remote_tag`] of its
-//!   address, written by the remote free with one atomic swap and wiped by the owner
-//!   when it collects the block. The swap is how a second free of a block that waits on
-//!   the list is caught, whichever thread makes it: a remote free finds the tag already
-//!   there; the owner's free looks for it (only while the page has remote frees
-//!   waiting). The descriptor has no room for a second bitmap (63 descriptors share the
+//!   address, written by the remote free before its push and wiped by the owner when
+//!   it collects the block. It is how a second free of a block that waits on the list
+//!   is caught, whichever thread makes it: a remote free finds the tag already there;
+//!   the owner's free looks for it (only while the page has remote frees waiting). The descriptor has no room for a second bitmap (63 descriptors share the
 //!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
 //! - `high_water`: the bitmap hands out the lowest free block, and the ring only blocks
 //!   handed out before, so the blocks handed out since the page took its class are
@@ -454,7 +453,7 @@ impl Page {
         self.recent_head.set(head.wrapping_add(1));
     }
 
-    /// Another thread frees block `index` at `addr`: its tag swapped in, then one
+    /// Another thread frees block `index` at `addr`: its tag written, then one
     /// compare-and-swap loop onto `thread_free`. The bitmap is only read here (a clear
     /// bit is a double free); the owner clears it when it collects the block.
     #[inline]
@@ -483,22 +482,26 @@ impl Page {
         }
     }
 
-    /// Marks the block at `addr` as waiting on `thread_free`, with one atomic swap of
-    /// its tag word: a tag already there is a second free of a block not yet
-    /// collected, whichever thread freed it first.
+    /// Marks the block at `addr` as waiting on `thread_free` with its tag: a tag
+    /// already there is a second free of a block not yet collected, whichever thread
+    /// freed it first. A load and a store, not an atomic swap: two frees of one block
+    /// that race (a data race in the program) can both miss the other's tag; then both
+    /// push the block, and `collect` finds it twice on its list, before it can be
+    /// handed out again, and reports it.
     #[inline]
     fn tag_remote_free(&self, addr: usize, index: usize) -> Result<(), Fault> {
         let block = addr as *const FreeBlock;
         let tag = remote_tag(addr);
         // SAFETY: the block's bit is set, so it is a block of this page that is out;
         // its memory is ours to write from here on (the program is giving it back).
-        // AcqRel: two frees of one block race on this word alone, and one of them sees
-        // the other's tag. Acquire pairs with the Release in `collect`: reading the
-        // wiped tag, we see the bit the owner cleared before it (checked just below).
-        let before = unsafe { (*block).tag.swap(tag, Ordering::AcqRel) };
-        if before == tag || !self.is_allocated(index) {
+        let word = unsafe { &(*block).tag };
+        // Acquire pairs with the Release in `collect`: reading the wiped tag, we see the
+        // bit the owner cleared before it (checked just below).
+        if word.load(Ordering::Acquire) == tag || !self.is_allocated(index) {
             return Err(Fault::DoubleFree { addr });
         }
+        // Relaxed: published to the owner by the Release of the push that follows.
+        word.store(tag, Ordering::Relaxed);
         Ok(())
     }
 

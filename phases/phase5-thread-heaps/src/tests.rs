@@ -261,6 +261,38 @@ fn a_block_freed_twice_by_other_threads_is_caught() {
 }
 
 #[test]
+fn a_block_pushed_twice_by_racing_frees_is_caught_when_collected() {
+    let block = alloc(144);
+    let keep = alloc(144);
+    let addr = block.as_ptr() as usize;
+    // Two frees from other threads at the same instant: each reads the tag word before
+    // the other writes it. Played here one after the other, with the tag wiped between
+    // them as if the second had read it first.
+    let page = page_of(block);
+    let index = match page.block_of(addr) {
+        BlockOf::Start(index) => index,
+        _ => panic!("not a block start"),
+    };
+    for _ in 0..2 {
+        let (page, addr) = (page as *const Page as usize, addr);
+        thread::spawn(move || {
+            // SAFETY: a page descriptor of our segments, which live as long as the
+            // process.
+            let page = unsafe { &*(page as *const Page) };
+            page.free_remote(addr, index).unwrap();
+            // SAFETY: the block's second word is its tag (at least 16 bytes, ours).
+            unsafe { ((addr + 8) as *mut usize).write(0) };
+        })
+        .join()
+        .unwrap();
+    }
+    assert_eq!(page.collect(), Err(Fault::DoubleFree { addr }));
+    // The page is now inconsistent, as a real process would have exited by now.
+    heap::forget_current_heap();
+    let _ = keep;
+}
+
+#[test]
 fn a_block_freed_by_another_thread_then_by_its_owner_is_caught_before_collection() {
     let block = alloc(112);
     let keep = alloc(112);
