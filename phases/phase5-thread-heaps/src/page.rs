@@ -6,9 +6,10 @@
 //!   | blk0 | blk1 | blk2 | blk3 |...         | owner_thread  block_size  class      |
 //!   +------+------+------+------+----        | allocated: 1 0 0 1 0 0 ... 1 1 (pad) |  owner writes
 //!     used   free   free   used              | not_full: one bit per bitmap word    |  owner only
-//!                                            | used = 2   capacity                  |  owner only
+//!                                            | used = 2   capacity   high_water = 4 |  owner only
 //!                                            | thread_free --> blk3 --> null        |  one CAS
 //!                                            +--------------------------------------+
+//!   a block on thread_free:  | next | tag = remote_tag(address) | rest of the block ... |
 //! ```
 //!
 //! - `allocated`: one bit per block, set while the block is out. The owner allocates by
@@ -24,6 +25,19 @@
 //! - `thread_free`: blocks freed by other threads, linked through their first word,
 //!   pushed with one compare-and-swap; the owner takes the whole list with one swap
 //!   ([`Page::collect`]) when the page looks full, and clears their bits then.
+//! - The second word of a block on `thread_free` holds its *tag*, [`remote_tag`] of its
+//!   address, written by the remote free with one atomic swap and wiped by the owner
+//!   when it collects the block. The swap is how a second free of a block that waits on
+//!   the list is caught, whichever thread makes it: a remote free finds the tag already
+//!   there; the owner's free looks for it (only while the page has remote frees
+//!   waiting). The descriptor has no room for a second bitmap (63 descriptors share the
+//!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
+//! - `high_water`: a block never handed out before is always the lowest such block
+//!   (the ring of recent frees only gives back blocks freed before, and the bitmap's
+//!   lowest free block is below every never-used one), so the blocks handed out since
+//!   the page took its class are exactly those below the highest index ever handed
+//!   out, plus one. A free of a block-aligned address at or above it is a
+//!   pointer this heap never gave out (exit 2), not a double free (exit 3).
 //!
 //! An owner's free list (mimalloc's `free` and `local_free`) would do the same job;
 //! it was measured first, and on `bench_alloc --small` the pointer chase through
@@ -37,6 +51,8 @@
 //!   popcount(allocated) == used + padding
 //!   bit w of not_full is set  <=>  allocated[w] has a 0 bit
 //!   every block on thread_free is marked allocated, so |thread_free| <= used
+//!   every block on thread_free carries its tag; no other block does
+//!   popcount(allocated) - padding <= high_water <= capacity
 //!   the program holds used - |thread_free| blocks
 //! ```
 //!
@@ -47,7 +63,9 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use preload_kit::Fault;
+use preload_kit::{Fault, WhyInvalid};
+
+use crate::size_class::{CLASSES, class_size};
 
 /// The size of a page: every block of a page has the same size class.
 pub const PAGE_SIZE: usize = 64 * 1024;
@@ -58,10 +76,45 @@ const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
 /// Blocks a page remembers as freed last by its owner (see [`Page::recent`]).
 pub const RECENT: usize = 8;
 
-/// A block on a page's `thread_free` list: its first word links it to the next one.
+/// A block on a page's `thread_free` list: its first word links it to the next one,
+/// its second holds its tag (every block is at least 16 bytes).
 #[repr(C)]
 pub struct FreeBlock {
     next: *mut FreeBlock,
+    /// [`remote_tag`] of the block's address while it waits on `thread_free`; 0 once
+    /// the owner has collected it (and the program's data after it is handed out again).
+    tag: AtomicUsize,
+}
+
+/// The tag a remote free leaves in a block on `thread_free`: its address mixed with a
+/// per-process secret, so that no value a program plausibly stores in a live block
+/// (its own address, for instance, in a circular list) looks like one.
+#[inline]
+pub fn remote_tag(addr: usize) -> usize {
+    addr ^ remote_tag_secret()
+}
+
+/// 8 of the 16 random bytes the kernel gives every process (`AT_RANDOM`), read once;
+/// never 0, so a zeroed word is never a tag.
+fn remote_tag_secret() -> usize {
+    static SECRET: AtomicUsize = AtomicUsize::new(0);
+    let secret = SECRET.load(Ordering::Relaxed);
+    if secret != 0 {
+        return secret;
+    }
+    // SAFETY: getauxval only reads the auxiliary vector; AT_RANDOM, when present,
+    // points at 16 bytes the kernel placed on the initial stack, which stay for the
+    // life of the process.
+    let random = unsafe {
+        match libc::getauxval(libc::AT_RANDOM) as usize {
+            0 => 0x9e37_79b9_7f4a_7c15_u64 as usize,
+            bytes => (bytes as *const usize).read_unaligned(),
+        }
+    };
+    // Racing threads compute the same value: whichever store wins is the same.
+    let secret = random | 1;
+    SECRET.store(secret, Ordering::Relaxed);
+    secret
 }
 
 /// A page's descriptor. Lives in its segment's header, never in the page itself, so a
@@ -99,6 +152,11 @@ pub struct Page {
     pub not_full: Cell<u64>,
     /// Blocks handed out and not seen back by the owner.
     pub used: Cell<u32>,
+    /// One more than the highest block index handed out since [`Page::init`] (kept
+    /// when the page goes to the pool, so a free into a page that is back in the pool
+    /// can still tell a block it gave out from one it never did). Owner writes; other
+    /// threads read it only to word an error.
+    pub high_water: AtomicU32,
     /// Links in the owner's queue of pages of this class, or in the pool's list.
     pub next: Cell<*mut Page>,
     pub prev: Cell<*mut Page>,
@@ -207,6 +265,7 @@ impl Page {
         self.not_full
             .set(if words == 64 { !0 } else { (1u64 << words) - 1 });
         self.used.set(0);
+        self.high_water.store(0, Ordering::Relaxed);
         // The ring may name blocks of the page's last class, past this class's last
         // block: name block 0, which every class has, instead.
         for entry in &self.recent {
@@ -242,6 +301,7 @@ impl Page {
             Some(index) => index,
             None => self.pop_lowest()?,
         };
+        self.note_handed_out(index);
         Some(
             (self.start.get() + index * self.block_size.load(Ordering::Relaxed) as usize)
                 as *mut u8,
@@ -291,6 +351,75 @@ impl Page {
         self.used.set(self.used.get() + 1);
     }
 
+    /// Raises `high_water` past block `index`, just handed out (owner only: a plain
+    /// load and store, with no branch).
+    #[inline(always)]
+    fn note_handed_out(&self, index: usize) {
+        let high = self.high_water.load(Ordering::Relaxed);
+        self.high_water
+            .store(high.max(index as u32 + 1), Ordering::Relaxed);
+    }
+
+    /// Whether the program holds block `index` at `addr`, as the owner sees it: its bit
+    /// is set and it is not waiting on `thread_free` (looked for only while remote
+    /// frees wait, so the owner reads the block only then).
+    #[inline(always)]
+    pub fn is_out(&self, addr: usize, index: usize) -> bool {
+        self.is_allocated(index)
+            && (self.thread_free.load(Ordering::Relaxed).is_null()
+                || !Self::is_on_thread_free(addr))
+    }
+
+    /// Whether the block at `addr` carries the tag of a block waiting on `thread_free`.
+    #[cold]
+    fn is_on_thread_free(addr: usize) -> bool {
+        let block = addr as *const FreeBlock;
+        // SAFETY: `addr` is the start of a block of this page (at least 16 bytes, in
+        // our segment): its second word is ours to read. A live block holds the
+        // program's data there, which is a tag only by a 1 in 2^63 chance.
+        unsafe { (*block).tag.load(Ordering::Relaxed) == remote_tag(addr) }
+    }
+
+    /// The fault of a free (or `realloc`) of block `index` at `addr`, whose bit is
+    /// clear or which waits on `thread_free`: a block handed out since the page took
+    /// its class was freed twice; one above `high_water` was never handed out.
+    #[cold]
+    pub fn fault_for_freed(&self, addr: usize, index: usize) -> Fault {
+        if index >= self.high_water.load(Ordering::Relaxed) as usize {
+            return Fault::InvalidPointer {
+                addr,
+                why: WhyInvalid::NotABlockStart,
+            };
+        }
+        Fault::DoubleFree { addr }
+    }
+
+    /// The fault of a free of `addr` in this page while it is in the pool: a block of
+    /// its last class below its `high_water` was given out and is free now (a double
+    /// free); anything else was never given out. (A page never used has no class and
+    /// a `high_water` of 0.)
+    #[cold]
+    pub fn fault_for_unused(&self, addr: usize) -> Fault {
+        let invalid = Fault::InvalidPointer {
+            addr,
+            why: WhyInvalid::NotABlockStart,
+        };
+        let high_water = self.high_water.load(Ordering::Relaxed) as usize;
+        let class = self.class.load(Ordering::Relaxed) as usize;
+        if class >= CLASSES {
+            return invalid;
+        }
+        let size = class_size(class);
+        let offset = addr.wrapping_sub(self.start.get());
+        if high_water == 0 || size == 0 || offset >= PAGE_SIZE || !offset.is_multiple_of(size) {
+            return invalid;
+        }
+        if offset / size >= high_water {
+            return invalid;
+        }
+        Fault::DoubleFree { addr }
+    }
+
     /// Block `index` is free again (owner only): its bit cleared, its word not full.
     #[inline(always)]
     fn release(&self, index: usize) {
@@ -304,8 +433,8 @@ impl Page {
     /// whether the page is now empty.
     #[inline(always)]
     pub fn free_local(&self, addr: usize, index: usize) -> Result<bool, Fault> {
-        if !self.is_allocated(index) {
-            return Err(Fault::DoubleFree { addr });
+        if !self.is_out(addr, index) {
+            return Err(self.fault_for_freed(addr, index));
         }
         self.release(index);
         self.remember_freed(index);
@@ -323,14 +452,15 @@ impl Page {
         self.recent_head.set(head.wrapping_add(1));
     }
 
-    /// Another thread frees block `index` at `addr`: one compare-and-swap loop onto
-    /// `thread_free`. The bitmap is only read here (a clear bit is a double free); the
-    /// owner clears it when it collects the block.
+    /// Another thread frees block `index` at `addr`: its tag swapped in, then one
+    /// compare-and-swap loop onto `thread_free`. The bitmap is only read here (a clear
+    /// bit is a double free); the owner clears it when it collects the block.
     #[inline]
     pub fn free_remote(&self, addr: usize, index: usize) -> Result<(), Fault> {
         if !self.is_allocated(index) {
-            return Err(Fault::DoubleFree { addr });
+            return Err(self.fault_for_freed(addr, index));
         }
+        self.tag_remote_free(addr, index)?;
         let block = addr as *mut FreeBlock;
         let mut head = self.thread_free.load(Ordering::Relaxed);
         loop {
@@ -349,6 +479,25 @@ impl Page {
                 Err(now) => head = now,
             }
         }
+    }
+
+    /// Marks the block at `addr` as waiting on `thread_free`, with one atomic swap of
+    /// its tag word: a tag already there is a second free of a block not yet
+    /// collected, whichever thread freed it first.
+    #[inline]
+    fn tag_remote_free(&self, addr: usize, index: usize) -> Result<(), Fault> {
+        let block = addr as *const FreeBlock;
+        let tag = remote_tag(addr);
+        // SAFETY: the block's bit is set, so it is a block of this page that is out;
+        // its memory is ours to write from here on (the program is giving it back).
+        // AcqRel: two frees of one block race on this word alone, and one of them sees
+        // the other's tag. Acquire pairs with the Release in `collect`: reading the
+        // wiped tag, we see the bit the owner cleared before it (checked just below).
+        let before = unsafe { (*block).tag.swap(tag, Ordering::AcqRel) };
+        if before == tag || !self.is_allocated(index) {
+            return Err(Fault::DoubleFree { addr });
+        }
+        Ok(())
     }
 
     /// The owner takes every block other threads freed and clears its bit. A block
@@ -370,6 +519,10 @@ impl Page {
             // SAFETY: pushed by `free_remote`, so its first word is the link.
             let next = unsafe { (*block).next };
             self.release(index);
+            // Release, after the bit is cleared: a free that reads the wiped tag (with
+            // Acquire, in `tag_remote_free`) finds the bit clear.
+            // SAFETY: as above; the block is ours until `pop` hands it out again.
+            unsafe { (*block).tag.store(0, Ordering::Release) };
             block = next;
         }
         Ok(())
@@ -380,6 +533,28 @@ impl Page {
     #[inline(always)]
     pub fn is_front(&self) -> bool {
         self.prev.get().is_null()
+    }
+
+    /// The page's figures as another thread can read them without stopping the owner:
+    /// its block size, its capacity, and how many blocks are out (counted from the
+    /// bitmap, so blocks waiting on `thread_free` count as out, as in `used`). `None`
+    /// while the page is in the pool. A page that changes meanwhile may be read half
+    /// before and half after; the counts stay within `0..=capacity`.
+    pub fn census(&self) -> Option<(usize, usize, usize)> {
+        let size = self.block_size.load(Ordering::Relaxed) as usize;
+        if size == 0 {
+            return None;
+        }
+        let capacity = PAGE_SIZE / size;
+        let words = capacity.div_ceil(64).min(BITMAP_WORDS);
+        let marked: usize = self
+            .allocated
+            .iter()
+            .take(words)
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum();
+        let padding = words * 64 - capacity;
+        Some((size, capacity, marked.saturating_sub(padding).min(capacity)))
     }
 
     /// Whether the owner can allocate from the page without collecting.
@@ -433,7 +608,10 @@ impl Page {
             let in_page = (block as usize).wrapping_sub(self.start.get()) < PAGE_SIZE;
             let listed = in_page
                 && matches!(self.block_of(block as usize), BlockOf::Start(i) if self.is_allocated(i));
-            if !listed || on_thread_free > self.used.get() {
+            if !listed
+                || on_thread_free > self.used.get()
+                || !Self::is_on_thread_free(block as usize)
+            {
                 return corrupt("a page's thread_free list holds a block that is not out");
             }
             // SAFETY: a block of this page that is out, pushed by `free_remote`.
@@ -446,7 +624,6 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::size_class::{CLASSES, class_size};
 
     #[test]
     fn the_reciprocal_divides_exactly_for_every_class_and_offset() {

@@ -80,17 +80,43 @@ fn is_segment(segment: usize) -> bool {
     }
 }
 
-/// The segment header: the descriptors of its pages, the segment's number, and the
-/// pool's notes on the pages it has not handed out yet.
+/// The newest segment's address (0 before the first): the start of the list of every
+/// segment, linked through their headers' `older`, for the stats' walk of all pages.
+static NEWEST_SEGMENT: AtomicUsize = AtomicUsize::new(0);
+
+/// The segment header: the descriptors of its pages, the segment's number, the
+/// segment made before it (0 for the first), and the pool's notes on the pages it has
+/// not handed out yet.
 #[repr(C)]
 struct Header {
     pages: [Page; PAGES_PER_SEGMENT],
     number: UnsafeCell<usize>,
+    older: UnsafeCell<usize>,
     /// The first page the pool has never handed out (pages from there on are
     /// untouched, descriptors included). Pool's lock.
     fresh: UnsafeCell<usize>,
     /// The next older segment that still has untouched pages. Pool's lock.
     older_with_fresh: UnsafeCell<*mut Header>,
+}
+
+/// Calls `f` on the descriptor of every page of every segment (in use or in the pool),
+/// without a lock: segments are only ever added, at the front of the list, and a
+/// header's link is written before the segment is published. What `f` reads of each
+/// page is as of that moment; the owners keep going meanwhile. (A page the pool has
+/// never handed out reads as zeroes: an unused page.)
+pub fn for_each_page(mut f: impl FnMut(&'static Page)) {
+    // Acquire: pairs with the Release in `add_segment`, so the header is complete.
+    let mut segment = NEWEST_SEGMENT.load(Ordering::Acquire);
+    while segment != 0 {
+        let header = segment as *const Header;
+        for index in FIRST_PAGE..PAGES_PER_SEGMENT {
+            // SAFETY: published segments are ours for the life of the process; their
+            // headers were complete before publication; `index` is in range.
+            f(unsafe { &(*header).pages[index] });
+        }
+        // SAFETY: as above; `older` is written once, before publication.
+        segment = unsafe { *(*header).older.get() };
+    }
 }
 
 /// Where a pointer is, as far as the pages are concerned.
@@ -330,9 +356,11 @@ impl Pool {
         // bitmap, no owner, block size 0: `free` of an address in it is refused). Only
         // the fields below are written now; a page's descriptor is written when the
         // pool first hands the page out (`take_fresh`), in order, so addresses in a
-        // fresh process come out the same in every run.
+        // fresh process come out the same in every run. Segments are added under the
+        // pool's lock, one at a time.
         unsafe {
             *(*header).number.get() = number;
+            *(*header).older.get() = NEWEST_SEGMENT.load(Ordering::Relaxed);
             *(*header).fresh.get() = FIRST_PAGE;
             *(*header).older_with_fresh.get() = state.fresh;
         }
@@ -341,6 +369,8 @@ impl Pool {
         // Release: the header written above is visible to any thread that sees the bit
         // (pointers into the segment are handed out only after this, in any case).
         SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
+        // Release: `for_each_page` sees the header complete.
+        NEWEST_SEGMENT.store(segment, Ordering::Release);
     }
 
     /// `fork` prepare handler: hold the lock so the child gets a consistent pool.

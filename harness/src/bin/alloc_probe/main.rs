@@ -12,6 +12,7 @@ mod fidelity;
 mod fits;
 mod heaps;
 mod mapped;
+mod misuse;
 mod threads;
 
 use std::process::ExitCode;
@@ -60,6 +61,13 @@ const PROBES: &[Probe] = &[
     ("remote-free", heaps::remote_free),
     ("thread-exit", heaps::thread_exit),
     ("dlopen-tls", heaps::dlopen_tls),
+    (
+        "double-free-remote-remote",
+        misuse::double_free_remote_remote,
+    ),
+    ("double-free-local-remote", misuse::double_free_local_remote),
+    ("double-free-remote-local", misuse::double_free_remote_local),
+    ("never-given-out", misuse::never_given_out),
 ];
 
 fn main() -> ExitCode {
