@@ -1070,6 +1070,10 @@ impl Check {
             }
             "behaviour/good-fit" => Section::new(CH04, "A good fit"),
             "perf/bounded-search" => Section::new(CH04, "Where first fit spends its time"),
+            "threads/scaling" => Section::new(CH05, "A heap per thread"),
+            "threads/remote-free" => Section::new(CH05, "Frees from other threads"),
+            "threads/exit" => Section::new(CH05, "Threads that end"),
+            "threads/dlopen-tls" => Section::new(CH05, "Finding \"this thread's heap\""),
             id if id.starts_with("programs/") => Section::new(CH01, "Real programs"),
             _ => Section::new(HANDOUT, "What to write, phase by phase"),
         }

@@ -29,7 +29,8 @@
 //!   address, written by the remote free before its push and wiped by the owner when
 //!   it collects the block. It is how a second free of a block that waits on the list
 //!   is caught, whichever thread makes it: a remote free finds the tag already there;
-//!   the owner's free looks for it (only while the page has remote frees waiting). The descriptor has no room for a second bitmap (63 descriptors share the
+//!   the owner's free looks for it (only while the page has remote frees waiting).
+//!   The descriptor has no room for a second bitmap (63 descriptors share the
 //!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
 //! - `high_water`: the bitmap hands out the lowest free block, and the ring only blocks
 //!   handed out before, so the blocks handed out since the page took its class are

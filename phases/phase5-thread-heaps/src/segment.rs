@@ -337,7 +337,8 @@ impl Pool {
         // bitmap, no owner, block size 0: `free` of an address in it is refused). Only
         // the fields below are written now; a page's descriptor is written when the
         // pool first hands the page out (`take_fresh`), in order, so addresses in a
-        // fresh process come out the same in every run.
+        // fresh process come out the same in every run. Segments are added under the
+        // pool's lock, one at a time.
         unsafe {
             *(*header).number.get() = number;
             *(*header).fresh.get() = FIRST_PAGE;

@@ -151,3 +151,24 @@ pub mod c {
         black_box(unsafe { libc::memalign(black_box(align), black_box(size)) })
     }
 }
+
+/// Blocks as addresses, for the probes that judge an allocator by where its blocks land
+/// (behaviour.rs, fits.rs): numbers to compare, never pointers to follow.
+pub mod placed {
+    /// The address of a new block of `size` bytes, or why there is none.
+    pub fn malloc(size: usize) -> Result<usize, String> {
+        // SAFETY: plain malloc.
+        let p = unsafe { super::c::malloc(size) };
+        if p.is_null() {
+            Err(format!("malloc({size}) returned NULL"))
+        } else {
+            Ok(p as usize)
+        }
+    }
+
+    /// Frees the block at `p`, an address [`malloc`] returned and not yet freed.
+    pub fn free(p: usize) {
+        // SAFETY: callers free each of their blocks once.
+        unsafe { super::c::free(p as *mut libc::c_void) }
+    }
+}
