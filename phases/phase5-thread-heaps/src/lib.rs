@@ -420,7 +420,7 @@ impl<F: Heap> ThreadHeaps<F> {
         let segments = census.segments * SEGMENT_SIZE;
         let free = census.stats.free_bytes + census.empty_pages * PAGE_SIZE;
         info.heap_bytes += segments;
-        info.used_bytes += segments - free;
+        info.used_bytes += segments.saturating_sub(free);
         info.free_blocks += census.stats.free_blocks + census.empty_pages;
         info.free_bytes += free;
         info
