@@ -465,7 +465,7 @@ impl<F: Heap> ThreadHeaps<F> {
 }
 
 /// What every thread's pages hold, read by one walk of all segments
-/// ([`segment::for_each_page`]) without stopping any thread. Each page's figures are
+/// ([`segment::Pool::for_each_page_used`]) without stopping any thread. Each page's figures are
 /// read from its atomics (its block size and bitmap), so the walk needs no lock and
 /// never follows another thread's lists; but owners keep allocating meanwhile, so the
 /// totals are a snapshot of each page at a slightly different moment, off by the
@@ -477,7 +477,7 @@ struct Census {
     /// Blocks in pages of any heap, in whole blocks.
     stats: Stats,
     segments: usize,
-    /// Pages that hold no class (in the pool).
+    /// Pages that hold no class (in the pool, or never handed out).
     empty_pages: usize,
     classes: [PageCount; size_class::CLASSES],
 }
@@ -492,17 +492,13 @@ struct PageCount {
 
 impl Census {
     fn take() -> Census {
-        let mut census = Census {
-            segments: segment::segments_made(),
-            ..Census::default()
-        };
-        let mut pages = 0;
-        segment::for_each_page(|page| {
-            pages += 1;
+        let mut census = Census::default();
+        let mut pages_in_use = 0;
+        let segments = heap::POOL.for_each_page_used(|page| {
             let Some((size, capacity, used)) = page.census() else {
-                census.empty_pages += 1;
                 return;
             };
+            pages_in_use += 1;
             let free = capacity - used;
             let stats = &mut census.stats;
             stats.used_blocks += used;
@@ -519,18 +515,17 @@ impl Census {
                 count.free += free;
             }
         });
-        // The walk saw the segments published when it started; one made meanwhile is
-        // counted by neither part.
-        census.segments = census
-            .segments
-            .min(pages / (segment::PAGES_PER_SEGMENT - 1));
+        census.segments = segments;
+        // Pages not in use: in the pool, or never handed out yet.
+        census.empty_pages =
+            (segments * (segment::PAGES_PER_SEGMENT - 1)).saturating_sub(pages_in_use);
         census
     }
 
     /// The pages of heap `index` (those whose descriptor names it).
     fn of_heap(index: usize) -> PageCount {
         let mut count = PageCount::default();
-        segment::for_each_page(|page| {
+        heap::POOL.for_each_page_used(|page| {
             if page.heap.load(Ordering::Relaxed) as usize != index {
                 return;
             }

@@ -14,8 +14,8 @@
 //!
 //! - `allocated`: one bit per block, set while the block is out. The owner allocates by
 //!   finding a 0 bit (lowest address first, after the ring below) and frees by clearing the
-//!   bit, with plain loads and stores: the owner's paths never touch a block's own
-//!   memory, and `free` checks the bit before anything else, so a double free (a bit
+//!   bit, with plain loads and stores: the owner's `malloc` never touches a block's
+//!   own memory, and `free` checks the bit before anything else, so a double free (a bit
 //!   already 0) is caught with no lock. Other threads only read it. `not_full` has a
 //!   bit for each word of `allocated` that has a 0 in it, so finding a free block is
 //!   two `trailing_zeros`, however full the page is.
@@ -26,18 +26,17 @@
 //!   pushed with one compare-and-swap; the owner takes the whole list with one swap
 //!   ([`Page::collect`]) when the page looks full, and clears their bits then.
 //! - The second word of a block on `thread_free` holds its *tag*, [`remote_tag`] of its
-//!   address, written by the remote free with one atomic swap and wiped by the owner
-//!   when it collects the block. The swap is how a second free of a block that waits on
-//!   the list is caught, whichever thread makes it: a remote free finds the tag already
-//!   there; the owner's free looks for it (only while the page has remote frees
-//!   waiting). The descriptor has no room for a second bitmap (63 descriptors share the
+//!   address, written by the remote free before its push and wiped by the owner when
+//!   it collects the block. It is how a second free of a block that waits on the list
+//!   is caught, whichever thread makes it: a remote free finds the tag already there;
+//!   the owner's free looks for it (only while the page has remote frees waiting).
+//!   The descriptor has no room for a second bitmap (63 descriptors share the
 //!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
-//! - `high_water`: a block never handed out before is always the lowest such block
-//!   (the ring of recent frees only gives back blocks freed before, and the bitmap's
-//!   lowest free block is below every never-used one), so the blocks handed out since
-//!   the page took its class are exactly those below the highest index ever handed
-//!   out, plus one. A free of a block-aligned address at or above it is a
-//!   pointer this heap never gave out (exit 2), not a double free (exit 3).
+//! - `high_water`: the bitmap hands out the lowest free block, and the ring only blocks
+//!   handed out before, so the blocks handed out since the page took its class are
+//!   exactly those below the highest index ever handed out, plus one. A free of a
+//!   block-aligned address at or above it is a pointer this heap never gave out
+//!   (exit 2), not a double free (exit 3).
 //!
 //! An owner's free list (mimalloc's `free` and `local_free`) would do the same job;
 //! it was measured first, and on `bench_alloc --small` the pointer chase through
@@ -265,7 +264,9 @@ impl Page {
         self.not_full
             .set(if words == 64 { !0 } else { (1u64 << words) - 1 });
         self.used.set(0);
-        self.high_water.store(0, Ordering::Relaxed);
+        // Block 0 is the first handed out (a page is initialised to serve a `pop` at
+        // once, and both the ring and the bitmap name block 0 first).
+        self.high_water.store(1, Ordering::Relaxed);
         // The ring may name blocks of the page's last class, past this class's last
         // block: name block 0, which every class has, instead.
         for entry in &self.recent {
@@ -301,7 +302,6 @@ impl Page {
             Some(index) => index,
             None => self.pop_lowest()?,
         };
-        self.note_handed_out(index);
         Some(
             (self.start.get() + index * self.block_size.load(Ordering::Relaxed) as usize)
                 as *mut u8,
@@ -338,7 +338,9 @@ impl Page {
         let word = self.allocated[word_index].load(Ordering::Relaxed);
         let bit = (!word).trailing_zeros() as usize;
         self.store_taken(word_index, word | 1 << bit);
-        Some(word_index * 64 + bit)
+        let index = word_index * 64 + bit;
+        self.note_handed_out(index);
+        Some(index)
     }
 
     /// Stores bitmap word `word_index` with one more block taken (owner only).
@@ -452,7 +454,7 @@ impl Page {
         self.recent_head.set(head.wrapping_add(1));
     }
 
-    /// Another thread frees block `index` at `addr`: its tag swapped in, then one
+    /// Another thread frees block `index` at `addr`: its tag written, then one
     /// compare-and-swap loop onto `thread_free`. The bitmap is only read here (a clear
     /// bit is a double free); the owner clears it when it collects the block.
     #[inline]
@@ -481,22 +483,26 @@ impl Page {
         }
     }
 
-    /// Marks the block at `addr` as waiting on `thread_free`, with one atomic swap of
-    /// its tag word: a tag already there is a second free of a block not yet
-    /// collected, whichever thread freed it first.
+    /// Marks the block at `addr` as waiting on `thread_free` with its tag: a tag
+    /// already there is a second free of a block not yet collected, whichever thread
+    /// freed it first. A load and a store, not an atomic swap: two frees of one block
+    /// that race (a data race in the program) can both miss the other's tag; then both
+    /// push the block, and `collect` finds it twice on its list, before it can be
+    /// handed out again, and reports it.
     #[inline]
     fn tag_remote_free(&self, addr: usize, index: usize) -> Result<(), Fault> {
         let block = addr as *const FreeBlock;
         let tag = remote_tag(addr);
         // SAFETY: the block's bit is set, so it is a block of this page that is out;
         // its memory is ours to write from here on (the program is giving it back).
-        // AcqRel: two frees of one block race on this word alone, and one of them sees
-        // the other's tag. Acquire pairs with the Release in `collect`: reading the
-        // wiped tag, we see the bit the owner cleared before it (checked just below).
-        let before = unsafe { (*block).tag.swap(tag, Ordering::AcqRel) };
-        if before == tag || !self.is_allocated(index) {
+        let word = unsafe { &(*block).tag };
+        // Acquire pairs with the Release in `collect`: reading the wiped tag, we see the
+        // bit the owner cleared before it (checked just below).
+        if word.load(Ordering::Acquire) == tag || !self.is_allocated(index) {
             return Err(Fault::DoubleFree { addr });
         }
+        // Relaxed: published to the owner by the Release of the push that follows.
+        word.store(tag, Ordering::Relaxed);
         Ok(())
     }
 
@@ -528,13 +534,6 @@ impl Page {
         Ok(())
     }
 
-    /// Whether the page is the first of its owner's queue (the one `malloc` takes
-    /// blocks from): the only page of a queue with no `prev`. Owner only.
-    #[inline(always)]
-    pub fn is_front(&self) -> bool {
-        self.prev.get().is_null()
-    }
-
     /// The page's figures as another thread can read them without stopping the owner:
     /// its block size, its capacity, and how many blocks are out (counted from the
     /// bitmap, so blocks waiting on `thread_free` count as out, as in `used`). `None`
@@ -555,6 +554,13 @@ impl Page {
             .sum();
         let padding = words * 64 - capacity;
         Some((size, capacity, marked.saturating_sub(padding).min(capacity)))
+    }
+
+    /// Whether the page is the first of its owner's queue (the one `malloc` takes
+    /// blocks from): the only page of a queue with no `prev`. Owner only.
+    #[inline(always)]
+    pub fn is_front(&self) -> bool {
+        self.prev.get().is_null()
     }
 
     /// Whether the owner can allocate from the page without collecting.

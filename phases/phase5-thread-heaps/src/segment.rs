@@ -80,43 +80,20 @@ fn is_segment(segment: usize) -> bool {
     }
 }
 
-/// The newest segment's address (0 before the first): the start of the list of every
-/// segment, linked through their headers' `older`, for the stats' walk of all pages.
-static NEWEST_SEGMENT: AtomicUsize = AtomicUsize::new(0);
-
-/// The segment header: the descriptors of its pages, the segment's number, the
-/// segment made before it (0 for the first), and the pool's notes on the pages it has
-/// not handed out yet.
+/// The segment header: the descriptors of its pages, the segment's number, and the
+/// pool's notes on the pages it has not handed out yet.
 #[repr(C)]
 struct Header {
     pages: [Page; PAGES_PER_SEGMENT],
     number: UnsafeCell<usize>,
-    older: UnsafeCell<usize>,
     /// The first page the pool has never handed out (pages from there on are
     /// untouched, descriptors included). Pool's lock.
     fresh: UnsafeCell<usize>,
     /// The next older segment that still has untouched pages. Pool's lock.
     older_with_fresh: UnsafeCell<*mut Header>,
-}
-
-/// Calls `f` on the descriptor of every page of every segment (in use or in the pool),
-/// without a lock: segments are only ever added, at the front of the list, and a
-/// header's link is written before the segment is published. What `f` reads of each
-/// page is as of that moment; the owners keep going meanwhile. (A page the pool has
-/// never handed out reads as zeroes: an unused page.)
-pub fn for_each_page(mut f: impl FnMut(&'static Page)) {
-    // Acquire: pairs with the Release in `add_segment`, so the header is complete.
-    let mut segment = NEWEST_SEGMENT.load(Ordering::Acquire);
-    while segment != 0 {
-        let header = segment as *const Header;
-        for index in FIRST_PAGE..PAGES_PER_SEGMENT {
-            // SAFETY: published segments are ours for the life of the process; their
-            // headers were complete before publication; `index` is in range.
-            f(unsafe { &(*header).pages[index] });
-        }
-        // SAFETY: as above; `older` is written once, before publication.
-        segment = unsafe { *(*header).older.get() };
-    }
+    /// The segment the pool was given before this one (null for the first). Written
+    /// once, under the pool's lock, before the segment is linked in.
+    older: UnsafeCell<*mut Header>,
 }
 
 /// Where a pointer is, as far as the pages are concerned.
@@ -232,6 +209,9 @@ struct PoolState {
     committed: usize,
     /// How many pages on `free`.
     pages: usize,
+    /// The newest segment: every segment of the pool, linked through `older`, for the
+    /// stats' walk ([`Pool::for_each_page_used`]).
+    newest: *mut Header,
 }
 
 /// Empty pages the pool keeps resident (1 MiB) for the next thread that needs one;
@@ -253,6 +233,7 @@ impl Pool {
                 fresh: ptr::null_mut(),
                 committed: 0,
                 pages: 0,
+                newest: ptr::null_mut(),
             }),
         }
     }
@@ -360,17 +341,47 @@ impl Pool {
         // pool's lock, one at a time.
         unsafe {
             *(*header).number.get() = number;
-            *(*header).older.get() = NEWEST_SEGMENT.load(Ordering::Relaxed);
             *(*header).fresh.get() = FIRST_PAGE;
             *(*header).older_with_fresh.get() = state.fresh;
+            *(*header).older.get() = state.newest;
         }
+        state.newest = header;
         state.fresh = header;
         state.pages += PAGES_PER_SEGMENT - FIRST_PAGE;
         // Release: the header written above is visible to any thread that sees the bit
         // (pointers into the segment are handed out only after this, in any case).
         SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
-        // Release: `for_each_page` sees the header complete.
-        NEWEST_SEGMENT.store(segment, Ordering::Release);
+    }
+
+    /// Calls `f` on the descriptor of every page the pool has ever handed out, in
+    /// every segment it was given, and returns how many segments those are. Pages
+    /// never handed out are skipped, so their descriptors stay untouched (and not
+    /// resident). The lock is held only to read each segment's links, never while `f`
+    /// runs: the owners keep allocating meanwhile, and what `f` reads of a page is as
+    /// of that moment.
+    pub fn for_each_page_used(&self, mut f: impl FnMut(&'static Page)) -> usize {
+        let mut header = {
+            let _guard = self.lock.acquire();
+            // SAFETY: the lock is held.
+            unsafe { (*self.state.get()).newest }
+        };
+        let mut segments = 0;
+        while !header.is_null() {
+            segments += 1;
+            let (fresh, older) = {
+                let _guard = self.lock.acquire();
+                // SAFETY: `newest` and `older` link headers of segments given to this
+                // pool, which live as long as the process; the lock guards both fields.
+                unsafe { (*(*header).fresh.get(), *(*header).older.get()) }
+            };
+            for index in FIRST_PAGE..fresh.min(PAGES_PER_SEGMENT) {
+                // SAFETY: as above; `index` < PAGES_PER_SEGMENT, and the page's
+                // descriptor was written when the pool first handed it out.
+                f(unsafe { &(*header).pages[index] });
+            }
+            header = older;
+        }
+        segments
     }
 
     /// `fork` prepare handler: hold the lock so the child gets a consistent pool.
