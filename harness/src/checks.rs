@@ -396,6 +396,24 @@ pub static CATALOGUE: &[Check] = &[
         "thread-exit"
     ),
     Check {
+        id: "misuse/double-free-threads",
+        title: "a double free is reported whichever threads free the block, exit 3",
+        area: Area::Misuse,
+        since: 5,
+        points: 4,
+        timing: false,
+        run: double_free_threads,
+    },
+    Check {
+        id: "misuse/never-given-out",
+        title: "freeing a block boundary no malloc returned is reported, exit 2",
+        area: Area::Misuse,
+        since: 5,
+        points: 2,
+        timing: false,
+        run: |subject| misuse_probe(subject, "never-given-out", 2, "invalid pointer"),
+    },
+    Check {
         id: "threads/dlopen-tls",
         title: "dlopen of libraries with __thread data while threads allocate",
         area: Area::Threads,
@@ -765,11 +783,23 @@ fn misuse(subject: &Subject, flag: &str, code: i32, words: &str) -> Verdict {
     )
 }
 
+/// Runs `alloc_probe NAME`, which ends in misuse: exit `code` with `words` expected.
+fn misuse_probe(subject: &Subject, name: &str, code: i32, words: &str) -> Verdict {
+    misuse_verdict(
+        subject
+            .under_test(subject.tool("alloc_probe"))
+            .arg(name)
+            .run(),
+        code,
+        words,
+    )
+}
+
 /// The verdict of one misuse run: exit `code`, and `words` on the last line of stderr.
 fn misuse_verdict(run: std::io::Result<Outcome>, code: i32, words: &str) -> Verdict {
     let outcome = match run {
         Ok(outcome) => outcome,
-        Err(e) => return Verdict::Fail(format!("could not start bench_alloc: {e}")),
+        Err(e) => return Verdict::Fail(format!("could not start the program: {e}")),
     };
     let stderr = outcome.stderr_text();
     let last = stderr
@@ -793,6 +823,34 @@ fn double_free(subject: &Subject) -> Verdict {
 
 fn invalid_free(subject: &Subject) -> Verdict {
     misuse(subject, "--invalid-free", 2, "invalid pointer")
+}
+
+/// A small block freed twice, in the three orders that involve another thread than
+/// its owner: both frees remote, the owner's then another's, another's then the
+/// owner's. Each order runs in its own process, with no allocation between the two
+/// frees (which could hand the block out again and make the second free legal).
+fn double_free_threads(subject: &Subject) -> Verdict {
+    let mut last = Verdict::Fail("no order ran".into());
+    for (probe, order) in [
+        ("double-free-remote-remote", "freed by two other threads"),
+        (
+            "double-free-local-remote",
+            "freed by its owner, then another thread",
+        ),
+        (
+            "double-free-remote-local",
+            "freed by another thread, then its owner",
+        ),
+    ] {
+        last = match misuse_probe(subject, probe, 3, "double free") {
+            Verdict::Pass(line) => Verdict::Pass(format!("in all three orders, {line}")),
+            Verdict::Fail(why) => {
+                return Verdict::Fail(format!("{order} (alloc_probe {probe}): {why}"));
+            }
+            skip @ Verdict::Skip(_) => return skip,
+        };
+    }
+    last
 }
 
 /// An allocator that never reuses freed memory passes every other phase-1 check (the
@@ -977,6 +1035,7 @@ const CH01: &str = "ch01-sbrk-freelist.md";
 const CH02: &str = "ch02-split-coalesce.md";
 const CH03: &str = "ch03-mmap-debug.md";
 const CH04: &str = "ch04-segregated-fits.md";
+const CH05: &str = "ch05-thread-heaps.md";
 const HANDOUT: &str = "handout.md";
 
 impl Check {
@@ -994,6 +1053,9 @@ impl Check {
             "threads/stress" | "threads/bench" => Section::new(CH00, "One lock, built lazily"),
             "threads/fork" => Section::new(CH00, "Fork"),
             "misuse/double-free" | "misuse/invalid-free" => Section::new(CH01, "Misuse"),
+            "misuse/double-free-threads" | "misuse/never-given-out" => {
+                Section::new(CH05, "Misuse across threads")
+            }
             "behaviour/reuse" => Section::new(CH01, "First fit"),
             "perf/small-1m" => Section::new(CH01, "Speed"),
             "behaviour/split" => Section::new(CH02, "Splitting"),
@@ -1008,6 +1070,10 @@ impl Check {
             }
             "behaviour/good-fit" => Section::new(CH04, "A good fit"),
             "perf/bounded-search" => Section::new(CH04, "Where first fit spends its time"),
+            "threads/scaling" => Section::new(CH05, "A heap per thread"),
+            "threads/remote-free" => Section::new(CH05, "Frees from other threads"),
+            "threads/exit" => Section::new(CH05, "Threads that end"),
+            "threads/dlopen-tls" => Section::new(CH05, "Finding \"this thread's heap\""),
             id if id.starts_with("programs/") => Section::new(CH01, "Real programs"),
             _ => Section::new(HANDOUT, "What to write, phase by phase"),
         }

@@ -116,12 +116,23 @@ usage: harness record --out FILE.trc -- CMD [ARGS...]
         main: pictures,
     },
     Subcommand {
+        name: "bench-quotes",
+        summary: "rewrite the benchmark rows the chapters quote from docs/benchmarks.md",
+        usage: "\
+usage: harness bench-quotes
+  Rewrites each row that a page of docs/src quotes from docs/benchmarks.md with the
+  report's row (`harness bench` does this after writing the report); exits 1 when a
+  quoted table or row is no longer in the report.",
+        main: bench_quotes,
+    },
+    Subcommand {
         name: "phase-diff",
-        summary: "write the diff of the previous phase's sources to phase N's (docs/src/)",
+        summary: "write the diff from the previous phase to phase N that its chapter shows (docs/src/)",
         usage: "\
 usage: harness phase-diff --phase N
   --phase N  a phase whose chapter shows the diff from the phase before
-             (diff_from_previous in `harness phases N`)",
+             (diff_from_previous in `harness phases N`: the pairs of files or
+             folders it compares)",
         main: phase_diff,
     },
 ];
@@ -461,7 +472,50 @@ fn bench(args: &[String]) -> ExitCode {
         charts.display(),
         started.elapsed().as_secs_f64()
     );
+    // The chapters quote rows of the committed report: when that is the file written,
+    // their quotes follow it.
+    let report = phases::workspace_root().join(harness::book::bench_quotes::REPORT);
+    if std::fs::canonicalize(&out).ok() == std::fs::canonicalize(&report).ok() {
+        return write_bench_quotes("harness bench");
+    }
     ExitCode::SUCCESS
+}
+
+/// Rewrites the rows the chapters quote from docs/benchmarks.md (see
+/// `harness::book::bench_quotes`).
+fn bench_quotes(args: &[String]) -> ExitCode {
+    if let Some(arg) = args.first() {
+        return usage_error("bench-quotes", &format!("unknown argument {arg:?}"));
+    }
+    write_bench_quotes("harness bench-quotes")
+}
+
+/// Refreshes the book's quotes of the report; says which pages changed and which
+/// quotes it could not refresh (exit 1: the book's test fails on them).
+fn write_bench_quotes(who: &str) -> ExitCode {
+    let refreshed =
+        match harness::book::bench_quotes::refresh_book(harness::book::bench_quotes::REPORT) {
+            Ok(refreshed) => refreshed,
+            Err(problem) => {
+                eprintln!("{who}: {problem}");
+                return ExitCode::from(2);
+            }
+        };
+    for page in &refreshed.pages {
+        eprintln!("{who}: rewrote the quoted rows in {}", page.display());
+    }
+    if refreshed.problems.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "{who}: these quotes of {} are not in it any more; edit them by hand \
+         (the book's test, cargo test -p harness --test docs, fails until then):",
+        harness::book::bench_quotes::REPORT
+    );
+    for problem in &refreshed.problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::from(1)
 }
 
 /// Records a command's allocation calls (see `harness::record`).
@@ -510,8 +564,8 @@ fn pictures(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Writes the diff of phase N-1's sources to phase N's into `docs/src/`, where the
-/// chapter on phase N links to it (see `harness::book::phase_diff`).
+/// Writes the diff from phase N-1 to phase N (of the sources the registry names) into
+/// `docs/src/`, where the chapter on phase N links to it (see `harness::book::phase_diff`).
 fn phase_diff(args: &[String]) -> ExitCode {
     let [flag, number] = args else {
         return usage_error("phase-diff", "expected --phase N");
@@ -523,8 +577,7 @@ fn phase_diff(args: &[String]) -> ExitCode {
         Ok(phase) => phase,
         Err(problem) => return usage_error("phase-diff", &problem),
     };
-    let Some((from, to)) = harness::book::phase_diff::shown().find(|(_, shown)| *shown == to)
-    else {
+    if !harness::book::phase_diff::shown().any(|shown| shown == to) {
         return usage_error(
             "phase-diff",
             &format!(
@@ -534,7 +587,7 @@ fn phase_diff(args: &[String]) -> ExitCode {
         );
     };
     let out = harness::book::phase_diff::file_for(to);
-    let written = harness::book::phase_diff::generate(from, to)
+    let written = harness::book::phase_diff::generate(to)
         .and_then(|diff| std::fs::write(&out, diff).map_err(|e| e.to_string()));
     match written {
         Ok(()) => {

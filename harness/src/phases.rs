@@ -31,19 +31,31 @@ pub struct Phase {
     /// The Cargo package that holds the phase's policy (its heap and its unit tests),
     /// at [`Phase::folder`]; a later phase depends on it.
     pub policy: &'static str,
-    /// The policy's sources, relative to [`Phase::folder`]: what the phase diff compares.
+    /// The policy's sources, relative to [`Phase::folder`].
     pub policy_src: &'static str,
     /// The chapter, relative to the workspace root.
     pub chapter: &'static str,
     /// The demo's golden files (`demo.snap`, `demo-debug.snap`), relative to the root.
     pub golden: &'static str,
-    /// The book shows the diff of the previous phase's policy sources to this one's,
-    /// committed as `docs/src/phase{N-1}-to-phaseN.diff` (`harness phase-diff`).
-    pub diff_from_previous: bool,
+    /// What the chapter's diff from the previous phase compares, in the order shown:
+    /// each pair of files or folders is diffed with `diff -ruN`, and the whole is
+    /// committed as `docs/src/phase{N-1}-to-phaseN.diff` (`harness phase-diff`). Empty:
+    /// the chapter shows no diff. A phase that composes earlier ones compares what
+    /// really took something's place (phase 4's bins against phase 2's list), not
+    /// whole folders, which would show the composed code as deleted.
+    pub diff_from_previous: &'static [Compared],
     /// `MALLOC_DEBUG=1` turns on a debug mode (canaries, quarantine, heap checks), not
     /// only the call log: `harness bench` races it as an allocator of its own, and the
     /// debug-mode tests run on it.
     pub debug_mode: bool,
+}
+
+/// A file or folder of an earlier phase and the one of this phase that takes its place,
+/// both relative to the workspace root: one part of a chapter's diff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compared {
+    pub old: &'static str,
+    pub new: &'static str,
 }
 
 /// Where a phase's `.so` package sits inside its folder ([`Phase::package_folder`]):
@@ -62,7 +74,7 @@ pub const PHASES: &[Phase] = &[
         policy_src: "src",
         chapter: "docs/src/ch01-sbrk-freelist.md",
         golden: "golden/phase1",
-        diff_from_previous: false,
+        diff_from_previous: &[],
         debug_mode: false,
     },
     Phase {
@@ -74,7 +86,10 @@ pub const PHASES: &[Phase] = &[
         policy_src: "src",
         chapter: "docs/src/ch02-split-coalesce.md",
         golden: "golden/phase2",
-        diff_from_previous: true,
+        diff_from_previous: &[Compared {
+            old: "phases/phase1-sbrk-freelist/src",
+            new: "phases/phase2-split-coalesce/src",
+        }],
         debug_mode: false,
     },
     Phase {
@@ -86,7 +101,7 @@ pub const PHASES: &[Phase] = &[
         policy_src: "src",
         chapter: "docs/src/ch03-mmap-debug.md",
         golden: "golden/phase3",
-        diff_from_previous: false,
+        diff_from_previous: &[],
         debug_mode: true,
     },
     Phase {
@@ -98,7 +113,22 @@ pub const PHASES: &[Phase] = &[
         policy_src: "src",
         chapter: "docs/src/ch04-segregated-fits.md",
         golden: "golden/phase4",
-        diff_from_previous: false,
+        diff_from_previous: &[
+            // The free index: phase 2's one list (phase 3 kept it), phase 4's bins.
+            Compared {
+                old: "phases/phase2-split-coalesce/src/free_list.rs",
+                new: "phases/phase4-segregated-fits/src/bins.rs",
+            },
+            // The composition: the packages the policy holds, and what the .so exports.
+            Compared {
+                old: "phases/phase3-mmap-debug/Cargo.toml",
+                new: "phases/phase4-segregated-fits/Cargo.toml",
+            },
+            Compared {
+                old: "phases/phase3-mmap-debug/preload/src/lib.rs",
+                new: "phases/phase4-segregated-fits/preload/src/lib.rs",
+            },
+        ],
         debug_mode: true,
     },
     Phase {
@@ -110,7 +140,18 @@ pub const PHASES: &[Phase] = &[
         policy_src: "src",
         chapter: "docs/src/ch05-thread-heaps.md",
         golden: "golden/phase5",
-        diff_from_previous: false,
+        diff_from_previous: &[
+            // The composition: phase 4's heap, once the whole allocator behind the
+            // kit's lock, becomes the fallback of the thread heaps.
+            Compared {
+                old: "phases/phase4-segregated-fits/preload/Cargo.toml",
+                new: "phases/phase5-thread-heaps/preload/Cargo.toml",
+            },
+            Compared {
+                old: "phases/phase4-segregated-fits/preload/src/lib.rs",
+                new: "phases/phase5-thread-heaps/preload/src/lib.rs",
+            },
+        ],
         debug_mode: true,
     },
 ];
@@ -205,7 +246,13 @@ impl Phase {
             ),
             ("chapter", self.chapter.into()),
             ("golden", self.golden.into()),
-            ("diff_from_previous", self.diff_from_previous.to_string()),
+            (
+                "diff_from_previous",
+                (self.diff_from_previous.iter())
+                    .map(|pair| format!("{} {}", pair.old, pair.new))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             ("debug_mode", self.debug_mode.to_string()),
         ];
         fields

@@ -28,6 +28,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
+/// One call as `malloc-recorder` writes it (the `record-format` package: one
+/// definition for both sides).
+pub use record_format::{Kind, Record};
+
 /// The first line of every threaded trace.
 pub const MAGIC: &str = "# mymalloc threaded trace 1";
 
@@ -206,38 +210,10 @@ impl ThreadedTrace {
     }
 }
 
-/// One call as `malloc-recorder` writes it: six native-endian u64s (see its `Record`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub kind: u64,
-    pub thread: u64,
-    pub old: u64,
-    pub size: u64,
-    pub align: u64,
-    pub result: u64,
-}
-
-pub const RECORD_BYTES: usize = 48;
-
 /// The records in a recorder file (a trailing partial record is dropped).
 pub fn read_records(bytes: &[u8]) -> Vec<Record> {
-    bytes
-        .chunks_exact(RECORD_BYTES)
-        .map(|r| {
-            let field = |i: usize| {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(&r[i * 8..i * 8 + 8]);
-                u64::from_ne_bytes(word)
-            };
-            Record {
-                kind: field(0),
-                thread: field(1),
-                old: field(2),
-                size: field(3),
-                align: field(4),
-                result: field(5),
-            }
-        })
+    (bytes.chunks_exact(Record::BYTES))
+        .filter_map(|bytes| Some(Record::from_bytes(bytes.try_into().ok()?)))
         .collect()
 }
 
@@ -270,17 +246,18 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
         let count = threads.len() as u32;
         let thread = *threads.entry(r.thread).or_insert(count);
         let size = r.size as usize;
-        let new_call = match r.kind {
-            1 => Some(Call::Malloc { size }),
-            3 => Some(Call::Calloc { size }),
-            5 => Some(Call::Aligned {
+        let kind = Kind::from_code(r.kind);
+        let new_call = match kind {
+            Some(Kind::Malloc) => Some(Call::Malloc { size }),
+            Some(Kind::Calloc) => Some(Call::Calloc { size }),
+            Some(Kind::Memalign) => Some(Call::Aligned {
                 size,
                 align: r.align as usize,
             }),
-            4 if !live.contains_key(&r.old) => Some(Call::Malloc { size }),
+            Some(Kind::Realloc) if !live.contains_key(&r.old) => Some(Call::Malloc { size }),
             _ => None,
         };
-        if r.kind == 4 && r.old != 0 && !live.contains_key(&r.old) {
+        if kind == Some(Kind::Realloc) && r.old != 0 && !live.contains_key(&r.old) {
             skipped.unknown_blocks += 1;
         }
         if let Some(call) = new_call {
@@ -304,13 +281,13 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
             continue;
         }
         let Some(&id) = live.get(&r.old) else {
-            if r.kind == 2 {
+            if kind == Some(Kind::Free) {
                 skipped.unknown_blocks += 1;
             }
             continue;
         };
-        match r.kind {
-            2 => {
+        match kind {
+            Some(Kind::Free) => {
                 live.remove(&r.old);
                 free_ids.insert(id);
                 steps.push(Step {
@@ -319,7 +296,7 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
                     call: Call::Free,
                 });
             }
-            4 if r.result == 0 && size == 0 => {
+            Some(Kind::Realloc) if r.result == 0 && size == 0 => {
                 // glibc's realloc(p, 0) frees p and returns NULL.
                 live.remove(&r.old);
                 free_ids.insert(id);
@@ -329,8 +306,8 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
                     call: Call::Free,
                 });
             }
-            4 if r.result == 0 => skipped.failed += 1,
-            4 => {
+            Some(Kind::Realloc) if r.result == 0 => skipped.failed += 1,
+            Some(Kind::Realloc) => {
                 live.remove(&r.old);
                 if let Some(stale) = live.remove(&r.result) {
                     steps.push(Step {
@@ -363,13 +340,13 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
 mod tests {
     use super::*;
 
-    fn record(kind: u64, thread: u64, old: u64, size: u64, result: u64) -> Record {
+    fn record(kind: Kind, thread: u64, old: u64, size: u64, result: u64) -> Record {
         Record {
-            kind,
+            kind: kind.code(),
             thread,
             old,
             size,
-            align: if kind == 5 { 64 } else { 0 },
+            align: if kind == Kind::Memalign { 64 } else { 0 },
             result,
         }
     }
@@ -377,15 +354,21 @@ mod tests {
     #[test]
     fn records_become_steps_with_reused_ids() {
         let records = [
-            record(1, 7, 0, 10, 0x100),     // malloc -> id 0
-            record(3, 9, 0, 20, 0x200),     // calloc on a second thread -> id 1
-            record(2, 9, 0x100, 0, 0),      // free of id 0, remote
-            record(5, 7, 0, 30, 0x300),     // aligned -> id 0 again
-            record(4, 7, 0x200, 40, 0x400), // realloc moves id 1
-            record(2, 7, 0x999, 0, 0),      // unknown block: skipped
-            record(1, 7, 0, 50, 0),         // failed: skipped
-            record(4, 9, 0x400, 0, 0),      // realloc(p, 0): a free
+            record(Kind::Malloc, 7, 0, 10, 0x100),      // malloc -> id 0
+            record(Kind::Calloc, 9, 0, 20, 0x200),      // calloc on a second thread -> id 1
+            record(Kind::Free, 9, 0x100, 0, 0),         // free of id 0, remote
+            record(Kind::Memalign, 7, 0, 30, 0x300),    // aligned -> id 0 again
+            record(Kind::Realloc, 7, 0x200, 40, 0x400), // realloc moves id 1
+            record(Kind::Free, 7, 0x999, 0, 0),         // unknown block: skipped
+            record(Kind::Malloc, 7, 0, 50, 0),          // failed: skipped
+            record(Kind::Realloc, 9, 0x400, 0, 0),      // realloc(p, 0): a free
         ];
+        let bytes: Vec<u8> = records.iter().flat_map(Record::to_bytes).collect();
+        assert_eq!(
+            read_records(&bytes[..bytes.len() - 1]),
+            records[..records.len() - 1],
+            "the file's records, a partial one dropped"
+        );
         let (trace, skipped) = from_records(&records, vec!["test".into()]);
         let text = trace.to_text();
         assert_eq!(

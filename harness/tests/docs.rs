@@ -32,6 +32,8 @@
 //! unbroken; a line `// ...` (or `# ...`) marks where the quote skips part of the file.
 //! Rows quoted from the benchmark report are checked the same way (a block opening with
 //! `# docs/benchmarks.md`): a chapter's numbers are the report's, or the test fails.
+//! `harness bench` rewrites those rows from the report it writes (`harness bench-quotes`
+//! does it alone; see `harness::book::bench_quotes`).
 //!
 //! Shell commands shown any other way are marked as not run, with the reason, on the
 //! line before their fence: `<!-- not run: it rewrites a committed file -->`. That
@@ -50,6 +52,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use harness::book::bench_quotes;
 use harness::phases;
 use harness::runner::{Ending, Run};
 
@@ -287,6 +290,13 @@ fn check_page(page: &Path) -> Result<(), String> {
     for excerpt in excerpts(&text) {
         if let Err(problem) = check_excerpt(&excerpt) {
             let _ = writeln!(report, "\n{shown}:{}: {problem}", excerpt.line);
+            if excerpt.path == bench_quotes::REPORT {
+                let _ = writeln!(
+                    report,
+                    "(the report was regenerated: `cargo run --release -p harness --bin \
+                     harness -- bench-quotes` rewrites the quoted rows from it)"
+                );
+            }
         }
     }
     for problem in unmarked_commands(&text)

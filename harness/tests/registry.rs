@@ -101,9 +101,37 @@ fn every_entry_has_its_chapter_and_golden_files() {
     }
 }
 
+/// A chapter's diff compares a file or folder of an earlier phase with one of its own
+/// phase, both there, and both of the same kind.
+#[test]
+fn every_diff_compares_an_earlier_phase_with_its_own() {
+    let root = phases::workspace_root();
+    for phase in PHASES {
+        for pair in phase.diff_from_previous {
+            assert!(
+                Path::new(pair.new).starts_with(phase.folder),
+                "phase {}'s diff: {} is not in {}",
+                phase.number,
+                pair.new,
+                phase.folder
+            );
+            assert!(
+                (PHASES.iter()).any(|earlier| earlier.number < phase.number
+                    && Path::new(pair.old).starts_with(earlier.folder)),
+                "phase {}'s diff: {} is not an earlier phase's",
+                phase.number,
+                pair.old
+            );
+            let (old, new) = (root.join(pair.old), root.join(pair.new));
+            assert!(old.exists() && new.exists(), "{pair:?}: missing");
+            assert_eq!(old.is_dir(), new.is_dir(), "{pair:?}: a file and a folder");
+        }
+    }
+}
+
 #[test]
 fn every_chapter_diff_is_committed() {
-    for (_, to) in harness::book::phase_diff::shown() {
+    for to in harness::book::phase_diff::shown() {
         let path = harness::book::phase_diff::file_for(to);
         assert!(path.is_file(), "{} is missing", path.display());
     }

@@ -3,7 +3,8 @@
 //! Preloaded (`harness record -- CMD` does it), this library exports the malloc family,
 //! serves each call with glibc's own allocator (`__libc_malloc` and friends, exported by
 //! glibc for exactly this; `dlsym`, which allocates, is never needed), and appends one
-//! fixed-size binary [`Record`] per call to `$MALLOC_RECORD.PID`. `harness record`
+//! fixed-size binary [`Record`] per call to `$MALLOC_RECORD.PID` (the `record-format`
+//! package defines it, for this library and for the harness that reads it). `harness record`
 //! turns those files into a thread-aware trace (`harness/src/trace.rs`) that
 //! `bench_alloc --trace` replays under any allocator.
 //!
@@ -28,33 +29,7 @@
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void};
 
-/// One call, as written to the file: six native-endian `u64`s.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Record {
-    /// [`Kind`] as a number.
-    pub kind: u64,
-    /// `pthread_self()` of the caller: distinct among live threads.
-    pub thread: u64,
-    /// The block passed in (`free`, `realloc`), or 0.
-    pub old: u64,
-    /// Bytes asked for (`calloc`: the product; `u64::MAX` if it overflows).
-    pub size: u64,
-    /// Alignment asked for (memalign family), or 0.
-    pub align: u64,
-    /// The block returned, or 0.
-    pub result: u64,
-}
-
-/// What [`Record::kind`] means.
-#[repr(u64)]
-pub enum Kind {
-    Malloc = 1,
-    Free = 2,
-    Calloc = 3,
-    Realloc = 4,
-    Memalign = 5,
-}
+use record_format::{Kind, Record};
 
 unsafe extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
@@ -111,7 +86,7 @@ fn recorded(
     unsafe { libc::pthread_mutex_lock(SHARED.lock.get()) };
     let result = call();
     let record = Record {
-        kind: kind as u64,
+        kind: kind.code(),
         // SAFETY: pthread_self has no preconditions and never allocates.
         thread: unsafe { libc::pthread_self() } as u64,
         old: old as u64,
@@ -135,15 +110,12 @@ fn append(state: &mut State, record: &Record) {
         state.off = true;
         return;
     }
-    const SIZE: usize = core::mem::size_of::<Record>();
+    const SIZE: usize = Record::BYTES;
     if state.filled + SIZE > BUFFER {
         flush(state);
     }
-    // SAFETY: `Record` is six u64s with no padding; reading its bytes is sound.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((record as *const Record).cast::<u8>(), SIZE) };
     if let Some(room) = state.buffer.get_mut(state.filled..state.filled + SIZE) {
-        room.copy_from_slice(bytes);
+        room.copy_from_slice(&record.to_bytes());
         state.filled += SIZE;
     }
     if state.exiting {

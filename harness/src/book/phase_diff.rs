@@ -1,18 +1,21 @@
-//! What changed from one phase to the next, as a unified diff of the two phases' policy
-//! sources ([`Phase::policy_sources`]), committed beside the chapter that explains it
-//! (`docs/src/phase1-to-phase2.diff`). The phases whose chapter shows one say so in the
-//! registry ([`Phase::diff_from_previous`]).
+//! What changed from one phase to the next, as a unified diff committed beside the
+//! chapter that explains it (`docs/src/phase1-to-phase2.diff`). The registry says, per
+//! phase, which sources its chapter's diff compares ([`Phase::diff_from_previous`]):
+//! phase 2 compares phase 1's whole `src/` folder with its own; phase 4, which composes
+//! phases 2 and 3, compares its bins with phase 2's free list and its packages with
+//! phase 3's, since a diff of whole folders would show the composed code as deleted.
 //!
-//! `harness phase-diff --phase 2` writes it again; `tests/phase_diff.rs` fails when a
-//! committed file is no longer what this makes. The diff is GNU diff's
-//! (`LC_ALL=C diff -ruN OLD/src NEW/src`, paths relative to the workspace root) with the
-//! modification times dropped from the `---` and `+++` lines, so that the file depends
-//! only on the two crates' sources.
+//! `harness phase-diff --phase N` writes it again; `tests/phase_diff.rs` fails when a
+//! committed file is no longer what this makes. Each pair's part is GNU diff's
+//! (`LC_ALL=C diff -ruN OLD NEW`, paths relative to the workspace root; for a pair of
+//! files, that command line heads the part, as `diff -r` heads each file of a folder)
+//! with the modification times dropped from the `---` and `+++` lines, so that the file
+//! depends only on the sources.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::phases::{self, Phase};
+use crate::phases::{self, Compared, Phase};
 
 /// The committed diff from the phase before `to` to `to`, e.g.
 /// `docs/src/phase1-to-phase2.diff`.
@@ -24,24 +27,39 @@ pub fn file_for(to: Phase) -> PathBuf {
     ))
 }
 
-/// The phases whose chapter shows the diff from the phase before, each with that one.
-pub fn shown() -> impl Iterator<Item = (Phase, Phase)> {
+/// The phases whose chapter shows a diff from the phase before.
+pub fn shown() -> impl Iterator<Item = Phase> {
     (phases::PHASES.iter())
-        .filter(|to| to.diff_from_previous)
-        .filter_map(|to| Some((to.previous()?, *to)))
+        .filter(|to| !to.diff_from_previous.is_empty() && to.previous().is_some())
+        .copied()
 }
 
-/// The diff of `from`'s sources to `to`'s. `Err` when `diff` cannot run or fails.
-pub fn generate(from: Phase, to: Phase) -> Result<String, String> {
+/// The diff that `to`'s chapter shows: each pair of its registry entry's
+/// [`Phase::diff_from_previous`] in turn. `Err` when `diff` cannot run or fails.
+pub fn generate(to: Phase) -> Result<String, String> {
+    let mut whole = String::new();
+    for pair in to.diff_from_previous {
+        whole.push_str(&generate_pair(pair)?);
+    }
+    Ok(whole)
+}
+
+/// The diff of one pair of files or folders.
+fn generate_pair(pair: &Compared) -> Result<String, String> {
+    let root = phases::workspace_root();
+    for side in [pair.old, pair.new] {
+        if !root.join(side).exists() {
+            return Err(format!("{side} does not exist"));
+        }
+    }
     let output = Command::new("diff")
-        .arg("-ruN")
-        .args([from.policy_sources(), to.policy_sources()])
-        .current_dir(phases::workspace_root())
+        .args(["-ruN", pair.old, pair.new])
+        .current_dir(&root)
         .env("LC_ALL", "C")
         .env_remove("DIFF_OPTIONS")
         .output()
         .map_err(|e| format!("cannot run diff: {e}"))?;
-    // diff exits 0 when the folders are the same, 1 when they differ, 2 on trouble.
+    // diff exits 0 when the two are the same, 1 when they differ, 2 on trouble.
     if !matches!(output.status.code(), Some(0 | 1)) {
         return Err(format!(
             "diff failed ({}): {}",
@@ -50,7 +68,14 @@ pub fn generate(from: Phase, to: Phase) -> Result<String, String> {
         ));
     }
     let text = String::from_utf8(output.stdout).map_err(|e| format!("diff output: {e}"))?;
-    Ok(without_times(&text))
+    // `diff -r` heads each file of two folders with its command line; two files get
+    // the same heading here, so that every file's part of the whole starts alike.
+    let heading = if root.join(pair.new).is_file() && !text.is_empty() {
+        format!("diff -ruN {} {}\n", pair.old, pair.new)
+    } else {
+        String::new()
+    };
+    Ok(heading + &without_times(&text))
 }
 
 /// `text` with the tab and modification time cut from each file's `---` and `+++`
@@ -87,10 +112,37 @@ mod tests {
     }
 
     #[test]
-    fn each_diff_starts_from_the_phase_before() {
+    fn each_diff_is_named_after_the_phase_before() {
         let two = phases::phase(2).unwrap();
-        assert!(shown().any(|pair| pair == (phases::phase(1).unwrap(), two)));
-        assert!(shown().all(|(from, to)| from.number + 1 == to.number));
+        assert!(shown().any(|to| to == two));
+        assert!(shown().all(|to| to.number > 1));
         assert!(file_for(two).ends_with("docs/src/phase1-to-phase2.diff"));
+    }
+
+    #[test]
+    fn two_files_get_a_heading_like_two_folders_files() {
+        let pair = Compared {
+            old: "phases/phase1-sbrk-freelist/preload/src/lib.rs",
+            new: "phases/phase2-split-coalesce/preload/src/lib.rs",
+        };
+        let diff = generate_pair(&pair).unwrap();
+        assert!(
+            diff.starts_with(&format!(
+                "diff -ruN {old} {new}\n--- {old}\n+++ {new}\n@@ ",
+                old = pair.old,
+                new = pair.new
+            )),
+            "{diff}"
+        );
+        let same = Compared {
+            old: pair.new,
+            new: pair.new,
+        };
+        assert_eq!(generate_pair(&same), Ok(String::new()), "no heading alone");
+        let missing = Compared {
+            old: "phases/no-such-phase/src",
+            new: pair.new,
+        };
+        assert!(generate_pair(&missing).is_err());
     }
 }

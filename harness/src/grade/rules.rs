@@ -222,6 +222,14 @@ pub const WHY: &[(&str, &str)] = &[
         "with per-thread heaps, a block freed by another thread must still come back into use, or producer-consumer programs grow without bound",
     ),
     (
+        "misuse/double-free-threads",
+        "the course's contract (exit 3) kept with per-thread heaps, where a block freed by another thread waits on a list its owner has not read yet; no production allocator measured here keeps it",
+    ),
+    (
+        "misuse/never-given-out",
+        "the course's contract (exit 2): an address where a block could start but none was handed out is misuse, not heap corruption; a per-block bitmap alone cannot tell the two apart",
+    ),
+    (
         "threads/exit",
         "with per-thread heaps, blocks outlive their thread and an exited thread's memory must be reused, or programs that start many threads grow",
     ),

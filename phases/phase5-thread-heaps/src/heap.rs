@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   HEAPS[i]  owner = thread pointer          THREADS (kit ThreadTable)
-//!             queues[class] --> page --> page --> page     thread pointer -> i + 1
+//!             queues[class] --> page --> page --> page     thread pointer -> &HEAPS[i]
 //!                               ^ front: allocate here
 //! ```
 //!
@@ -63,7 +63,8 @@ pub static HEAPS: [ThreadHeap; MAX_HEAPS] = [const {
 
 /// Taken to give a heap an owner or take it away (never on a fast path).
 pub static HEAP_LOCK: Lock = Lock::new();
-/// Thread pointer -> heap index + 1.
+/// Thread pointer -> the address of the thread's heap (an element of [`HEAPS`]): the
+/// fast path gets its heap with no index arithmetic and no bounds check.
 pub static THREADS: ThreadTable<{ 2 * MAX_HEAPS }> = ThreadTable::new();
 /// Tells us when a thread that has a heap exits; its value is the heap index + 1.
 static EXIT: ThreadKey = ThreadKey::new(on_thread_exit);
@@ -73,10 +74,11 @@ pub static POOL: Pool = Pool::new();
 /// The calling thread's heap, if it has one: the fast path's only lookup.
 #[inline(always)]
 pub fn current() -> Option<&'static ThreadHeap> {
-    THREADS
-        .get()
-        .and_then(|slot| slot.checked_sub(1))
-        .and_then(|index| HEAPS.get(index))
+    THREADS.get().map(|heap| {
+        // SAFETY: the table's values are addresses of elements of the static HEAPS
+        // (stored by `acquire`, the only writer), which live as long as the process.
+        unsafe { &*(heap as *const ThreadHeap) }
+    })
 }
 
 /// The calling thread's heap, giving it one if it has none; `None` when no heap or
@@ -111,7 +113,7 @@ fn acquire() -> Option<&'static ThreadHeap> {
         heap.for_each_page(|page| page.owner_thread.store(me, Ordering::Relaxed));
         index
     };
-    if !THREADS.set(index + 1) {
+    if !THREADS.set(&HEAPS[index] as *const ThreadHeap as usize) {
         release(&HEAPS[index]);
         return None;
     }
@@ -200,6 +202,9 @@ impl ThreadHeap {
             }
             self.move_to_back(class, page);
         }
+        // A fresh page is needed: first give back the empty pages other classes kept
+        // at the front of their queues, so the pool can hand one of them out.
+        self.give_back_empty_fronts();
         // No page left: the caller makes a segment (it holds the lock that guards the
         // program break) and asks again.
         let Some(page) = POOL.take() else {
@@ -243,6 +248,30 @@ impl ThreadHeap {
         self.unlink(class, page);
         page.retire();
         POOL.give_back(page);
+    }
+
+    /// Gives back to the pool every page that is at the front of its queue with no
+    /// block out. An emptied front page stays where it is (see
+    /// [`ThreadHeap::page_emptied`]), so that a loop that allocates and frees one
+    /// block does not take and return a page each time; this is where such pages go
+    /// back, once the thread needs a page for some class. Without it, a program that
+    /// moves on from one set of sizes to the next (a phase of 40-byte blocks, then
+    /// one of 300-byte blocks) would keep a page per class it ever used.
+    fn give_back_empty_fronts(&self) {
+        for class in 0..CLASSES {
+            let front = self.queues[class].get();
+            if front.is_null() {
+                continue;
+            }
+            // SAFETY: as in `alloc`.
+            let page: &'static Page = unsafe { &*front };
+            // `used` counts blocks on `thread_free` too: 0 means none is out anywhere.
+            if page.used.get() == 0 {
+                self.unlink(class, page);
+                page.retire();
+                POOL.give_back(page);
+            }
+        }
     }
 
     /// At thread exit: collect every page, and give back those with no block out.

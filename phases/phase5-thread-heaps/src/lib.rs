@@ -26,10 +26,17 @@
 //! this file's [`ThreadHeaps`], which routes each call.
 //!
 //! Misuse is still caught in normal mode, without a lock: `free` checks the block's bit
-//! in its page's bitmap (clear: a double free, exit 3); a pointer outside every segment
-//! goes to the fallback heap, which checks it as before; a pointer inside a page but
-//! not at a block's start is invalid (exit 2). The segment map tells whether an address
-//! is one of our segments before anything of the segment is read.
+//! in its page's bitmap (clear: a double free, exit 3, or, above the page's high-water
+//! mark, a pointer never given out, exit 2), and a block waiting on `thread_free` carries
+//! a tag that a second free finds, from whichever thread (see [`page`]); a pointer
+//! outside every segment goes to the fallback heap, which checks it as before; a
+//! pointer inside a page but not at a block's start is invalid (exit 2). The segment
+//! map tells whether an address is one of our segments before anything of the segment
+//! is read.
+//!
+//! The stats (`mallinfo2`, `malloc_stats`, the `[stats]` line) add up every thread's
+//! pages by walking every segment's descriptors, reading only their atomics: no lock,
+//! no thread stopped, each page read as it is at that moment (see `Census`).
 
 #![cfg_attr(not(test), no_std)]
 
@@ -104,19 +111,27 @@ fn write_fault(fault: Fault, operation: &str, location: Location) -> ! {
 /// guards. Read once (the setting cannot change), then one load per call.
 #[inline(always)]
 fn debug_mode() -> bool {
-    static DEBUG: AtomicU8 = AtomicU8::new(UNKNOWN);
-    const UNKNOWN: u8 = 0;
-    const OFF: u8 = 1;
-    const ON: u8 = 2;
     match DEBUG.load(Ordering::Relaxed) {
-        OFF => false,
-        ON => true,
-        _ => {
-            let on = preload_kit::config::current().debug;
-            DEBUG.store(if on { ON } else { OFF }, Ordering::Relaxed);
-            on
-        }
+        DEBUG_OFF => false,
+        DEBUG_ON => true,
+        _ => read_debug_mode(),
     }
+}
+
+/// [`debug_mode`]'s memory: unknown until the first call reads the settings.
+static DEBUG: AtomicU8 = AtomicU8::new(DEBUG_UNKNOWN);
+const DEBUG_UNKNOWN: u8 = 0;
+const DEBUG_OFF: u8 = 1;
+const DEBUG_ON: u8 = 2;
+
+/// The first call's part of [`debug_mode`], out of line: reading the settings copies
+/// them, and `malloc` should not make room for that copy on every call.
+#[cold]
+#[inline(never)]
+fn read_debug_mode() -> bool {
+    let on = preload_kit::config::current().debug;
+    DEBUG.store(if on { DEBUG_ON } else { DEBUG_OFF }, Ordering::Relaxed);
+    on
 }
 
 /// Phase 5's allocator: per-thread pages for small blocks, `F` behind its lock for the
@@ -157,9 +172,9 @@ impl<F: Heap> ThreadHeaps<F> {
                     addr,
                     why: WhyInvalid::NotABlockStart,
                 }),
-                // The address is in a page of ours that holds no blocks now: only a
-                // pointer we once gave out, in a page since emptied, leads there.
-                BlockOf::Unused => Err(Fault::DoubleFree { addr }),
+                // The address is in a page of ours that holds no blocks now: a block
+                // its last class gave out is a double free, anything else invalid.
+                BlockOf::Unused => Err(page.fault_for_unused(addr)),
             },
         }
     }
@@ -240,7 +255,11 @@ impl<F: Heap> ThreadHeaps<F> {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
                     let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
-                    if emptied || was_full {
+                    // The front page of its queue stays where it is, empty or not, so
+                    // a thread that allocates and frees one block in a loop never
+                    // leaves this path (`ThreadHeap::give_back_empty_fronts` returns
+                    // it to the pool later).
+                    if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }
                     Ok(())
@@ -273,10 +292,13 @@ impl<F: Heap> ThreadHeaps<F> {
         match Self::block_at(addr)? {
             Block::Fallback => self.fallback.usable_size(ptr),
             Block::Small(page, index) => {
-                if !page.is_allocated(index) {
-                    return Err(Fault::InvalidPointer {
-                        addr,
-                        why: WhyInvalid::FreedBlock,
+                if !page.is_out(addr, index) {
+                    return Err(match page.fault_for_freed(addr, index) {
+                        Fault::DoubleFree { .. } => Fault::InvalidPointer {
+                            addr,
+                            why: WhyInvalid::FreedBlock,
+                        },
+                        never_given_out => never_given_out,
                     });
                 }
                 Ok(page.block_size.load(Ordering::Relaxed) as usize)
@@ -374,10 +396,15 @@ impl<F: Heap> ThreadHeaps<F> {
         );
     }
 
-    /// Byte counts: the calling thread's pages (blocks used and free, in whole blocks)
-    /// plus the fallback heap's.
+    /// Byte counts: every thread's pages (blocks used and free, in whole blocks) plus
+    /// the fallback heap's. See [`Census`] for how consistent the pages' part is.
     pub fn stats(&self) -> Stats {
-        let pages = Self::page_stats();
+        self.stats_with(&Census::take())
+    }
+
+    /// [`ThreadHeaps::stats`] with the pages' part from `census`.
+    fn stats_with(&self, census: &Census) -> Stats {
+        let pages = census.stats;
         let mut stats = self.fallback.stats();
         stats.used_blocks += pages.used_blocks;
         stats.used_bytes += pages.used_bytes;
@@ -387,34 +414,133 @@ impl<F: Heap> ThreadHeaps<F> {
         stats
     }
 
-    /// `mallinfo2`: the fallback heap's figures (its arena, top and mappings) with the
-    /// calling thread's pages added as used and free blocks of the heap.
+    /// `mallinfo2`: the fallback heap's figures (its arena, top and mappings) with
+    /// every segment added to the arena: blocks in pages as used and free blocks,
+    /// empty pages as free blocks of 64 KiB, and what holds no block (the descriptors'
+    /// page, the tail of a page too short for a block) as used, like a header. So
+    /// `arena == uordblks + fordblks` holds for the segments as for phases 1-4's heap.
     pub fn mallinfo(&self) -> MallInfo {
-        let pages = Self::page_stats();
+        let census = Census::take();
         let mut info = self.fallback.mallinfo();
-        info.heap_bytes += pages.used_bytes + pages.free_bytes;
-        info.used_bytes += pages.used_bytes;
-        info.free_blocks += pages.free_blocks;
-        info.free_bytes += pages.free_bytes;
+        let segments = census.segments * SEGMENT_SIZE;
+        let free = census.stats.free_bytes + census.empty_pages * PAGE_SIZE;
+        info.heap_bytes += segments;
+        info.used_bytes += segments.saturating_sub(free);
+        info.free_blocks += census.stats.free_blocks + census.empty_pages;
+        info.free_bytes += free;
         info
     }
 
-    /// The calling thread's pages alone: blocks used and free, in whole blocks.
-    fn page_stats() -> Stats {
-        let mut stats = Stats::default();
-        if let Some(heap) = heap::current() {
-            heap.for_each_page(|page| {
-                let size = page.block_size.load(Ordering::Relaxed) as usize;
-                let used = page.used.get() as usize;
-                let free = page.capacity.get() as usize - used;
-                stats.used_blocks += used;
-                stats.used_bytes += used * size;
-                stats.free_blocks += free;
-                stats.free_bytes += free * size;
-                stats.largest_free = stats.largest_free.max(if free > 0 { size } else { 0 });
-            });
+    /// `malloc_stats`: the combined `[stats]` line, the pages of each class, each
+    /// thread heap's pages, the pool, then the fallback heap's own detail (phase 4's
+    /// bins) for the blocks it serves.
+    pub fn stats_report(&self, out: &mut Out) {
+        let census = Census::take();
+        abi::write_stats(&self.stats_with(&census), out);
+        for (class, count) in census.classes.iter().enumerate() {
+            if count.pages > 0 {
+                let _ = writeln!(
+                    out,
+                    "[CLASS {} pages={} used={} free={}]",
+                    size_class::class_size(class),
+                    count.pages,
+                    count.used,
+                    count.free
+                );
+            }
         }
-        stats
+        for (index, heap) in heap::HEAPS.iter().enumerate() {
+            let Some(state) = heap.state_name() else {
+                continue;
+            };
+            let count = Census::of_heap(index);
+            let _ = writeln!(
+                out,
+                "[THREAD HEAP {} {state} pages={} used={} free={}]",
+                index + 1,
+                count.pages,
+                count.used,
+                count.free
+            );
+        }
+        let (pages, resident) = heap::POOL.counts();
+        let _ = writeln!(out, "[POOL {pages} empty pages, {resident} kept resident]");
+        self.fallback.with(|heap| heap.stats_detail(out));
+    }
+}
+
+/// What every thread's pages hold, read by one walk of all segments
+/// ([`segment::Pool::for_each_page_used`]) without stopping any thread. Each page's figures are
+/// read from its atomics (its block size and bitmap), so the walk needs no lock and
+/// never follows another thread's lists; but owners keep allocating meanwhile, so the
+/// totals are a snapshot of each page at a slightly different moment, off by the
+/// blocks that changed hands during the walk, never by whole pages or segments.
+/// Blocks freed by another thread and not yet collected count as used (as in the
+/// page's `used`).
+#[derive(Default)]
+struct Census {
+    /// Blocks in pages of any heap, in whole blocks.
+    stats: Stats,
+    segments: usize,
+    /// Pages that hold no class (in the pool, or never handed out).
+    empty_pages: usize,
+    classes: [PageCount; size_class::CLASSES],
+}
+
+/// Pages and their blocks, for one class or one heap.
+#[derive(Clone, Copy, Default)]
+struct PageCount {
+    pages: usize,
+    used: usize,
+    free: usize,
+}
+
+impl Census {
+    fn take() -> Census {
+        let mut census = Census::default();
+        let mut pages_in_use = 0;
+        let segments = heap::POOL.for_each_page_used(|page| {
+            let Some((size, capacity, used)) = page.census() else {
+                return;
+            };
+            pages_in_use += 1;
+            let free = capacity - used;
+            let stats = &mut census.stats;
+            stats.used_blocks += used;
+            stats.used_bytes += used * size;
+            stats.free_blocks += free;
+            stats.free_bytes += free * size;
+            stats.largest_free = stats.largest_free.max(if free > 0 { size } else { 0 });
+            if let Some(count) = census
+                .classes
+                .get_mut(page.class.load(Ordering::Relaxed) as usize)
+            {
+                count.pages += 1;
+                count.used += used;
+                count.free += free;
+            }
+        });
+        census.segments = segments;
+        // Pages not in use: in the pool, or never handed out yet.
+        census.empty_pages =
+            (segments * (segment::PAGES_PER_SEGMENT - 1)).saturating_sub(pages_in_use);
+        census
+    }
+
+    /// The pages of heap `index` (those whose descriptor names it).
+    fn of_heap(index: usize) -> PageCount {
+        let mut count = PageCount::default();
+        heap::POOL.for_each_page_used(|page| {
+            if page.heap.load(Ordering::Relaxed) as usize != index {
+                return;
+            }
+            if let Some((_, capacity, used)) = page.census() {
+                count.pages += 1;
+                count.used += used;
+                count.free += capacity - used;
+            }
+        });
+        count
     }
 }
 
@@ -423,6 +549,9 @@ impl<F: Heap> ThreadHeaps<F> {
 impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
     const NEW: Self = Self::new();
     const CHECK_IN_DEBUG_MODE: bool = F::CHECK_IN_DEBUG_MODE;
+    /// The owner's and another thread's frees make no system call; the two ways that
+    /// may (the fallback heap, a page emptied back to the pool) keep `errno` themselves.
+    const FREE_KEEPS_ERRNO: bool = true;
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
@@ -457,6 +586,9 @@ impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
     }
     fn mallinfo(&self) -> MallInfo {
         ThreadHeaps::mallinfo(self)
+    }
+    fn stats_report(&self, out: &mut Out) {
+        ThreadHeaps::stats_report(self, out)
     }
     /// Only the fallback heap's break can go back: segments are never returned.
     fn trim(&self, pad: usize) -> bool {

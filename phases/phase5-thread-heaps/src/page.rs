@@ -6,21 +6,37 @@
 //!   | blk0 | blk1 | blk2 | blk3 |...         | owner_thread  block_size  class      |
 //!   +------+------+------+------+----        | allocated: 1 0 0 1 0 0 ... 1 1 (pad) |  owner writes
 //!     used   free   free   used              | not_full: one bit per bitmap word    |  owner only
-//!                                            | used = 2   capacity                  |  owner only
+//!                                            | used = 2   capacity   high_water = 4 |  owner only
 //!                                            | thread_free --> blk3 --> null        |  one CAS
 //!                                            +--------------------------------------+
+//!   a block on thread_free:  | next | tag = remote_tag(address) | rest of the block ... |
 //! ```
 //!
 //! - `allocated`: one bit per block, set while the block is out. The owner allocates by
-//!   finding a 0 bit (lowest address first) and frees by clearing the
-//!   bit, with plain loads and stores: the owner's paths never touch a block's own
-//!   memory, and `free` checks the bit before anything else, so a double free (a bit
+//!   finding a 0 bit (lowest address first, after the ring below) and frees by clearing the
+//!   bit, with plain loads and stores: the owner's `malloc` never touches a block's
+//!   own memory, and `free` checks the bit before anything else, so a double free (a bit
 //!   already 0) is caught with no lock. Other threads only read it. `not_full` has a
 //!   bit for each word of `allocated` that has a 0 in it, so finding a free block is
 //!   two `trailing_zeros`, however full the page is.
+//! - `recent`: a ring of the last few blocks the owner freed. `malloc` tries the newest
+//!   first (its memory is likely still in cache); an entry is a hint, checked against
+//!   the bitmap (it may name a block given out since).
 //! - `thread_free`: blocks freed by other threads, linked through their first word,
 //!   pushed with one compare-and-swap; the owner takes the whole list with one swap
 //!   ([`Page::collect`]) when the page looks full, and clears their bits then.
+//! - The second word of a block on `thread_free` holds its *tag*, [`remote_tag`] of its
+//!   address, written by the remote free before its push and wiped by the owner when
+//!   it collects the block. It is how a second free of a block that waits on the list
+//!   is caught, whichever thread makes it: a remote free finds the tag already there;
+//!   the owner's free looks for it (only while the page has remote frees waiting).
+//!   The descriptor has no room for a second bitmap (63 descriptors share the
+//!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
+//! - `high_water`: the bitmap hands out the lowest free block, and the ring only blocks
+//!   handed out before, so the blocks handed out since the page took its class are
+//!   exactly those below the highest index ever handed out, plus one. A free of a
+//!   block-aligned address at or above it is a pointer this heap never gave out
+//!   (exit 2), not a double free (exit 3).
 //!
 //! An owner's free list (mimalloc's `free` and `local_free`) would do the same job;
 //! it was measured first, and on `bench_alloc --small` the pointer chase through
@@ -34,6 +50,8 @@
 //!   popcount(allocated) == used + padding
 //!   bit w of not_full is set  <=>  allocated[w] has a 0 bit
 //!   every block on thread_free is marked allocated, so |thread_free| <= used
+//!   every block on thread_free carries its tag; no other block does
+//!   popcount(allocated) - padding <= high_water <= capacity
 //!   the program holds used - |thread_free| blocks
 //! ```
 //!
@@ -44,7 +62,9 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use preload_kit::Fault;
+use preload_kit::{Fault, WhyInvalid};
+
+use crate::size_class::{CLASSES, class_size};
 
 /// The size of a page: every block of a page has the same size class.
 pub const PAGE_SIZE: usize = 64 * 1024;
@@ -52,10 +72,50 @@ pub const PAGE_SIZE: usize = 64 * 1024;
 const MAX_BLOCKS: usize = PAGE_SIZE / 16;
 const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
 
-/// A block on a page's `thread_free` list: its first word links it to the next one.
+/// Blocks a page remembers as freed last by its owner (see [`Page::recent`]).
+pub const RECENT: usize = 8;
+
+/// A block on a page's `thread_free` list: its first word links it to the next one,
+/// its second holds its tag (every block is at least 16 bytes).
 #[repr(C)]
 pub struct FreeBlock {
     next: *mut FreeBlock,
+    /// [`remote_tag`] of the block's address while it waits on `thread_free`; 0 once
+    /// the owner has collected it (and the program's data after it is handed out again).
+    tag: AtomicUsize,
+}
+
+/// The tag a remote free leaves in a block on `thread_free`: its address mixed with a
+/// per-process secret, so that no value a program plausibly stores in a live block
+/// (its own address, for instance, in a circular list) looks like one.
+#[inline]
+pub fn remote_tag(addr: usize) -> usize {
+    addr ^ remote_tag_secret()
+}
+
+/// 8 of the 16 random bytes the kernel gives every process (`AT_RANDOM`), read once;
+/// never 0, so a zeroed word is never a tag.
+fn remote_tag_secret() -> usize {
+    static SECRET: AtomicUsize = AtomicUsize::new(0);
+    let secret = SECRET.load(Ordering::Relaxed);
+    if secret != 0 {
+        return secret;
+    }
+    // getauxval sets errno when the entry is missing; `free` keeps errno.
+    let _errno = preload_kit::os::KeepErrno::new();
+    // SAFETY: getauxval only reads the auxiliary vector; AT_RANDOM, when present,
+    // points at 16 bytes the kernel placed on the initial stack, which stay for the
+    // life of the process.
+    let random = unsafe {
+        match libc::getauxval(libc::AT_RANDOM) as usize {
+            0 => 0x9e37_79b9_7f4a_7c15_u64 as usize,
+            bytes => (bytes as *const usize).read_unaligned(),
+        }
+    };
+    // Racing threads compute the same value: whichever store wins is the same.
+    let secret = random | 1;
+    SECRET.store(secret, Ordering::Relaxed);
+    secret
 }
 
 /// A page's descriptor. Lives in its segment's header, never in the page itself, so a
@@ -93,6 +153,11 @@ pub struct Page {
     pub not_full: Cell<u64>,
     /// Blocks handed out and not seen back by the owner.
     pub used: Cell<u32>,
+    /// One more than the highest block index handed out since [`Page::init`] (kept
+    /// when the page goes to the pool, so a free into a page that is back in the pool
+    /// can still tell a block it gave out from one it never did). Owner writes; other
+    /// threads read it only to word an error.
+    pub high_water: AtomicU32,
     /// Links in the owner's queue of pages of this class, or in the pool's list.
     pub next: Cell<*mut Page>,
     pub prev: Cell<*mut Page>,
@@ -100,6 +165,13 @@ pub struct Page {
     pub committed: Cell<bool>,
     /// Blocks freed by other threads, not yet collected by the owner.
     pub thread_free: AtomicPtr<FreeBlock>,
+    /// The indices of the blocks the owner freed last, newest at `recent_head - 1`
+    /// (a ring: a free overwrites the oldest entry). `pop` tries these first: their
+    /// memory was touched last, so it is likely still in cache. A hint only: an entry
+    /// may name a block given out since, which the bitmap tells.
+    pub recent: [Cell<u16>; RECENT],
+    /// Where the next free goes in `recent`, modulo `RECENT`.
+    pub recent_head: Cell<u32>,
     /// One bit per block: set while the program holds the block.
     pub allocated: [AtomicU64; BITMAP_WORDS],
 }
@@ -115,17 +187,18 @@ pub enum BlockOf {
 }
 
 impl Page {
-    /// The block index `addr` starts, judged from fields any thread may read.
+    /// The block index `addr` starts, judged from fields any thread may read. `addr`
+    /// must lie in this page's `PAGE_SIZE` bytes (as [`crate::segment::page_of`] finds
+    /// them): a page starts at a multiple of `PAGE_SIZE`, so the offset is the
+    /// address's low bits, with no load of `start`.
     #[inline(always)]
     pub fn block_of(&self, addr: usize) -> BlockOf {
         let size = self.block_size.load(Ordering::Relaxed) as usize;
         if size == 0 {
             return BlockOf::Unused;
         }
-        let offset = addr.wrapping_sub(self.start.get());
-        if offset >= PAGE_SIZE {
-            return BlockOf::Inside;
-        }
+        debug_assert!(addr.wrapping_sub(self.start.get()) < PAGE_SIZE);
+        let offset = addr % PAGE_SIZE;
         let index = Self::divide(offset, self.reciprocal.load(Ordering::Relaxed));
         // Not at a block's start, or in the tail too short for a whole block.
         if index * size != offset || offset + size > PAGE_SIZE {
@@ -140,9 +213,12 @@ impl Page {
         ((offset as u64 * reciprocal as u64) >> 32) as usize
     }
 
+    /// Block `index`'s word in the bitmap and its bit in the word. The word index is
+    /// masked to the bitmap's length, which it never exceeds (an index is below
+    /// `MAX_BLOCKS`): indexing with it needs no bounds check on the fast paths.
     #[inline(always)]
     fn bit(index: usize) -> (usize, u64) {
-        (index / 64, 1u64 << (index % 64))
+        ((index / 64) % BITMAP_WORDS, 1u64 << (index % 64))
     }
 
     /// Whether block `index` is the program's. Any thread may ask; the answer is exact
@@ -151,7 +227,6 @@ impl Page {
     #[inline(always)]
     pub fn is_allocated(&self, index: usize) -> bool {
         let (word, bit) = Self::bit(index);
-        // The index is below PAGE_SIZE / 16 (checked by block_of), so `word` is in range.
         self.allocated[word].load(Ordering::Relaxed) & bit != 0
     }
 
@@ -191,6 +266,14 @@ impl Page {
         self.not_full
             .set(if words == 64 { !0 } else { (1u64 << words) - 1 });
         self.used.set(0);
+        // Block 0 is the first handed out (a page is initialised to serve a `pop` at
+        // once, and both the ring and the bitmap name block 0 first).
+        self.high_water.store(1, Ordering::Relaxed);
+        // The ring may name blocks of the page's last class, past this class's last
+        // block: name block 0, which every class has, instead.
+        for entry in &self.recent {
+            entry.set(0);
+        }
         // The bits past the last block are set for good: never handed out.
         if !capacity.is_multiple_of(64)
             && let Some(last) = self.allocated.get(words - 1)
@@ -207,30 +290,138 @@ impl Page {
         self.owner_thread.store(owner, Ordering::Relaxed);
     }
 
-    /// The owner's fast path: the lowest free block, found with `not_full` and the
-    /// bitmap; `None` when the page is full (then the caller collects `thread_free` or
-    /// moves to another page: [`crate::heap::ThreadHeap::alloc_slow`]).
+    /// The owner's fast path: the block the owner freed last, if the ring of recent
+    /// frees has one, else the lowest free block, found with `not_full` and the bitmap;
+    /// `None` when the page is full (then the caller collects `thread_free` or moves to
+    /// another page: [`crate::heap::ThreadHeap::alloc_slow`]).
+    ///
+    /// Last freed, first reused: the program touched that block last, so its memory is
+    /// likely still in cache, where the lowest free block was often freed long ago.
+    /// On `bench_alloc --small`'s interleaved half this alone took a seventh off.
     #[inline(always)]
     pub fn pop(&self) -> Option<*mut u8> {
+        let index = match self.pop_recent() {
+            Some(index) => index,
+            None => self.pop_lowest()?,
+        };
+        Some(
+            (self.start.get() + index * self.block_size.load(Ordering::Relaxed) as usize)
+                as *mut u8,
+        )
+    }
+
+    /// The newest entry of the ring of recent frees, marked allocated, if that block
+    /// is still free. The ring is a hint: an entry may name a block given out since (by
+    /// an earlier pop, or by [`Page::pop_lowest`]); the bitmap, read anyway to mark the
+    /// block, says which.
+    #[inline(always)]
+    fn pop_recent(&self) -> Option<usize> {
+        let head = self.recent_head.get().wrapping_sub(1);
+        self.recent_head.set(head);
+        let index = self.recent[head as usize % RECENT].get() as usize;
+        let (word_index, bit) = Self::bit(index);
+        let cell = &self.allocated[word_index];
+        let word = cell.load(Ordering::Relaxed);
+        if word & bit != 0 {
+            return None;
+        }
+        self.store_taken(word_index, word | bit);
+        Some(index)
+    }
+
+    /// The lowest free block, marked allocated.
+    #[inline(always)]
+    fn pop_lowest(&self) -> Option<usize> {
         let not_full = self.not_full.get();
         if not_full == 0 {
             return None;
         }
         let word_index = not_full.trailing_zeros() as usize;
-        let cell = self.allocated.get(word_index)?;
-        let word = cell.load(Ordering::Relaxed);
+        let word = self.allocated[word_index].load(Ordering::Relaxed);
         let bit = (!word).trailing_zeros() as usize;
-        let word = word | (1 << bit);
-        cell.store(word, Ordering::Relaxed);
+        self.store_taken(word_index, word | 1 << bit);
+        let index = word_index * 64 + bit;
+        self.note_handed_out(index);
+        Some(index)
+    }
+
+    /// Stores bitmap word `word_index` with one more block taken (owner only).
+    #[inline(always)]
+    fn store_taken(&self, word_index: usize, word: u64) {
+        self.allocated[word_index].store(word, Ordering::Relaxed);
         if word == u64::MAX {
-            self.not_full.set(not_full & !(1 << word_index));
+            self.not_full.set(self.not_full.get() & !(1 << word_index));
         }
         self.used.set(self.used.get() + 1);
-        let index = word_index * 64 + bit;
-        Some(
-            (self.start.get() + index * self.block_size.load(Ordering::Relaxed) as usize)
-                as *mut u8,
-        )
+    }
+
+    /// Raises `high_water` past block `index`, just handed out (owner only: a plain
+    /// load and store, with no branch).
+    #[inline(always)]
+    fn note_handed_out(&self, index: usize) {
+        let high = self.high_water.load(Ordering::Relaxed);
+        self.high_water
+            .store(high.max(index as u32 + 1), Ordering::Relaxed);
+    }
+
+    /// Whether the program holds block `index` at `addr`, as the owner sees it: its bit
+    /// is set and it is not waiting on `thread_free` (looked for only while remote
+    /// frees wait, so the owner reads the block only then).
+    #[inline(always)]
+    pub fn is_out(&self, addr: usize, index: usize) -> bool {
+        self.is_allocated(index)
+            && (self.thread_free.load(Ordering::Relaxed).is_null()
+                || !Self::is_on_thread_free(addr))
+    }
+
+    /// Whether the block at `addr` carries the tag of a block waiting on `thread_free`.
+    #[cold]
+    fn is_on_thread_free(addr: usize) -> bool {
+        let block = addr as *const FreeBlock;
+        // SAFETY: `addr` is the start of a block of this page (at least 16 bytes, in
+        // our segment): its second word is ours to read. A live block holds the
+        // program's data there, which is a tag only by a 1 in 2^63 chance.
+        unsafe { (*block).tag.load(Ordering::Relaxed) == remote_tag(addr) }
+    }
+
+    /// The fault of a free (or `realloc`) of block `index` at `addr`, whose bit is
+    /// clear or which waits on `thread_free`: a block handed out since the page took
+    /// its class was freed twice; one above `high_water` was never handed out.
+    #[cold]
+    pub fn fault_for_freed(&self, addr: usize, index: usize) -> Fault {
+        if index >= self.high_water.load(Ordering::Relaxed) as usize {
+            return Fault::InvalidPointer {
+                addr,
+                why: WhyInvalid::NotABlockStart,
+            };
+        }
+        Fault::DoubleFree { addr }
+    }
+
+    /// The fault of a free of `addr` in this page while it is in the pool: a block of
+    /// its last class below its `high_water` was given out and is free now (a double
+    /// free); anything else was never given out. (A page never used has no class and
+    /// a `high_water` of 0.)
+    #[cold]
+    pub fn fault_for_unused(&self, addr: usize) -> Fault {
+        let invalid = Fault::InvalidPointer {
+            addr,
+            why: WhyInvalid::NotABlockStart,
+        };
+        let high_water = self.high_water.load(Ordering::Relaxed) as usize;
+        let class = self.class.load(Ordering::Relaxed) as usize;
+        if class >= CLASSES {
+            return invalid;
+        }
+        let size = class_size(class);
+        let offset = addr.wrapping_sub(self.start.get());
+        if high_water == 0 || size == 0 || offset >= PAGE_SIZE || !offset.is_multiple_of(size) {
+            return invalid;
+        }
+        if offset / size >= high_water {
+            return invalid;
+        }
+        Fault::DoubleFree { addr }
     }
 
     /// Block `index` is free again (owner only): its bit cleared, its word not full.
@@ -246,21 +437,34 @@ impl Page {
     /// whether the page is now empty.
     #[inline(always)]
     pub fn free_local(&self, addr: usize, index: usize) -> Result<bool, Fault> {
-        if !self.is_allocated(index) {
-            return Err(Fault::DoubleFree { addr });
+        if !self.is_out(addr, index) {
+            return Err(self.fault_for_freed(addr, index));
         }
         self.release(index);
+        self.remember_freed(index);
         Ok(self.used.get() == 0)
     }
 
-    /// Another thread frees block `index` at `addr`: one compare-and-swap loop onto
-    /// `thread_free`. The bitmap is only read here (a clear bit is a double free); the
-    /// owner clears it when it collects the block.
+    /// Puts block `index`, just freed by the owner, on the ring of recent frees, over
+    /// its oldest entry (that block stays free in the bitmap, where
+    /// [`Page::pop_lowest`] finds it).
+    #[inline(always)]
+    fn remember_freed(&self, index: usize) {
+        let head = self.recent_head.get();
+        // Block indices are below MAX_BLOCKS = 4096: they fit in 16 bits.
+        self.recent[head as usize % RECENT].set(index as u16);
+        self.recent_head.set(head.wrapping_add(1));
+    }
+
+    /// Another thread frees block `index` at `addr`: its tag written, then one
+    /// compare-and-swap loop onto `thread_free`. The bitmap is only read here (a clear
+    /// bit is a double free); the owner clears it when it collects the block.
     #[inline]
     pub fn free_remote(&self, addr: usize, index: usize) -> Result<(), Fault> {
         if !self.is_allocated(index) {
-            return Err(Fault::DoubleFree { addr });
+            return Err(self.fault_for_freed(addr, index));
         }
+        self.tag_remote_free(addr, index)?;
         let block = addr as *mut FreeBlock;
         let mut head = self.thread_free.load(Ordering::Relaxed);
         loop {
@@ -279,6 +483,29 @@ impl Page {
                 Err(now) => head = now,
             }
         }
+    }
+
+    /// Marks the block at `addr` as waiting on `thread_free` with its tag: a tag
+    /// already there is a second free of a block not yet collected, whichever thread
+    /// freed it first. A load and a store, not an atomic swap: two frees of one block
+    /// that race (a data race in the program) can both miss the other's tag; then both
+    /// push the block, and `collect` finds it twice on its list, before it can be
+    /// handed out again, and reports it.
+    #[inline]
+    fn tag_remote_free(&self, addr: usize, index: usize) -> Result<(), Fault> {
+        let block = addr as *const FreeBlock;
+        let tag = remote_tag(addr);
+        // SAFETY: the block's bit is set, so it is a block of this page that is out;
+        // its memory is ours to write from here on (the program is giving it back).
+        let word = unsafe { &(*block).tag };
+        // Acquire pairs with the Release in `collect`: reading the wiped tag, we see the
+        // bit the owner cleared before it (checked just below).
+        if word.load(Ordering::Acquire) == tag || !self.is_allocated(index) {
+            return Err(Fault::DoubleFree { addr });
+        }
+        // Relaxed: published to the owner by the Release of the push that follows.
+        word.store(tag, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The owner takes every block other threads freed and clears its bit. A block
@@ -300,9 +527,42 @@ impl Page {
             // SAFETY: pushed by `free_remote`, so its first word is the link.
             let next = unsafe { (*block).next };
             self.release(index);
+            // Release, after the bit is cleared: a free that reads the wiped tag (with
+            // Acquire, in `tag_remote_free`) finds the bit clear.
+            // SAFETY: as above; the block is ours until `pop` hands it out again.
+            unsafe { (*block).tag.store(0, Ordering::Release) };
             block = next;
         }
         Ok(())
+    }
+
+    /// The page's figures as another thread can read them without stopping the owner:
+    /// its block size, its capacity, and how many blocks are out (counted from the
+    /// bitmap, so blocks waiting on `thread_free` count as out, as in `used`). `None`
+    /// while the page is in the pool. A page that changes meanwhile may be read half
+    /// before and half after; the counts stay within `0..=capacity`.
+    pub fn census(&self) -> Option<(usize, usize, usize)> {
+        let size = self.block_size.load(Ordering::Relaxed) as usize;
+        if size == 0 {
+            return None;
+        }
+        let capacity = PAGE_SIZE / size;
+        let words = capacity.div_ceil(64).min(BITMAP_WORDS);
+        let marked: usize = self
+            .allocated
+            .iter()
+            .take(words)
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum();
+        let padding = words * 64 - capacity;
+        Some((size, capacity, marked.saturating_sub(padding).min(capacity)))
+    }
+
+    /// Whether the page is the first of its owner's queue (the one `malloc` takes
+    /// blocks from): the only page of a queue with no `prev`. Owner only.
+    #[inline(always)]
+    pub fn is_front(&self) -> bool {
+        self.prev.get().is_null()
     }
 
     /// Whether the owner can allocate from the page without collecting.
@@ -353,9 +613,13 @@ impl Page {
         let mut block = self.thread_free.load(Ordering::Acquire);
         while !block.is_null() {
             on_thread_free += 1;
-            let listed =
-                matches!(self.block_of(block as usize), BlockOf::Start(i) if self.is_allocated(i));
-            if !listed || on_thread_free > self.used.get() {
+            let in_page = (block as usize).wrapping_sub(self.start.get()) < PAGE_SIZE;
+            let listed = in_page
+                && matches!(self.block_of(block as usize), BlockOf::Start(i) if self.is_allocated(i));
+            if !listed
+                || on_thread_free > self.used.get()
+                || !Self::is_on_thread_free(block as usize)
+            {
                 return corrupt("a page's thread_free list holds a block that is not out");
             }
             // SAFETY: a block of this page that is out, pushed by `free_remote`.
@@ -368,7 +632,6 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::size_class::{CLASSES, class_size};
 
     #[test]
     fn the_reciprocal_divides_exactly_for_every_class_and_offset() {

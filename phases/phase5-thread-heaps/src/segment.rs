@@ -80,11 +80,20 @@ fn is_segment(segment: usize) -> bool {
     }
 }
 
-/// The segment header: the descriptors of its pages, and the segment's number.
+/// The segment header: the descriptors of its pages, the segment's number, and the
+/// pool's notes on the pages it has not handed out yet.
 #[repr(C)]
 struct Header {
     pages: [Page; PAGES_PER_SEGMENT],
     number: UnsafeCell<usize>,
+    /// The first page the pool has never handed out (pages from there on are
+    /// untouched, descriptors included). Pool's lock.
+    fresh: UnsafeCell<usize>,
+    /// The next older segment that still has untouched pages. Pool's lock.
+    older_with_fresh: UnsafeCell<*mut Header>,
+    /// The segment the pool was given before this one (null for the first). Written
+    /// once, under the pool's lock, before the segment is linked in.
+    older: UnsafeCell<*mut Header>,
 }
 
 /// Where a pointer is, as far as the pages are concerned.
@@ -188,12 +197,21 @@ pub struct Pool {
 }
 
 struct PoolState {
-    /// Unowned pages, linked through `Page::next`; the most recently returned first.
+    /// Unowned pages that have been in use, linked through `Page::next`; the most
+    /// recently returned first.
     free: *mut Page,
+    /// The newest segment with pages never handed out, which `take` hands out in
+    /// order once `free` is empty. Their descriptors are not written before that, so
+    /// the header's memory becomes resident only as pages are used (a segment's 63
+    /// descriptors are 40 KiB).
+    fresh: *mut Header,
     /// How many pages on `free` may still be resident.
     committed: usize,
     /// How many pages on `free`.
     pages: usize,
+    /// The newest segment: every segment of the pool, linked through `older`, for the
+    /// stats' walk ([`Pool::for_each_page_used`]).
+    newest: *mut Header,
 }
 
 /// Empty pages the pool keeps resident (1 MiB) for the next thread that needs one;
@@ -212,8 +230,10 @@ impl Pool {
             lock: Lock::new(),
             state: UnsafeCell::new(PoolState {
                 free: ptr::null_mut(),
+                fresh: ptr::null_mut(),
                 committed: 0,
                 pages: 0,
+                newest: ptr::null_mut(),
             }),
         }
     }
@@ -225,7 +245,7 @@ impl Pool {
         // SAFETY: the lock is held.
         let state = unsafe { &mut *self.state.get() };
         if state.free.is_null() {
-            return None;
+            return Self::take_fresh(state);
         }
         // SAFETY: pages on the free list are descriptors in our segments' headers.
         let page: &'static Page = unsafe { &*state.free };
@@ -238,6 +258,36 @@ impl Pool {
         page.next.set(ptr::null_mut());
         page.prev.set(ptr::null_mut());
         Some(page)
+    }
+
+    /// A page never handed out, from the newest segment that has one; its descriptor
+    /// is written now, for the first time. The pool's lock is held.
+    fn take_fresh(state: &mut PoolState) -> Option<&'static Page> {
+        while !state.fresh.is_null() {
+            let header = state.fresh;
+            // SAFETY: `fresh` links headers of registered segments, which live as long
+            // as the process; the pool's lock is held, which guards these two fields.
+            let (fresh, older) = unsafe {
+                (
+                    &mut *(*header).fresh.get(),
+                    *(*header).older_with_fresh.get(),
+                )
+            };
+            let index = (*fresh).max(FIRST_PAGE);
+            if index >= PAGES_PER_SEGMENT {
+                state.fresh = older;
+                continue;
+            }
+            *fresh = index + 1;
+            state.pages -= 1;
+            // SAFETY: as above; `index` < PAGES_PER_SEGMENT.
+            let page: &'static Page = unsafe { &(*header).pages[index] };
+            page.start.set(header as usize + index * PAGE_SIZE);
+            // Like a page taken from `free`: in use from now on, so possibly resident.
+            page.committed.set(true);
+            return Some(page);
+        }
+        None
     }
 
     /// Returns an empty page (retired, no blocks out) to the pool.
@@ -284,23 +334,54 @@ impl Pool {
         let number = SEGMENT_COUNT.fetch_add(1, Ordering::Relaxed) + 1;
         // SAFETY: the header is the start of fresh zeroed memory of ours (a new mapping
         // or new break memory); zero bytes are a valid empty `Page` (no lists, clear
-        // bitmap, no owner).
-        unsafe { *(*header).number.get() = number };
-        // Pages go on the list in reverse, so the first taken is page 1: addresses in
-        // a fresh process come out in order, and dumps are the same in every run.
-        for index in (FIRST_PAGE..PAGES_PER_SEGMENT).rev() {
-            // SAFETY: as above; `index` < PAGES_PER_SEGMENT.
-            let page: &'static Page = unsafe { &(*header).pages[index] };
-            page.start.set(segment + index * PAGE_SIZE);
-            // Fresh pages count as not resident: the kernel has not touched them.
-            page.committed.set(false);
-            page.next.set(state.free);
-            state.free = page as *const Page as *mut Page;
-            state.pages += 1;
+        // bitmap, no owner, block size 0: `free` of an address in it is refused). Only
+        // the fields below are written now; a page's descriptor is written when the
+        // pool first hands the page out (`take_fresh`), in order, so addresses in a
+        // fresh process come out the same in every run. Segments are added under the
+        // pool's lock, one at a time.
+        unsafe {
+            *(*header).number.get() = number;
+            *(*header).fresh.get() = FIRST_PAGE;
+            *(*header).older_with_fresh.get() = state.fresh;
+            *(*header).older.get() = state.newest;
         }
+        state.newest = header;
+        state.fresh = header;
+        state.pages += PAGES_PER_SEGMENT - FIRST_PAGE;
         // Release: the header written above is visible to any thread that sees the bit
         // (pointers into the segment are handed out only after this, in any case).
         SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
+    }
+
+    /// Calls `f` on the descriptor of every page the pool has ever handed out, in
+    /// every segment it was given, and returns how many segments those are. Pages
+    /// never handed out are skipped, so their descriptors stay untouched (and not
+    /// resident). The lock is held only to read each segment's links, never while `f`
+    /// runs: the owners keep allocating meanwhile, and what `f` reads of a page is as
+    /// of that moment.
+    pub fn for_each_page_used(&self, mut f: impl FnMut(&'static Page)) -> usize {
+        let mut header = {
+            let _guard = self.lock.acquire();
+            // SAFETY: the lock is held.
+            unsafe { (*self.state.get()).newest }
+        };
+        let mut segments = 0;
+        while !header.is_null() {
+            segments += 1;
+            let (fresh, older) = {
+                let _guard = self.lock.acquire();
+                // SAFETY: `newest` and `older` link headers of segments given to this
+                // pool, which live as long as the process; the lock guards both fields.
+                unsafe { (*(*header).fresh.get(), *(*header).older.get()) }
+            };
+            for index in FIRST_PAGE..fresh.min(PAGES_PER_SEGMENT) {
+                // SAFETY: as above; `index` < PAGES_PER_SEGMENT, and the page's
+                // descriptor was written when the pool first handed it out.
+                f(unsafe { &(*header).pages[index] });
+            }
+            header = older;
+        }
+        segments
     }
 
     /// `fork` prepare handler: hold the lock so the child gets a consistent pool.

@@ -34,8 +34,9 @@ pub const CLASSES: usize = class_of(SMALL_LIMIT) + 1;
 #[inline(always)]
 pub const fn class_of(size: usize) -> usize {
     if size <= LINEAR_LIMIT {
-        let size = if size == 0 { 1 } else { size };
-        size.div_ceil(LINEAR_STEP) - 1
+        // (size - 1) / 16 without a branch, with 0 served as 1: `saturating_sub`
+        // compiles to a conditional move, where `div_ceil` tests the remainder.
+        size.saturating_sub(1) / LINEAR_STEP
     } else {
         let last = size - 1;
         // The doubling `last` is in: [2^power, 2^(power+1)), power >= 7.

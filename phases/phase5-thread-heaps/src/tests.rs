@@ -170,10 +170,19 @@ fn pointers_never_handed_out_are_refused() {
             ..
         })
     ));
-    // A block boundary in the page, never handed out: the bitmap only knows the block
-    // is not out, which `free` reports as a double free.
-    let untouched = NonNull::new((addr + 48 * 1000) as *mut u8).unwrap();
-    assert!(HEAPS.free(untouched).is_err());
+    // A block boundary in the page, above every block handed out: never given out.
+    let untouched = addr + 48 * 1000;
+    let never_given_out = Err(Fault::InvalidPointer {
+        addr: untouched,
+        why: WhyInvalid::NotABlockStart,
+    });
+    assert_eq!(
+        HEAPS.free(NonNull::new(untouched as *mut u8).unwrap()),
+        never_given_out
+    );
+    // The same from another thread (the remote path).
+    let remote = thread::spawn(move || HEAPS.free(NonNull::new(untouched as *mut u8).unwrap()));
+    assert_eq!(remote.join().unwrap(), never_given_out);
     let header = NonNull::new((addr & !(SEGMENT_SIZE - 1)) as *mut u8).unwrap();
     assert!(matches!(
         HEAPS.free(header),
@@ -235,16 +244,141 @@ fn a_block_freed_twice_by_other_threads_is_caught() {
     let other = thread::spawn(move || {
         let block = NonNull::new(addr as *mut u8).unwrap();
         HEAPS.free(block).unwrap();
-        // Not yet collected: the bit is still set, so the second push is accepted here
-        // and found when the owner collects.
-        HEAPS.free(block).unwrap();
-        tx.send(()).unwrap();
+        // Not yet collected: the bit is still set, but the tag of the first free is
+        // in the block.
+        tx.send(HEAPS.free(block)).unwrap();
     });
-    rx.recv().unwrap();
+    assert_eq!(rx.recv().unwrap(), Err(Fault::DoubleFree { addr }));
     other.join().unwrap();
-    assert_eq!(page_of(block).collect(), Err(Fault::DoubleFree { addr }));
+    // A third free, from yet another thread, and one from the owner: the same.
+    let third = thread::spawn(move || HEAPS.free(NonNull::new(addr as *mut u8).unwrap()));
+    assert_eq!(third.join().unwrap(), Err(Fault::DoubleFree { addr }));
+    assert_eq!(HEAPS.free(block), Err(Fault::DoubleFree { addr }));
+    // Collecting takes the block back once; the page is whole again.
+    page_of(block).collect().unwrap();
+    page_of(block).check().unwrap();
+    assert_eq!(HEAPS.free(block), Err(Fault::DoubleFree { addr }));
+}
+
+#[test]
+fn a_block_pushed_twice_by_racing_frees_is_caught_when_collected() {
+    let block = alloc(144);
+    let keep = alloc(144);
+    let addr = block.as_ptr() as usize;
+    // Two frees from other threads at the same instant: each reads the tag word before
+    // the other writes it. Played here one after the other, with the tag wiped between
+    // them as if the second had read it first.
+    let page = page_of(block);
+    let index = match page.block_of(addr) {
+        BlockOf::Start(index) => index,
+        _ => panic!("not a block start"),
+    };
+    for _ in 0..2 {
+        let (page, addr) = (page as *const Page as usize, addr);
+        thread::spawn(move || {
+            // SAFETY: a page descriptor of our segments, which live as long as the
+            // process.
+            let page = unsafe { &*(page as *const Page) };
+            page.free_remote(addr, index).unwrap();
+            // SAFETY: the block's second word is its tag (at least 16 bytes, ours).
+            unsafe { ((addr + 8) as *mut usize).write(0) };
+        })
+        .join()
+        .unwrap();
+    }
+    assert_eq!(page.collect(), Err(Fault::DoubleFree { addr }));
     // The page is now inconsistent, as a real process would have exited by now.
     heap::forget_current_heap();
+    let _ = keep;
+}
+
+#[test]
+fn a_block_freed_by_another_thread_then_by_its_owner_is_caught_before_collection() {
+    let block = alloc(112);
+    let keep = alloc(112);
+    let addr = block.as_ptr() as usize;
+    thread::spawn(move || HEAPS.free(NonNull::new(addr as *mut u8).unwrap()))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(
+        !page_of(block).thread_free.load(Ordering::Relaxed).is_null(),
+        "not collected yet"
+    );
+    assert_eq!(HEAPS.free(block), Err(Fault::DoubleFree { addr }));
+    assert!(matches!(
+        HEAPS.usable_size(block),
+        Err(Fault::InvalidPointer {
+            why: WhyInvalid::FreedBlock,
+            ..
+        })
+    ));
+    // `keep` is on the same page and still out: its free is an ordinary one.
+    HEAPS.free(keep).unwrap();
+}
+
+#[test]
+fn a_free_into_a_page_back_in_the_pool_is_judged_by_its_last_class() {
+    // Two pages of 1024-byte blocks (64 a page): `a`, then `b`, the front of the queue.
+    let blocks: Vec<_> = (0..64 * 2).map(|_| alloc(1000)).collect();
+    let (a, b) = (page_of(blocks[0]), page_of(blocks[blocks.len() - 1]));
+    let (in_a, others): (Vec<_>, Vec<_>) = blocks
+        .iter()
+        .partition(|&&block| core::ptr::eq(page_of(block), a));
+    // Empty `a` while `b` is at the front (an owner's free of a full page brings it
+    // to the front, and the front page is kept when it empties): then `a` goes back to
+    // the pool.
+    let (last_of_a, rest_of_a) = in_a.split_last().expect("a block in a");
+    for &block in rest_of_a {
+        HEAPS.free(block).unwrap();
+    }
+    let in_b: Vec<_> = others
+        .iter()
+        .copied()
+        .filter(|&block| core::ptr::eq(page_of(block), b))
+        .collect();
+    HEAPS.free(in_b[0]).unwrap();
+    HEAPS.free(*last_of_a).unwrap();
+    // (Unless this test's thread adopted a heap that had blocks of its own in `a`.)
+    if !core::ptr::eq(a, b) && a.block_size.load(Ordering::Relaxed) == 0 {
+        let addr = blocks[0].as_ptr() as usize;
+        assert_eq!(HEAPS.free(blocks[0]), Err(Fault::DoubleFree { addr }));
+        for inside in [addr + 8, a.start.get() + 1024 * 64 - 16] {
+            assert_eq!(
+                HEAPS.free(NonNull::new(inside as *mut u8).unwrap()),
+                Err(Fault::InvalidPointer {
+                    addr: inside,
+                    why: WhyInvalid::NotABlockStart
+                })
+            );
+        }
+    }
+    for block in others.into_iter().filter(|&block| block != in_b[0]) {
+        HEAPS.free(block).unwrap();
+    }
+}
+
+#[test]
+fn a_free_into_a_page_never_used_is_a_pointer_never_given_out() {
+    let a = alloc(16);
+    let segment = a.as_ptr() as usize & !(SEGMENT_SIZE - 1);
+    // The last page of the segment: taken last from the pool, so unused unless the
+    // tests running at the same time hold 62 pages.
+    let last = segment + SEGMENT_SIZE - PAGE_SIZE;
+    let page = match segment::page_of(last) {
+        Owner::Page(page) => page,
+        _ => panic!("not in a page"),
+    };
+    if page.high_water.load(Ordering::Relaxed) == 0 {
+        assert_eq!(
+            HEAPS.free(NonNull::new(last as *mut u8).unwrap()),
+            Err(Fault::InvalidPointer {
+                addr: last,
+                why: WhyInvalid::NotABlockStart
+            })
+        );
+    }
+    HEAPS.free(a).unwrap();
 }
 
 #[test]
@@ -459,4 +593,47 @@ fn a_child_forked_while_threads_allocate_can_allocate() {
             HEAPS.free(block).unwrap();
         }
     }
+}
+
+#[test]
+fn the_stats_count_the_blocks_of_every_thread() {
+    const BLOCKS: usize = 3000;
+    let (held, holding) = mpsc::channel::<usize>();
+    let (release, released) = mpsc::channel::<()>();
+    let holder = thread::spawn(move || {
+        // One page's worth: tests run side by side, and some count segments.
+        let blocks: Vec<_> = (0..BLOCKS).map(|_| alloc(16)).collect();
+        let heap = heap::current().expect("a heap") as *const heap::ThreadHeap;
+        let index = (heap as usize - heap::HEAPS.as_ptr() as usize)
+            / core::mem::size_of::<heap::ThreadHeap>();
+        held.send(index).unwrap();
+        released.recv().unwrap();
+        for block in blocks {
+            HEAPS.free(block).unwrap();
+        }
+    });
+    let index = holding.recv().unwrap();
+    // Read from this thread, which holds none of them.
+    let of_heap = Census::of_heap(index);
+    let of_class = Census::take().classes[size_class::class_of(16)];
+    let info = HEAPS.mallinfo();
+    let stats = HEAPS.stats();
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(
+        of_heap.used >= BLOCKS,
+        "{} blocks in its heap",
+        of_heap.used
+    );
+    assert!(
+        of_class.used >= BLOCKS,
+        "{} blocks in its class",
+        of_class.used
+    );
+    assert!(stats.used_bytes >= BLOCKS * 16, "{stats:?}");
+    assert!(info.used_bytes >= BLOCKS * 16, "{info:?}");
+    // Every segment counts in the arena, whole, as used or free (the test fallback
+    // reports nothing of its own).
+    assert!(info.heap_bytes > 0 && info.heap_bytes.is_multiple_of(SEGMENT_SIZE));
+    assert!(info.heap_bytes >= info.used_bytes && info.heap_bytes >= info.free_bytes);
 }

@@ -70,6 +70,8 @@ fn show<A: SharedAllocator>(allocator: &A, p: Ptr) -> impl core::fmt::Display + 
 }
 
 /// Allocates `size` bytes aligned to `align` (already validated), logging as `name`.
+/// The full path: [`malloc`] skips it when [`config::plain_calls`].
+#[inline(never)]
 fn allocate<A: SharedAllocator>(allocator: &A, name: &str, size: usize, align: usize) -> Ptr {
     let block = raw(allocator.alloc(size, align));
     if let Some(byte) = options::perturb()
@@ -95,14 +97,42 @@ fn allocate<A: SharedAllocator>(allocator: &A, name: &str, size: usize, align: u
     block
 }
 
+/// `malloc`. With no log, no checks and no perturbing to do ([`config::plain_calls`]),
+/// the allocator's answer is all there is: the call goes straight to it, and the
+/// allocator's own fast path is the whole cost of the call.
+#[inline(always)]
 pub fn malloc<A: SharedAllocator>(allocator: &A, size: usize) -> Ptr {
+    if config::plain_calls() {
+        let block = raw(allocator.alloc(size, MIN_ALIGN));
+        if block.is_null() {
+            set_errno(libc::ENOMEM);
+        }
+        return block;
+    }
     allocate(allocator, "alloc", size, MIN_ALIGN)
 }
 
+/// `free`: like [`malloc`], straight to the allocator when there is nothing else to
+/// do, and when the allocator keeps `errno` itself
+/// ([`SharedAllocator::FREE_KEEPS_ERRNO`]).
+#[inline(always)]
 pub fn free<A: SharedAllocator>(allocator: &A, p: Ptr) {
     let Some(block) = NonNull::new(p.cast::<u8>()) else {
         return;
     };
+    if A::FREE_KEEPS_ERRNO && config::plain_calls() {
+        if let Err(fault) = allocator.free(block) {
+            fail(allocator, "free", fault);
+        }
+        return;
+    }
+    free_in_full(allocator, block);
+}
+
+/// [`free`] with everything around it: `errno` kept, the log, perturbing.
+#[inline(never)]
+fn free_in_full<A: SharedAllocator>(allocator: &A, block: NonNull<u8>) {
+    let p: Ptr = block.as_ptr().cast();
     let _errno_kept = os::KeepErrno::new();
     // Log first: once freed, the block may be merged and its offset means less.
     after_call(allocator, |allocator, out| {

@@ -7,7 +7,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::os::env_var;
 use crate::out::Out;
@@ -95,6 +95,27 @@ pub fn debug_mode() -> bool {
     SETTINGS.read_first().debug
 }
 
+/// Whether a call needs nothing of the kit's layer around the allocator: the settings
+/// have been read, debug mode is off (no log, no checks) and `M_PERTURB` is off. Then
+/// `malloc` and `free` go straight to the allocator, for the price of this one load.
+#[inline(always)]
+pub fn plain_calls() -> bool {
+    PLAIN_CALLS.load(Ordering::Relaxed)
+}
+
+/// See [`plain_calls`]. False until the settings are read: the first call takes the
+/// full path, which reads them.
+static PLAIN_CALLS: AtomicBool = AtomicBool::new(false);
+
+/// Recomputes [`plain_calls`] after the settings are read or `M_PERTURB` changes.
+/// Relaxed: a thread that sees the old value for a while makes calls that are correct
+/// either way (the full path does everything the plain one does, and more).
+pub(crate) fn update_plain_calls() {
+    let ready = SETTINGS.state.load(Ordering::Acquire) == READY;
+    let plain = ready && !debug_mode() && crate::options::perturb().is_none();
+    PLAIN_CALLS.store(plain, Ordering::Relaxed);
+}
+
 static SETTINGS: Settings = Settings {
     state: AtomicU8::new(UNREAD),
     value: UnsafeCell::new(Config::DEFAULT),
@@ -129,6 +150,7 @@ impl Settings {
                 crate::options::set_perturb(perturb);
             }
             self.state.store(READY, Ordering::Release);
+            update_plain_calls();
         }
         // A thread that lost the race (two first calls at once, which a process with
         // one thread at its start cannot have) uses its own reading, which is the same:

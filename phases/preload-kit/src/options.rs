@@ -48,6 +48,7 @@ static PERTURB: AtomicI32 = AtomicI32::new(0);
 /// `mallopt(M_PERTURB, value)`, or the environment's value.
 pub fn set_perturb(value: i32) {
     PERTURB.store(value, Ordering::Relaxed);
+    crate::config::update_plain_calls();
 }
 
 /// The perturb byte, or `None` when perturbing is off. As in glibc, any non-zero value

@@ -19,6 +19,8 @@ pub const EXIT_CORRUPTION: i32 = 3;
 
 /// Reports `fault`, found during `operation` (`"free"`, `"realloc"`, …), and exits.
 /// `allocator` places the addresses; no lock of it may be held.
+#[cold]
+#[inline(never)]
 pub fn fail<A: SharedAllocator>(allocator: &A, operation: &str, fault: Fault) -> ! {
     let mut out = Out::stderr();
     let code = match fault {

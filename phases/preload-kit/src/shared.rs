@@ -36,6 +36,12 @@ pub trait SharedAllocator: Sync {
     /// Whether debug mode runs [`SharedAllocator::check`] after calls.
     const CHECK_IN_DEBUG_MODE: bool = false;
 
+    /// Whether [`SharedAllocator::free`] leaves `errno` as it found it by itself (it
+    /// makes no system call, or saves `errno` around those it makes). Then the kit's
+    /// `free` need not save and restore it on every call (a call into the C library
+    /// for `errno`'s address). False by default: the kit keeps it.
+    const FREE_KEEPS_ERRNO: bool = false;
+
     /// See [`crate::Heap::alloc`].
     fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>>;
 

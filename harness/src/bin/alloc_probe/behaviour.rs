@@ -4,26 +4,12 @@
 //! Sizes stay below 128 KiB so that allocators with an mmap threshold (phase 3, glibc)
 //! keep these blocks in the brk heap.
 
+use crate::placed::{free, malloc};
 use crate::{Outcome, ensure};
 
 fn program_break() -> usize {
     // SAFETY: sbrk(0) only reads the break.
     unsafe { libc::sbrk(0) as usize }
-}
-
-fn malloc(size: usize) -> Result<usize, String> {
-    // SAFETY: plain malloc.
-    let p = unsafe { crate::c::malloc(size) };
-    if p.is_null() {
-        Err(format!("malloc({size}) returned NULL"))
-    } else {
-        Ok(p as usize)
-    }
-}
-
-fn free(p: usize) {
-    // SAFETY: callers free each of their blocks once.
-    unsafe { crate::c::free(p as *mut libc::c_void) }
 }
 
 /// A freed 100 KiB block (kept off the top of the heap by a small block after it)

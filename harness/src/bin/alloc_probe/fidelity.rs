@@ -234,8 +234,8 @@ pub fn mallopt() -> Outcome {
 /// `mallinfo2` and `mallinfo` report the allocator's own figures (not glibc's idle
 /// arena's zeros): 100 blocks of 1000 bytes raise the bytes in use by 100 000, freeing
 /// half lowers them by at least 40 000 (glibc counts the 7 blocks its per-thread cache
-/// keeps as in use), and a 1 MiB block counts somewhere (in the heap or, where large
-/// blocks are mapped, as a mapping).
+/// keeps as in use), a 1 MiB block counts somewhere (in the heap or, where large
+/// blocks are mapped, as a mapping), and so do blocks another thread holds.
 pub fn mallinfo() -> Outcome {
     fn in_use() -> usize {
         // SAFETY: mallinfo2 only reads the allocator's figures.
@@ -289,6 +289,27 @@ pub fn mallinfo() -> Outcome {
         for &p in blocks.iter().skip(1).step_by(2) {
             crate::c::free(p);
         }
+        // Blocks another thread allocated, and still holds, count too: glibc adds up
+        // every arena, so an allocator with a heap per thread adds up every heap.
+        let before_thread = in_use();
+        let (held, holding) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let blocks: Vec<usize> = (0..100).map(|_| crate::c::malloc(200) as usize).collect();
+            let _ = held.send(());
+            let _ = released.recv();
+            for p in blocks {
+                crate::c::free(p as *mut c_void);
+            }
+        });
+        let _ = holding.recv();
+        let with_thread = in_use();
+        let _ = release.send(());
+        let _ = holder.join();
+        ensure!(
+            with_thread >= before_thread + 20_000,
+            "mallinfo2: 100 x malloc(200) in another thread took in use from {before_thread} only to {with_thread}"
+        );
         // malloc_info: glibc's XML, to a FILE.
         let file = libc::tmpfile();
         ensure!(!file.is_null(), "tmpfile failed");
@@ -313,7 +334,7 @@ pub fn mallinfo() -> Outcome {
             "malloc_info's figures are missing: {text:?}"
         );
     }
-    Ok("mallinfo2 and mallinfo follow 100 x 1000 bytes, half freed, and 1 MiB; malloc_info writes XML".into())
+    Ok("mallinfo2 and mallinfo follow 100 x 1000 bytes, half freed, 1 MiB, and another thread's blocks; malloc_info writes XML".into())
 }
 
 /// `malloc_trim(0)` gives free memory at the top of the heap back at once: with the

@@ -9,22 +9,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use crate::placed::{free, malloc};
 use crate::{Outcome, ensure};
-
-fn malloc(size: usize) -> Result<usize, String> {
-    // SAFETY: plain malloc.
-    let p = unsafe { crate::c::malloc(size) };
-    if p.is_null() {
-        Err(format!("malloc({size}) returned NULL"))
-    } else {
-        Ok(p as usize)
-    }
-}
-
-fn free(p: usize) {
-    // SAFETY: callers free each of their blocks once.
-    unsafe { crate::c::free(p as *mut libc::c_void) }
-}
 
 /// Free blocks of five sizes, 2 KB to 32 KB, each between two used fences (so none
 /// merges with another), freed largest last; then one request for each, in a mixed

@@ -12,6 +12,7 @@ mod fidelity;
 mod fits;
 mod heaps;
 mod mapped;
+mod misuse;
 mod threads;
 
 use std::process::ExitCode;
@@ -60,6 +61,13 @@ const PROBES: &[Probe] = &[
     ("remote-free", heaps::remote_free),
     ("thread-exit", heaps::thread_exit),
     ("dlopen-tls", heaps::dlopen_tls),
+    (
+        "double-free-remote-remote",
+        misuse::double_free_remote_remote,
+    ),
+    ("double-free-local-remote", misuse::double_free_local_remote),
+    ("double-free-remote-local", misuse::double_free_remote_local),
+    ("never-given-out", misuse::never_given_out),
 ];
 
 fn main() -> ExitCode {
@@ -141,5 +149,26 @@ pub mod c {
     pub unsafe fn memalign(align: usize, size: usize) -> *mut c_void {
         // SAFETY: forwarded contract.
         black_box(unsafe { libc::memalign(black_box(align), black_box(size)) })
+    }
+}
+
+/// Blocks as addresses, for the probes that judge an allocator by where its blocks land
+/// (behaviour.rs, fits.rs): numbers to compare, never pointers to follow.
+pub mod placed {
+    /// The address of a new block of `size` bytes, or why there is none.
+    pub fn malloc(size: usize) -> Result<usize, String> {
+        // SAFETY: plain malloc.
+        let p = unsafe { super::c::malloc(size) };
+        if p.is_null() {
+            Err(format!("malloc({size}) returned NULL"))
+        } else {
+            Ok(p as usize)
+        }
+    }
+
+    /// Frees the block at `p`, an address [`malloc`] returned and not yet freed.
+    pub fn free(p: usize) {
+        // SAFETY: callers free each of their blocks once.
+        unsafe { super::c::free(p as *mut libc::c_void) }
     }
 }
