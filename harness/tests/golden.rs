@@ -160,3 +160,43 @@ fn phase5_demo_lists_pages_per_thread_heap() {
         "pages are used in debug mode:\n{debug}"
     );
 }
+
+/// Phase 5's `malloc_stats()` shows, after the `[stats]` line, its pages (per class and
+/// per thread heap) and phase 4's bins for the larger blocks phase 4 serves.
+#[test]
+fn phase5_malloc_stats_shows_pages_and_phase4s_bins() {
+    phases::build_all().expect("the phases build");
+    let phase = phases::phase(5).expect("phase 5 is registered");
+    let dir = tempfile::tempdir().expect("a scratch folder");
+    let trace = dir.path().join("stats.rep");
+    // Four blocks of 3000 to 6000 bytes (phase 4's), two freed between live
+    // neighbours so that they stay in its bins, and three small blocks (pages).
+    let ops = "a 0 3000\na 1 4000\na 2 5000\na 3 6000\nf 0\nf 2\na 4 24\na 5 24\na 6 100\n";
+    std::fs::write(&trace, format!("0\n7\n9\n1\n{ops}")).expect("the trace is written");
+    let outcome = Run::new(phases::bench_alloc_release())
+        .preload(Some(&phase.lib_path()))
+        .arg("--trace")
+        .arg(&trace)
+        .args(["--stats-every", "100"])
+        .merge_stderr()
+        .run()
+        .expect("bench_alloc starts");
+    let text = outcome.stdout_text();
+    assert!(outcome.succeeded(), "{outcome}\n{text}");
+    let last = text
+        .rsplit("malloc_stats]")
+        .next()
+        .expect("a malloc_stats section");
+    // (bench_alloc allocates small blocks of its own too: no exact counts.)
+    for wanted in [
+        "[stats] in_use=",
+        "[CLASS 32 pages=",
+        "[CLASS 112 pages=",
+        "[THREAD HEAP 1 owned pages=",
+        "[POOL ",
+    ] {
+        assert!(last.contains(wanted), "no {wanted:?} in:\n{last}");
+    }
+    let bins = last.lines().filter(|l| l.starts_with("[BIN ")).count();
+    assert!(bins >= 2, "not the two freed blocks' bins in:\n{last}");
+}

@@ -399,7 +399,12 @@ impl<F: Heap> ThreadHeaps<F> {
     /// Byte counts: every thread's pages (blocks used and free, in whole blocks) plus
     /// the fallback heap's. See [`Census`] for how consistent the pages' part is.
     pub fn stats(&self) -> Stats {
-        let pages = Census::take().stats;
+        self.stats_with(&Census::take())
+    }
+
+    /// [`ThreadHeaps::stats`] with the pages' part from `census`.
+    fn stats_with(&self, census: &Census) -> Stats {
+        let pages = census.stats;
         let mut stats = self.fallback.stats();
         stats.used_blocks += pages.used_blocks;
         stats.used_bytes += pages.used_bytes;
@@ -420,7 +425,7 @@ impl<F: Heap> ThreadHeaps<F> {
         let segments = census.segments * SEGMENT_SIZE;
         let free = census.stats.free_bytes + census.empty_pages * PAGE_SIZE;
         info.heap_bytes += segments;
-        info.used_bytes += segments - free;
+        info.used_bytes += segments.saturating_sub(free);
         info.free_blocks += census.stats.free_blocks + census.empty_pages;
         info.free_bytes += free;
         info
@@ -431,7 +436,7 @@ impl<F: Heap> ThreadHeaps<F> {
     /// bins) for the blocks it serves.
     pub fn stats_report(&self, out: &mut Out) {
         let census = Census::take();
-        abi::write_stats(&self.stats(), out);
+        abi::write_stats(&self.stats_with(&census), out);
         for (class, count) in census.classes.iter().enumerate() {
             if count.pages > 0 {
                 let _ = writeln!(

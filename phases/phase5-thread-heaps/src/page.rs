@@ -101,6 +101,8 @@ fn remote_tag_secret() -> usize {
     if secret != 0 {
         return secret;
     }
+    // getauxval sets errno when the entry is missing; `free` keeps errno.
+    let _errno = preload_kit::os::KeepErrno::new();
     // SAFETY: getauxval only reads the auxiliary vector; AT_RANDOM, when present,
     // points at 16 bytes the kernel placed on the initial stack, which stay for the
     // life of the process.
