@@ -184,9 +184,11 @@ impl<F: Heap> ThreadHeaps<F> {
     /// everything else goes to [`ThreadHeaps::alloc_in_full`].
     #[inline(always)]
     pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        // `DEBUG_OFF` alone: before the first call has read the setting, the full path
+        // reads it.
         if size <= SMALL_LIMIT
             && align <= MIN_ALIGN
-            && !debug_mode()
+            && DEBUG.load(Ordering::Relaxed) == DEBUG_OFF
             && let Some(heap) = heap::current()
             && let Some(block) = heap.pop_front(class_of(size))
         {
