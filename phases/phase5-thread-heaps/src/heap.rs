@@ -155,7 +155,21 @@ fn release(heap: &ThreadHeap) {
 }
 
 impl ThreadHeap {
-    /// The owner's fast path: a block of `class` from the front page of its queue.
+    /// A block of `class` from the front page of its queue, if it has one: the whole
+    /// of `malloc`'s common case. `None` says nothing more (no page, or a full one):
+    /// then [`ThreadHeap::alloc`] does the rest.
+    #[inline(always)]
+    pub fn pop_front(&self, class: usize) -> Option<*mut u8> {
+        let front = self.queues.get(class)?.get();
+        if front.is_null() {
+            return None;
+        }
+        // SAFETY: pages in our queues are descriptors in our segments, which live as
+        // long as the process.
+        unsafe { (*front).pop() }
+    }
+
+    /// The owner's path: a block of `class` from the front page of its queue.
     /// See [`ThreadHeap::alloc_slow`] for everything else.
     #[inline(always)]
     pub fn alloc(&self, class: usize) -> Result<Option<*mut u8>, Fault> {

@@ -179,10 +179,30 @@ impl<F: Heap> ThreadHeaps<F> {
         }
     }
 
-    /// A block of at least `size` bytes aligned to `align`. Small requests come from
-    /// the calling thread's pages; see [`ThreadHeap::alloc`](heap::ThreadHeap::alloc).
+    /// A block of at least `size` bytes aligned to `align`. The common case, a small
+    /// request that the front page of its class can serve, is done here with no call;
+    /// everything else goes to [`ThreadHeaps::alloc_in_full`].
     #[inline(always)]
     pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        // `DEBUG_OFF` alone: before the first call has read the setting, the full path
+        // reads it.
+        if size <= SMALL_LIMIT
+            && align <= MIN_ALIGN
+            && DEBUG.load(Ordering::Relaxed) == DEBUG_OFF
+            && let Some(heap) = heap::current()
+            && let Some(block) = heap.pop_front(class_of(size))
+        {
+            return NonNull::new(block);
+        }
+        self.alloc_in_full(size, align)
+    }
+
+    /// [`ThreadHeaps::alloc`] in every case: small requests come from the calling
+    /// thread's pages (see [`ThreadHeap::alloc`](heap::ThreadHeap::alloc)), the rest
+    /// from the fallback heap. Out of line, so that `alloc`'s own path saves no
+    /// registers for it.
+    #[inline(never)]
+    fn alloc_in_full(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if size <= SMALL_LIMIT
             && align <= MIN_ALIGN
             && !debug_mode()
@@ -244,10 +264,37 @@ impl<F: Heap> ThreadHeaps<F> {
         self.fallback.alloc_zeroed(size)
     }
 
-    /// Frees `ptr`: the owner's path (no lock, no atomic), another thread's path (one
-    /// compare-and-swap), or the fallback heap's.
+    /// Frees `ptr`. The common case, the owner freeing a block of its own page while
+    /// no other thread's frees wait on that page, is decided and done here, with no
+    /// call: the checks are those of [`ThreadHeaps::free_in_full`] for that case (the
+    /// block's bit set, so not a double free). Everything else goes there.
     #[inline(always)]
     pub fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        let addr = ptr.as_ptr() as usize;
+        if let Owner::Page(page) = segment::page_of(addr)
+            && let BlockOf::Start(index) = page.block_of(addr)
+            && page.owner_thread.load(Ordering::Relaxed) == thread_pointer()
+            && page.thread_free.load(Ordering::Relaxed).is_null()
+            && page.is_allocated(index)
+        {
+            let was_full = page.used.get() == page.capacity.get();
+            let emptied = page.free_owned(index);
+            // The front page of its queue stays where it is, empty or not, so a
+            // thread that allocates and frees one block in a loop never leaves this
+            // path (`ThreadHeap::give_back_empty_fronts` returns it to the pool later).
+            if (emptied || was_full) && !page.is_front() {
+                Self::page_changed(page, emptied);
+            }
+            return Ok(());
+        }
+        self.free_in_full(ptr)
+    }
+
+    /// [`ThreadHeaps::free`] in every case: the owner's path (no lock, no atomic),
+    /// another thread's path (one compare-and-swap), the fallback heap's, and the
+    /// faults. Out of line, so that `free`'s own path saves no registers for it.
+    #[inline(never)]
+    fn free_in_full(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
         let addr = ptr.as_ptr() as usize;
         match Self::block_at(addr)? {
             Block::Fallback => self.free_fallback(ptr),
@@ -255,10 +302,6 @@ impl<F: Heap> ThreadHeaps<F> {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
                     let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
-                    // The front page of its queue stays where it is, empty or not, so
-                    // a thread that allocates and frees one block in a loop never
-                    // leaves this path (`ThreadHeap::give_back_empty_fronts` returns
-                    // it to the pool later).
                     if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }
