@@ -45,6 +45,13 @@ pub trait FreeIndex {
     /// `old`'s.
     fn replace(&mut self, old: Block, new: Block);
 
+    /// [`FreeIndex::replace`] where `rest` is what is left of `old` after a request
+    /// was cut from its start: an index may keep it apart to serve the next requests
+    /// (phase 4's bins do). The default files it as any other replacement.
+    fn replace_with_rest(&mut self, old: Block, rest: Block) {
+        self.replace(old, rest);
+    }
+
     /// The indexed `block` has grown in place (merged with a neighbour) from
     /// `old_size` bytes to the size its header now holds.
     fn grew(&mut self, block: Block, old_size: usize);

@@ -148,7 +148,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             // `rest_size >= MIN_BLOCK` bytes start 16-aligned inside the heap.
             let rest = unsafe { Block::at(block.addr() + size) };
             rest.init_free(rest_size);
-            self.free_list.replace(block, rest);
+            self.free_list.replace_with_rest(block, rest);
             // The block before a free block is used (free neighbours merge), so
             // PREV_FREE is clear; the block after `rest` still follows a free block.
             block.init_used(size, false);

@@ -118,6 +118,13 @@ pub struct Bins {
     quick: [Option<Block>; QUICK_LISTS],
     /// How many quick blocks there are, all lists together.
     quick_blocks: usize,
+    /// The rest of the block last split to serve a request, kept out of the classes
+    /// (dlmalloc's "designated victim", glibc's `last_remainder`): a small request that
+    /// its own class cannot serve is cut from it, and what is left takes its place
+    /// here, with no class to compute, no list to relink and no bitmap to search. A
+    /// program allocating a run of blocks of mixed sizes so carves them one after the
+    /// other from one free block. Counted in its class in the dump and the stats.
+    victim: Option<Block>,
 }
 
 impl Bins {
@@ -196,6 +203,29 @@ impl Bins {
         best
     }
 
+    /// The classes' answer for a block of `size` bytes (of class `class`): in a
+    /// spaced class, the best of its first [`SCAN_LIMIT`] blocks; then the head of the
+    /// next class up that holds any.
+    fn find_fit_in_classes(&self, class: usize, size: usize) -> Option<Block> {
+        if class >= EXACT_CLASSES {
+            // The last class is open-ended: walk all of it (its blocks are 16 GiB or
+            // more each, so there are few).
+            let limit = if class == CLASSES - 1 {
+                usize::MAX
+            } else {
+                SCAN_LIMIT
+            };
+            if let Some(block) = self.best_of_first(class, size, limit) {
+                return Some(block);
+            }
+        }
+        let above = self.first_non_empty_from(class + 1)?;
+        let block = self.head(above)?;
+        // The last class may hold blocks smaller than a request in it; every other
+        // class above the request's holds only blocks larger than it.
+        (block.size() >= size).then_some(block)
+    }
+
     /// Every quick list that holds blocks, counted as [`Bins::for_each_class`] counts
     /// a class (`class` is the list's index, `size / 16`).
     pub fn for_each_quick_list(&self, mut visit: impl FnMut(ClassCount)) {
@@ -226,6 +256,12 @@ impl Bins {
                 floor: class_floor(class),
                 ..ClassCount::default()
             };
+            if let Some(victim) = self.victim
+                && class_of(victim.size()) == class
+            {
+                count.blocks += 1;
+                count.bytes += victim.size();
+            }
             let mut current = self.head(class);
             while let Some(block) = current {
                 count.blocks += 1;
@@ -246,6 +282,7 @@ impl FreeIndex for Bins {
             non_empty: [0; WORDS],
             quick: [None; QUICK_LISTS],
             quick_blocks: 0,
+            victim: None,
         }
     }
 
@@ -329,13 +366,41 @@ impl FreeIndex for Bins {
     }
 
     fn remove(&mut self, block: Block) {
+        if self.victim == Some(block) {
+            self.victim = None;
+            return;
+        }
         self.unlink(class_of(block.size()), block);
+    }
+
+    /// After a cut for a small request (below [`EXACT_LIMIT`], as in dlmalloc), the
+    /// rest becomes the victim, and the victim it displaces (unless `old` was the
+    /// victim itself) goes to its class. After a cut for a large one, the rest is
+    /// filed like any replacement.
+    fn replace_with_rest(&mut self, old: Block, rest: Block) {
+        if self.victim == Some(old) {
+            self.victim = Some(rest);
+            return;
+        }
+        if old.size() - rest.size() >= EXACT_LIMIT {
+            self.replace(old, rest);
+            return;
+        }
+        self.unlink(class_of(old.size()), old);
+        if let Some(victim) = self.victim.replace(rest) {
+            self.push(class_of(victim.size()), victim);
+        }
     }
 
     /// `new` is usually the rest of `old` after a split, or `old` merged with the block
     /// before it: a different size, so often a different class. In the same class it
     /// takes `old`'s place in the list; otherwise it goes to the front of its own.
     fn replace(&mut self, old: Block, new: Block) {
+        if self.victim == Some(old) {
+            // Merged with the block before it: still the victim.
+            self.victim = Some(new);
+            return;
+        }
         let old_class = class_of(old.size());
         let new_class = class_of(new.size());
         if old_class != new_class {
@@ -357,6 +422,9 @@ impl FreeIndex for Bins {
     }
 
     fn grew(&mut self, block: Block, old_size: usize) {
+        if self.victim == Some(block) {
+            return;
+        }
         let old_class = class_of(old_size);
         let new_class = class_of(block.size());
         if old_class != new_class {
@@ -365,35 +433,33 @@ impl FreeIndex for Bins {
         }
     }
 
+    /// A request below [`EXACT_LIMIT`] that its own class cannot serve is cut from the
+    /// victim if the victim holds it, as in dlmalloc, before any larger class is
+    /// searched. Otherwise the victim serves only if it is a better fit than the
+    /// classes' (or the only one).
     fn find_fit(&mut self, size: usize) -> Option<Block> {
         let class = class_of(size);
+        let victim = self.victim.filter(|victim| victim.size() >= size);
         if class < EXACT_CLASSES {
             // Every block of an exact class has the request's size.
             if let Some(block) = self.head(class) {
                 return Some(block);
             }
-        } else {
-            // The last class is open-ended: walk all of it (its blocks are 16 GiB or
-            // more each, so there are few).
-            let limit = if class == CLASSES - 1 {
-                usize::MAX
-            } else {
-                SCAN_LIMIT
-            };
-            if let Some(block) = self.best_of_first(class, size, limit) {
-                return Some(block);
+            if victim.is_some() {
+                return victim;
             }
         }
-        let above = self.first_non_empty_from(class + 1)?;
-        let block = self.head(above)?;
-        // The last class may hold blocks smaller than a request in it; every other
-        // class above the request's holds only blocks larger than it.
-        (block.size() >= size).then_some(block)
+        match (self.find_fit_in_classes(class, size), victim) {
+            (Some(block), Some(victim)) if victim.size() < block.size() => Some(victim),
+            (None, victim) => victim,
+            (found, _) => found,
+        }
     }
 
     /// The bins' own invariants: each class's links agree both ways (`b.next.prev ==
     /// b`, and the head has no `prev`), every block is in the class of its size, and a
-    /// class's bit in the bitmap is set exactly when it holds a block.
+    /// class's bit in the bitmap is set exactly when it holds a block. The victim is
+    /// visited last.
     fn check_each(
         &self,
         max_blocks: usize,
@@ -436,6 +502,11 @@ impl FreeIndex for Bins {
                 previous = Some(block);
                 entry = block.next_in_list();
             }
+        }
+        // The victim is one more free block; the heap's check finds it if it is also
+        // in a class (one block counted twice).
+        if let Some(victim) = self.victim {
+            is_free_block(victim)?;
         }
         Ok(())
     }
@@ -578,6 +649,52 @@ mod tests {
             indexed(&bins),
             [rest.addr(), blocks[1].addr(), blocks[3].addr()]
         );
+    }
+
+    /// Cuts `size` bytes from the start of the indexed `block`, as phase 2's `take`
+    /// does, and gives the rest to the bins.
+    fn cut(bins: &mut Bins, block: Block, size: usize) -> Block {
+        // SAFETY: `size` bytes into a block the test owns, leaving at least 48.
+        let rest = unsafe { Block::at(block.addr() + size) };
+        rest.init_free(block.size() - size);
+        bins.replace_with_rest(block, rest);
+        block.init_used(size, false);
+        rest
+    }
+
+    #[test]
+    fn the_rest_of_a_small_cut_serves_the_next_small_requests() {
+        let (_memory, blocks) = Blocks::new(&[4096, 64, 512, 8192]);
+        let mut bins = Bins::new();
+        [0, 2, 3].iter().for_each(|&i| bins.insert(blocks[i]));
+        // 96 bytes: class 6 is empty, so the smallest class above (512) serves.
+        assert_eq!(bins.find_fit(96), Some(blocks[2]));
+        let rest = cut(&mut bins, blocks[2], 96);
+        assert_eq!(bins.victim, Some(rest), "416 bytes, kept apart");
+        // The victim serves before the larger classes, and its rest stays the victim.
+        assert_eq!(bins.find_fit(160), Some(rest));
+        let rest = cut(&mut bins, rest, 160);
+        assert_eq!((bins.victim, rest.size()), (Some(rest), 256));
+        // Too small for the victim: the classes serve, and the 4096-byte block's rest
+        // becomes the victim, the old one going to its class.
+        assert_eq!(bins.find_fit(320), Some(blocks[0]));
+        let next = cut(&mut bins, blocks[0], 320);
+        assert_eq!(bins.victim, Some(next));
+        assert_eq!(bins.find_fit(256), Some(rest), "filed in class 16");
+        // A large request takes the victim only as the best fit, and a large cut's
+        // rest is filed in its class.
+        assert_eq!(bins.find_fit(3776), Some(next));
+        assert_eq!(bins.find_fit(4096), Some(blocks[3]));
+        let large_rest = cut(&mut bins, blocks[3], 4096);
+        assert_eq!(bins.victim, Some(next));
+        assert_eq!(
+            indexed(&bins),
+            [next.addr(), rest.addr(), large_rest.addr()],
+            "the check visits the victim"
+        );
+        bins.remove(next);
+        assert_eq!(bins.victim, None);
+        assert_eq!(indexed(&bins), [rest.addr(), large_rest.addr()]);
     }
 
     #[test]
