@@ -190,7 +190,7 @@ impl<F: Heap> ThreadHeaps<F> {
             && align <= MIN_ALIGN
             && DEBUG.load(Ordering::Relaxed) == DEBUG_OFF
             && let Some(heap) = heap::current()
-            && let Some(block) = heap.pop_front(class_of(size))
+            && let Some(block) = heap.pop_current(class_of(size))
         {
             return NonNull::new(block);
         }
@@ -279,6 +279,7 @@ impl<F: Heap> ThreadHeaps<F> {
         {
             let was_full = page.used.get() == page.capacity.get();
             let emptied = page.free_owned(index);
+            page.become_current();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this
             // path (`ThreadHeap::give_back_empty_fronts` returns it to the pool later).
@@ -302,6 +303,7 @@ impl<F: Heap> ThreadHeaps<F> {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
                     let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
+                    page.become_current();
                     if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }
