@@ -46,7 +46,7 @@ pub struct ThreadHeap {
     /// sent to the back without a walk.
     lasts: [Cell<*const Page>; CLASSES],
     /// For each class, the page `malloc` takes blocks from: the page the owner last
-    /// freed a block into (its ring of recent frees names that block, still in cache;
+    /// freed a block into (that block, still in cache, is the head of its `local_free`;
     /// [`Page::become_current`]), else the page `alloc_slow` found room in. Null when
     /// the queue is empty, else a page of the queue (`unlink` points it at the front
     /// when its page leaves the queue).

@@ -278,7 +278,7 @@ impl<F: Heap> ThreadHeaps<F> {
             && page.is_allocated(index)
         {
             let was_full = page.used.get() == page.capacity.get();
-            let emptied = page.free_owned(index);
+            let emptied = page.free_owned(addr, index);
             page.become_current();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this
