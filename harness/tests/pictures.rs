@@ -25,6 +25,17 @@ block 7: 109 bytes
 [stats] in_use=304 free=224 fragmentation=0%
 ";
 
+/// Phase 4's quick blocks (freed, kept unmerged) are free memory in a picture; its
+/// `[QUICK …]` and `[BIN …]` lines are skipped.
+#[test]
+fn a_quick_block_is_drawn_free() {
+    let text = "[BLOCK 0x0 64 QUICK]\n[BLOCK 0x40 48 USED]\n\
+                [QUICK 64 blocks=1 bytes=64]\n[stats] in_use=48 free=64\n";
+    let dump = dump::parse_dump(text).unwrap();
+    let used: Vec<bool> = dump.blocks.iter().map(|b| b.used).collect();
+    assert_eq!(used, [false, true]);
+}
+
 #[test]
 fn a_dump_parses_to_blocks_mappings_and_stats() {
     let dump = dump::parse_dump(DUMP).unwrap();

@@ -40,6 +40,14 @@
 //! The smallest block ([`MIN_BLOCK`], 48 bytes) is what a free block needs: header,
 //! two links and a footer (40 bytes), rounded up to 16.
 //!
+//! A third flag, `QUICK`, is for a later phase's index that keeps some freed blocks
+//! unmerged ("deferred coalescing", see [`crate::free_list::FreeIndex::defer`]); phase
+//! 2's own list never sets it. A quick block keeps `USED` set, so that to its
+//! neighbours, to coalescing and to the heap's walk it is a used block (no footer, the
+//! next block's `PREV_FREE` clear); to `free`, `realloc` and `malloc_usable_size` it is
+//! a freed block, so freeing it again is a double free. Its first payload word links it
+//! to the next block of its quick list.
+//!
 //! Stale headers: a freed block merged into a free neighbour, or given back to the top
 //! of the heap, keeps its old header, marked free, in bytes nobody uses. A second
 //! `free` of it finds an intact header that says "free" and is reported as a double
@@ -67,6 +75,9 @@ const USED: usize = 1;
 /// Bit 1 of `size_and_flags`: the block just before this one in the heap is free, and
 /// its footer is the word before this header.
 const PREV_FREE: usize = 2;
+/// Bit 2 of `size_and_flags`, only with `USED`: the program freed the block, and the
+/// free index keeps it unmerged in a quick list.
+const QUICK: usize = 4;
 const SIZE_MASK: usize = !(BLOCK_ALIGN - 1);
 
 /// Mixed into every check word ("mymalloc" in ASCII), so that a zeroed or
@@ -154,6 +165,12 @@ impl Block {
         !self.is_used()
     }
 
+    /// Freed by the program but kept unmerged by the free index (a quick block is also
+    /// [`Block::is_used`]: see the module's notes).
+    pub fn is_quick(self) -> bool {
+        self.size_and_flags() & QUICK != 0
+    }
+
     /// Is the block just before this one free (so that [`Block::prev_footer`] is valid)?
     pub fn prev_is_free(self) -> bool {
         self.size_and_flags() & PREV_FREE != 0
@@ -171,6 +188,14 @@ impl Block {
         );
         let flags = self.size_and_flags() & !USED;
         self.write(flags | if used { USED } else { 0 });
+    }
+
+    /// Marks a used block quick (the program freed it, the free index keeps it
+    /// unmerged) or, taking it out of its quick list, used again.
+    pub fn set_quick(self, quick: bool) {
+        debug_assert!(self.is_used() && self.is_quick() != quick);
+        let flags = self.size_and_flags() & !QUICK;
+        self.write(flags | if quick { QUICK } else { 0 });
     }
 
     /// Records whether the block before this one is free. The header must be intact
@@ -285,6 +310,25 @@ impl Block {
 
     pub fn set_prev_in_list(self, prev: Option<Block>) {
         self.set_link(1, prev);
+    }
+
+    /// The next block on this quick block's quick list. Only valid while quick.
+    pub fn next_quick(self) -> Option<Block> {
+        debug_assert!(self.is_quick());
+        // SAFETY: a block's payload holds at least 32 bytes; word 0 of a quick block's
+        // is the link written by `set_next_quick` (a Block or null).
+        let link = unsafe { self.payload().cast::<*mut Header>().read() };
+        NonNull::new(link).map(Block)
+    }
+
+    /// Links this block, which the program has freed (it is used, about to be quick,
+    /// or quick), to the next block of its quick list.
+    pub fn set_next_quick(self, next: Option<Block>) {
+        debug_assert!(self.is_used());
+        let link = next.map_or(core::ptr::null_mut(), |b| b.0.as_ptr());
+        // SAFETY: the payload holds at least 32 bytes, and the program has freed the
+        // block, so it no longer owns them.
+        unsafe { self.payload().cast::<*mut Header>().write(link) }
     }
 }
 

@@ -53,6 +53,50 @@ pub trait FreeIndex {
     /// out whole ([`FreeIndex::remove`]) or splits it ([`FreeIndex::replace`]).
     fn find_fit(&mut self, size: usize) -> Option<Block>;
 
+    /// Deferred coalescing: may keep `block`, a used block the program has just freed,
+    /// unmerged in a quick list of its size (true), from which
+    /// [`FreeIndex::take_deferred`] hands it out again as it is. The heap then marks it
+    /// quick ([`Block::set_quick`]); the index links it with [`Block::set_next_quick`].
+    /// Phase 2's list keeps nothing: every freed block merges at once.
+    fn defer(&mut self, block: Block) -> bool {
+        let _ = block;
+        false
+    }
+
+    /// Should quick blocks merge before a request for `size` bytes searches the index?
+    /// (glibc merges its fast bins before serving a large request.)
+    fn merge_first(&self, size: usize) -> bool {
+        let _ = size;
+        false
+    }
+
+    /// A quick block of exactly `size` bytes, taken out of its quick list.
+    fn take_deferred(&mut self, size: usize) -> Option<Block> {
+        let _ = size;
+        None
+    }
+
+    /// Any quick block, taken out of its quick list: for the heap to merge them all
+    /// ([`FreeIndex::holds_deferred`] says whether there is one).
+    fn take_any_deferred(&mut self) -> Option<Block> {
+        None
+    }
+
+    /// Does any quick list hold a block?
+    fn holds_deferred(&self) -> bool {
+        false
+    }
+
+    /// For the heap check: as [`FreeIndex::check_each`], for the quick blocks.
+    fn check_each_deferred(
+        &self,
+        max_blocks: usize,
+        is_quick_block: impl FnMut(Block) -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        let _ = (max_blocks, is_quick_block);
+        Ok(())
+    }
+
     /// For the heap check: calls `is_free_block` on every indexed block (it checks
     /// that the block is a free block of the heap before anything reads it), checks the
     /// index's own invariants on the way, and stops with a fault when more than

@@ -73,10 +73,17 @@ impl SegregatedFitsHeap {
         self.heap.heap().brk().free_index()
     }
 
-    /// One `[BIN …]` line per size class that holds free blocks, smallest first: the
-    /// class's sizes (one size, or a range for the classes from 1 KiB up), how many
-    /// free blocks it holds and their bytes.
+    /// One `[QUICK …]` line per quick list that holds blocks, then one `[BIN …]` line
+    /// per size class that holds free blocks, smallest first: the sizes (one size, or a
+    /// range for the classes from 1 KiB up), how many free blocks and their bytes.
     pub fn dump_bins(&self, out: &mut Out) {
+        self.bins().for_each_quick_list(|count| {
+            let _ = writeln!(
+                out,
+                "[QUICK {} blocks={} bytes={}]",
+                count.floor, count.blocks, count.bytes
+            );
+        });
         self.bins().for_each_class(|count| {
             let _ = if count.class < bins::EXACT_LIMIT / 16 {
                 write!(out, "[BIN {}", count.floor)
@@ -170,6 +177,7 @@ mod tests {
     use super::*;
     use heap_replay::printed;
     use preload_kit::MIN_ALIGN;
+    use split_coalesce::free_list::FreeIndex as _;
     use std::vec::Vec;
 
     fn heap(debug: bool) -> SegregatedFitsHeap {
@@ -203,6 +211,84 @@ mod tests {
             let p = heap.alloc(size - 100, MIN_ALIGN).unwrap();
             assert_eq!(addr(p), addr(holes[i]), "{} bytes", size - 100);
         }
+        heap.check().unwrap();
+    }
+
+    /// A small block the program frees waits unmerged in the quick list of its size
+    /// and serves the next request of that size; it is still a freed block: freeing,
+    /// resizing or measuring it again is misuse.
+    #[test]
+    fn a_small_freed_block_waits_unmerged_and_is_still_free() {
+        let mut heap = heap(false);
+        let a = heap.alloc(40, MIN_ALIGN).unwrap();
+        let b = heap.alloc(40, MIN_ALIGN).unwrap();
+        let _fence = heap.alloc(40, MIN_ALIGN).unwrap();
+        heap.free(a).unwrap();
+        heap.free(b).unwrap();
+        assert_eq!(heap.stats().free_blocks, 2, "neighbours, not merged");
+        assert_eq!(
+            printed(|out| heap.dump_bins(out)),
+            "[QUICK 64 blocks=2 bytes=128]\n"
+        );
+        heap.check().unwrap();
+        assert_eq!(heap.free(a), Err(Fault::DoubleFree { addr: addr(a) }));
+        assert!(matches!(
+            heap.usable_size(b),
+            Err(Fault::InvalidPointer {
+                why: preload_kit::WhyInvalid::FreedBlock,
+                ..
+            })
+        ));
+        assert!(matches!(heap.realloc(b, 10), Err(Fault::DoubleFree { .. })));
+        assert_eq!(heap.alloc(40, MIN_ALIGN), Some(b), "newest first");
+        assert_eq!(heap.alloc(40, MIN_ALIGN), Some(a));
+        heap.check().unwrap();
+    }
+
+    /// Quick blocks merge before the heap grows: a request that the newest region's
+    /// room cannot hold is served from small blocks freed elsewhere, merged.
+    #[test]
+    fn quick_blocks_merge_before_the_heap_grows() {
+        let config = Config {
+            mmap_threshold: Some(16 << 20),
+            ..Config::DEFAULT
+        };
+        let mut heap = SegregatedFitsHeap::with_growth(&config, Growth::MmapOnly);
+        // Small blocks until one lands in a new region (not right after the last).
+        let mut small: Vec<NonNull<u8>> = Vec::new();
+        let jumped = loop {
+            let p = heap.alloc(48, MIN_ALIGN).unwrap();
+            match small.last() {
+                Some(&last) if addr(p) != addr(last) + 64 => break p,
+                _ => small.push(p),
+            }
+        };
+        // Most of the new region's room, kept.
+        let _large = heap.alloc(3 << 20, MIN_ALIGN).unwrap();
+        small.iter().for_each(|&p| heap.free(p).unwrap());
+        assert!(heap.bins().holds_deferred());
+        let merged = heap.alloc(2 << 20, MIN_ALIGN).unwrap();
+        assert_eq!(
+            addr(merged),
+            addr(small[0]),
+            "the first region's blocks, merged"
+        );
+        assert!(!heap.bins().holds_deferred());
+        heap.free(jumped).unwrap();
+        heap.check().unwrap();
+    }
+
+    /// `malloc_trim` merges the quick blocks first, so that those at the top go back.
+    #[test]
+    fn trim_merges_quick_blocks() {
+        let mut heap = heap(false);
+        let blocks: Vec<_> = (0..100)
+            .map(|_| heap.alloc(100, MIN_ALIGN).unwrap())
+            .collect();
+        blocks.iter().for_each(|&p| heap.free(p).unwrap());
+        assert_eq!(heap.stats().free_blocks, 100);
+        heap.trim(0);
+        assert_eq!(heap.stats(), Stats::default(), "all merged into the top");
         heap.check().unwrap();
     }
 
@@ -256,7 +342,7 @@ mod tests {
         let text = printed(|out| heap.dump_bins(out));
         assert_eq!(
             text,
-            "[BIN 64 blocks=2 bytes=128]\n\
+            "[QUICK 64 blocks=2 bytes=128]\n\
              [BIN 1024-1136 blocks=1 bytes=1120]\n\
              [BIN 4608-5104 blocks=1 bytes=5024]\n"
         );

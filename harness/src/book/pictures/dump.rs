@@ -129,6 +129,8 @@ fn state(word: &str) -> Option<bool> {
     match word {
         "USED" => Some(true),
         "FREE" => Some(false),
+        // Phase 4's quick blocks: freed by the program, kept unmerged; free memory.
+        "QUICK" => Some(false),
         _ => None,
     }
 }
