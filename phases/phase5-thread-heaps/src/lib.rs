@@ -226,10 +226,24 @@ impl<F: Heap> ThreadHeaps<F> {
         size: usize,
         align: usize,
     ) -> Option<NonNull<u8>> {
-        // SAFETY: the fallback's lock is held: nothing of ours moves the break meanwhile.
-        let segment = self.fallback.with(|_| unsafe { segment::make_segment() });
-        if let Some(segment) = segment {
+        let grown = self.fallback.with(|_| {
+            // Threads that found the pool empty at once queue here: only the first
+            // makes a segment, the others find its pages. (Each making its own took a
+            // burst of new threads to a segment per thread.)
+            if heap::POOL.counts().0 > 0 {
+                return true;
+            }
+            // SAFETY: the fallback's lock is held: nothing of ours moves the break
+            // meanwhile.
+            let Some(segment) = (unsafe { segment::make_segment() }) else {
+                return false;
+            };
+            // Under the fallback's lock, so the next thread in the queue sees the pages
+            // (the lock order is fallback, then pool).
             heap::POOL.add_segment(segment);
+            true
+        });
+        if grown {
             match heap.alloc(class_of(size)) {
                 Ok(Some(block)) => return NonNull::new(block),
                 Ok(None) => {}

@@ -494,9 +494,18 @@ fn thread_churn_alone() {
             t.join().unwrap();
         }
     }
-    // 1000 threads, each needing about 8 pages: without reuse that is 125 segments.
+    // Each thread's blocks of 8-507 bytes take one page in each of 16 classes. All 25
+    // threads of a round alive at once hold 400 pages (6.3 segments, plus the pages
+    // the pool keeps): whether they are depends on how fast the threads start, so the
+    // bound allows that, and a few segments more. Without reuse, the 1000 threads
+    // would take 16 000 pages: 254 segments.
+    let at_once =
+        (25 * 16 + segment::RETAINED_EMPTY_PAGES).div_ceil(segment::PAGES_PER_SEGMENT - 1);
     let grown = segment_count() - before;
-    assert!(grown <= 8, "{grown} segments made for 1000 threads");
+    assert!(
+        grown <= at_once + 2,
+        "{grown} segments made for 1000 threads"
+    );
     let (_, resident) = heap::POOL.counts();
     assert!(resident <= segment::RETAINED_EMPTY_PAGES);
 }
