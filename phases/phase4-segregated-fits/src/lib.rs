@@ -245,6 +245,28 @@ mod tests {
         heap.check().unwrap();
     }
 
+    /// A small block freed right after the free block before it (the program freeing
+    /// in address order) merges at once; freed after some other block, it waits on its
+    /// quick list.
+    #[test]
+    fn blocks_freed_in_address_order_merge_at_once() {
+        let mut heap = heap(false);
+        let mut alloc = |size| heap.alloc(size, MIN_ALIGN).unwrap();
+        let [big, a, b, _fence, big2, d, _fence2, x, _fence3] =
+            [200, 40, 40, 40, 200, 40, 40, 40, 40].map(&mut alloc);
+        for p in [big, a, b, big2, x, d] {
+            heap.free(p).unwrap();
+        }
+        assert_eq!(
+            printed(|out| heap.dump_bins(out)),
+            "[QUICK 64 blocks=2 bytes=128]\n\
+             [BIN 224 blocks=1 bytes=224]\n\
+             [BIN 352 blocks=1 bytes=352]\n",
+            "big, a and b merged; x and d (freed after x) wait"
+        );
+        heap.check().unwrap();
+    }
+
     /// Quick blocks merge before the heap grows: a request that the newest region's
     /// room cannot hold is served from small blocks freed elsewhere, merged.
     #[test]
