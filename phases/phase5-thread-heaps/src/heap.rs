@@ -3,7 +3,7 @@
 //! ```text
 //!   HEAPS[i]  owner = thread pointer          THREADS (kit ThreadTable)
 //!             queues[class] --> page --> page --> page     thread pointer -> &HEAPS[i]
-//!                               ^ front: allocate here
+//!             current[class] ----------------^  allocate here: the page last freed into
 //! ```
 //!
 //! A thread finds its heap through the kit's [`ThreadTable`] (thread pointer -> heap),
@@ -45,6 +45,12 @@ pub struct ThreadHeap {
     /// For each class, the last page of its queue (null when empty), so a page can be
     /// sent to the back without a walk.
     lasts: [Cell<*const Page>; CLASSES],
+    /// For each class, the page `malloc` takes blocks from: the page the owner last
+    /// freed a block into (that block, still in cache, is the head of its `local_free`;
+    /// [`Page::become_current`]), else the page `alloc_slow` found room in. Null when
+    /// the queue is empty, else a page of the queue (`unlink` points it at the front
+    /// when its page leaves the queue).
+    current: [Cell<*const Page>; CLASSES],
 }
 
 // SAFETY: `queues` and the pages they hold are only touched by the owning thread, or
@@ -58,6 +64,7 @@ pub static HEAPS: [ThreadHeap; MAX_HEAPS] = [const {
         state: AtomicU8::new(FREE),
         queues: [const { Cell::new(ptr::null()) }; CLASSES],
         lasts: [const { Cell::new(ptr::null()) }; CLASSES],
+        current: [const { Cell::new(ptr::null()) }; CLASSES],
     }
 }; MAX_HEAPS];
 
@@ -155,41 +162,41 @@ fn release(heap: &ThreadHeap) {
 }
 
 impl ThreadHeap {
-    /// A block of `class` from the front page of its queue, if it has one: the whole
-    /// of `malloc`'s common case. `None` says nothing more (no page, or a full one):
+    /// A block of `class` from its current page, if it has one: the whole of
+    /// `malloc`'s common case. `None` says nothing more (no page, or a full one):
     /// then [`ThreadHeap::alloc`] does the rest.
     #[inline(always)]
-    pub fn pop_front(&self, class: usize) -> Option<*mut u8> {
-        let front = self.queues.get(class)?.get();
-        if front.is_null() {
+    pub fn pop_current(&self, class: usize) -> Option<*mut u8> {
+        let page = self.current.get(class)?.get();
+        if page.is_null() {
             return None;
         }
         // SAFETY: pages in our queues are descriptors in our segments, which live as
         // long as the process.
-        unsafe { (*front).pop() }
+        unsafe { (*page).pop() }
     }
 
-    /// The owner's path: a block of `class` from the front page of its queue.
+    /// The owner's path: a block of `class` from its current page.
     /// See [`ThreadHeap::alloc_slow`] for everything else.
     #[inline(always)]
     pub fn alloc(&self, class: usize) -> Result<Option<*mut u8>, Fault> {
-        let Some(queue) = self.queues.get(class) else {
+        let Some(current) = self.current.get(class) else {
             return Ok(None);
         };
-        let front = queue.get();
-        if !front.is_null() {
+        let page = current.get();
+        if !page.is_null() {
             // SAFETY: pages in our queues are descriptors in our segments, which live
             // as long as the process.
-            if let Some(block) = unsafe { (*front).pop() } {
+            if let Some(block) = unsafe { (*page).pop() } {
                 return Ok(Some(block));
             }
         }
         self.alloc_slow(class)
     }
 
-    /// The front page is full: collect other threads' frees into it, then go round the
-    /// queue, sending full pages to the back, until a page has room; take a fresh page
-    /// from the pool only when a whole round found none. Pages that regain room from
+    /// The current page is full: collect other threads' frees into the front page,
+    /// then go round the queue, sending full pages to the back, until a page has room
+    /// (it becomes the current page); take a fresh page from the pool only when a whole round found none. Pages that regain room from
     /// their owner's frees come to the front by themselves ([`ThreadHeap::page_has_room`]),
     /// so the round usually stops at once; pages that regain room from other threads'
     /// frees are found here.
@@ -206,6 +213,7 @@ impl ThreadHeap {
             let page: &'static Page = unsafe { &*front };
             page.collect()?;
             if let Some(block) = page.pop() {
+                self.current[class].set(page);
                 return Ok(Some(block));
             }
             if page.next.get().is_null() {
@@ -226,7 +234,9 @@ impl ThreadHeap {
         };
         let index = self.index();
         page.init(class, class_size(class), index, thread_pointer());
+        page.current_slot.set(&self.current[class]);
         self.push_front(class, page);
+        self.current[class].set(page);
         Ok(page.pop())
     }
 
@@ -337,6 +347,9 @@ impl ThreadHeap {
         }
         page.next.set(ptr::null_mut());
         page.prev.set(ptr::null_mut());
+        if ptr::eq(self.current[class].get(), page) {
+            self.current[class].set(self.queues[class].get());
+        }
     }
 
     fn move_to_back(&self, class: usize, page: &'static Page) {
@@ -388,12 +401,17 @@ impl ThreadHeap {
         for (class, queue) in self.queues.iter().enumerate() {
             let mut page = queue.get();
             let mut prev: *const Page = ptr::null();
+            let current_page = self.current[class].get();
+            // An empty queue has no current page.
+            let mut current_seen = current_page.is_null() && page.is_null();
             while !page.is_null() && result.is_ok() {
+                current_seen |= ptr::eq(page, current_page);
                 // SAFETY: as in `alloc`.
                 let current: &'static Page = unsafe { &*page };
                 if current.class.load(Ordering::Relaxed) as usize != class
                     || current.heap.load(Ordering::Relaxed) as usize != index
                     || !ptr::eq(current.prev.get(), prev)
+                    || !ptr::eq(current.current_slot.get(), &self.current[class])
                 {
                     result = Err(Fault::Corruption {
                         addr: current.start.get(),
@@ -405,6 +423,12 @@ impl ThreadHeap {
                 }
                 prev = page;
                 page = current.next.get();
+            }
+            if result.is_ok() && !current_seen {
+                result = Err(Fault::Corruption {
+                    addr: 0,
+                    what: "a heap's current page of a class is not in its queue",
+                });
             }
             if result.is_ok() && !ptr::eq(self.lasts[class].get(), prev) {
                 result = Err(Fault::Corruption {

@@ -190,7 +190,7 @@ impl<F: Heap> ThreadHeaps<F> {
             && align <= MIN_ALIGN
             && DEBUG.load(Ordering::Relaxed) == DEBUG_OFF
             && let Some(heap) = heap::current()
-            && let Some(block) = heap.pop_front(class_of(size))
+            && let Some(block) = heap.pop_current(class_of(size))
         {
             return NonNull::new(block);
         }
@@ -226,10 +226,24 @@ impl<F: Heap> ThreadHeaps<F> {
         size: usize,
         align: usize,
     ) -> Option<NonNull<u8>> {
-        // SAFETY: the fallback's lock is held: nothing of ours moves the break meanwhile.
-        let segment = self.fallback.with(|_| unsafe { segment::make_segment() });
-        if let Some(segment) = segment {
+        let grown = self.fallback.with(|_| {
+            // Threads that found the pool empty at once queue here: only the first
+            // makes a segment, the others find its pages. (Each making its own took a
+            // burst of new threads to a segment per thread.)
+            if heap::POOL.counts().0 > 0 {
+                return true;
+            }
+            // SAFETY: the fallback's lock is held: nothing of ours moves the break
+            // meanwhile.
+            let Some(segment) = (unsafe { segment::make_segment() }) else {
+                return false;
+            };
+            // Under the fallback's lock, so the next thread in the queue sees the pages
+            // (the lock order is fallback, then pool).
             heap::POOL.add_segment(segment);
+            true
+        });
+        if grown {
             match heap.alloc(class_of(size)) {
                 Ok(Some(block)) => return NonNull::new(block),
                 Ok(None) => {}
@@ -278,7 +292,8 @@ impl<F: Heap> ThreadHeaps<F> {
             && page.is_allocated(index)
         {
             let was_full = page.used.get() == page.capacity.get();
-            let emptied = page.free_owned(index);
+            let emptied = page.free_owned(addr, index);
+            page.become_current();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this
             // path (`ThreadHeap::give_back_empty_fronts` returns it to the pool later).
@@ -302,6 +317,7 @@ impl<F: Heap> ThreadHeaps<F> {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
                     let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
+                    page.become_current();
                     if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }

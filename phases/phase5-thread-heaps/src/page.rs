@@ -5,26 +5,36 @@
 //!   +------+------+------+------+----        +--------------------------------------+
 //!   | blk0 | blk1 | blk2 | blk3 |...         | owner_thread  block_size  class      |
 //!   +------+------+------+------+----        | allocated: 1 0 0 1 0 0 ... 1 1 (pad) |  owner writes
-//!     used   free   free   used              | not_full: one bit per bitmap word    |  owner only
-//!                                            | used = 2   capacity   high_water = 4 |  owner only
+//!     used   free   free   used              | free --> blk2 --> null               |  owner only
+//!                                            | local_free --> blk1 --> null         |  owner only
+//!                                            | used = 2  bump = 4  high_water = 4   |  owner only
 //!                                            | thread_free --> blk3 --> null        |  one CAS
 //!                                            +--------------------------------------+
-//!   a block on thread_free:  | next | tag = remote_tag(address) | rest of the block ... |
+//!   a free block on a list:  | next | rest of the block ...                 |
+//!   a block on thread_free:  | next | tag = remote_tag(address) | rest ...  |
 //! ```
 //!
-//! - `allocated`: one bit per block, set while the block is out. The owner allocates by
-//!   finding a 0 bit (lowest address first, after the ring below) and frees by clearing the
-//!   bit, with plain loads and stores: the owner's `malloc` never touches a block's
-//!   own memory, and `free` checks the bit before anything else, so a double free (a bit
-//!   already 0) is caught with no lock. Other threads only read it. `not_full` has a
-//!   bit for each word of `allocated` that has a 0 in it, so finding a free block is
-//!   two `trailing_zeros`, however full the page is.
-//! - `recent`: a ring of the last few blocks the owner freed. `malloc` tries the newest
-//!   first (its memory is likely still in cache); an entry is a hint, checked against
-//!   the bitmap (it may name a block given out since).
+//! - `free` and `local_free`: the owner's free blocks, linked through their first word.
+//!   `malloc` pops `free`; the owner's `free` pushes onto `local_free`, which becomes
+//!   `free` when `free` runs out (mimalloc's split). Last freed, first reused: the
+//!   program touched that block last, so its memory is likely still in cache. Two
+//!   lists rather than one, so that `malloc` does not read what the `free` just before
+//!   it wrote (a chain of stores and loads from call to call).
+//! - `bump`: blocks from `bump` up have not been handed out since the page was last
+//!   empty, and are on no list; `malloc` takes them in address order when both lists
+//!   are empty. A page whose last block comes back starts again from block 0, so a
+//!   program that fills and empties it gets blocks in address order again, not in
+//!   the random order it freed them.
+//! - `allocated`: one bit per block, set while the block is out, written by the owner
+//!   with plain loads and stores; other threads only read it. It is what catches misuse:
+//!   `free` checks the bit before anything else, so a double free (a bit already 0) is
+//!   caught with no lock, and `malloc` checks that a block it pops is a free block of
+//!   the page before it reads its link (a link overwritten after the free is heap
+//!   corruption, reported, not followed).
 //! - `thread_free`: blocks freed by other threads, linked through their first word,
 //!   pushed with one compare-and-swap; the owner takes the whole list with one swap
-//!   ([`Page::collect`]) when the page looks full, and clears their bits then.
+//!   ([`Page::collect`]) when the page looks full, clears their bits and moves them to
+//!   `local_free`.
 //! - The second word of a block on `thread_free` holds its *tag*, [`remote_tag`] of its
 //!   address, written by the remote free before its push and wiped by the owner when
 //!   it collects the block. It is how a second free of a block that waits on the list
@@ -32,26 +42,24 @@
 //!   the owner's free looks for it (only while the page has remote frees waiting).
 //!   The descriptor has no room for a second bitmap (63 descriptors share the
 //!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
-//! - `high_water`: the bitmap hands out the lowest free block, and the ring only blocks
-//!   handed out before, so the blocks handed out since the page took its class are
-//!   exactly those below the highest index ever handed out, plus one. A free of a
-//!   block-aligned address at or above it is a pointer this heap never gave out
-//!   (exit 2), not a double free (exit 3).
+//! - `high_water`: one more than the highest block index handed out since the page
+//!   took its class (`bump` at its highest). A free of a block-aligned address at or
+//!   above it is a pointer this heap never gave out (exit 2), not a double free (exit 3).
 //!
-//! An owner's free list (mimalloc's `free` and `local_free`) would do the same job;
-//! it was measured first, and on `bench_alloc --small` the pointer chase through
-//! blocks freed in random order was a third of `malloc`'s time. The bitmap is 512
-//! bytes per page and stays in cache.
+//! The first version of this page had the lists; the second replaced them with the
+//! bitmap alone (the lowest free block first, then a ring of the last eight frees),
+//! and the lists came back measured: see chapter 5.
 //!
 //! The invariant, with `|list|` the length of a list and `padding` the bits past the
 //! last block (always set, so they are never handed out):
 //!
 //! ```text
 //!   popcount(allocated) == used + padding
-//!   bit w of not_full is set  <=>  allocated[w] has a 0 bit
+//!   a block is on free or local_free (once)  <=>  it is below bump and its bit is clear
+//!   every block from bump up has its bit clear
 //!   every block on thread_free is marked allocated, so |thread_free| <= used
 //!   every block on thread_free carries its tag; no other block does
-//!   popcount(allocated) - padding <= high_water <= capacity
+//!   bump <= high_water <= capacity
 //!   the program holds used - |thread_free| blocks
 //! ```
 //!
@@ -72,11 +80,8 @@ pub const PAGE_SIZE: usize = 64 * 1024;
 const MAX_BLOCKS: usize = PAGE_SIZE / 16;
 const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
 
-/// Blocks a page remembers as freed last by its owner (see [`Page::recent`]).
-pub const RECENT: usize = 8;
-
-/// A block on a page's `thread_free` list: its first word links it to the next one,
-/// its second holds its tag (every block is at least 16 bytes).
+/// A free block on one of a page's lists: its first word links it to the next one; on
+/// `thread_free`, its second holds its tag (every block is at least 16 bytes).
 #[repr(C)]
 pub struct FreeBlock {
     next: *mut FreeBlock,
@@ -149,15 +154,23 @@ pub struct Page {
     pub capacity: Cell<u32>,
     /// Bitmap words covering the blocks (`ceil(capacity / 64)`).
     pub words: Cell<u32>,
-    /// Bit `w` set when `allocated[w]` has a free block: where `pop` looks.
-    pub not_full: Cell<u64>,
     /// Blocks handed out and not seen back by the owner.
     pub used: Cell<u32>,
+    /// Blocks from `bump` up have not been handed out since the page was last empty.
+    pub bump: Cell<u32>,
+    /// Free blocks `malloc` pops, linked through their first word.
+    pub free: Cell<*mut FreeBlock>,
+    /// Blocks the owner freed, linked through their first word: `free` when it runs out.
+    pub local_free: Cell<*mut FreeBlock>,
     /// One more than the highest block index handed out since [`Page::init`] (kept
     /// when the page goes to the pool, so a free into a page that is back in the pool
     /// can still tell a block it gave out from one it never did). Owner writes; other
     /// threads read it only to word an error.
     pub high_water: AtomicU32,
+    /// The owning heap's slot for this class's current page (`ThreadHeap::current`),
+    /// set with the class: the owner's `free` stores the page there, with no lookup
+    /// and no branch. Null while the page is in the pool.
+    pub current_slot: Cell<*const Cell<*const Page>>,
     /// Links in the owner's queue of pages of this class, or in the pool's list.
     pub next: Cell<*mut Page>,
     pub prev: Cell<*mut Page>,
@@ -165,13 +178,6 @@ pub struct Page {
     pub committed: Cell<bool>,
     /// Blocks freed by other threads, not yet collected by the owner.
     pub thread_free: AtomicPtr<FreeBlock>,
-    /// The indices of the blocks the owner freed last, newest at `recent_head - 1`
-    /// (a ring: a free overwrites the oldest entry). `pop` tries these first: their
-    /// memory was touched last, so it is likely still in cache. A hint only: an entry
-    /// may name a block given out since, which the bitmap tells.
-    pub recent: [Cell<u16>; RECENT],
-    /// Where the next free goes in `recent`, modulo `RECENT`.
-    pub recent_head: Cell<u32>,
     /// One bit per block: set while the program holds the block.
     pub allocated: [AtomicU64; BITMAP_WORDS],
 }
@@ -263,17 +269,9 @@ impl Page {
         let words = capacity.div_ceil(64);
         self.capacity.set(capacity as u32);
         self.words.set(words as u32);
-        self.not_full
-            .set(if words == 64 { !0 } else { (1u64 << words) - 1 });
         self.used.set(0);
-        // Block 0 is the first handed out (a page is initialised to serve a `pop` at
-        // once, and both the ring and the bitmap name block 0 first).
-        self.high_water.store(1, Ordering::Relaxed);
-        // The ring may name blocks of the page's last class, past this class's last
-        // block: name block 0, which every class has, instead.
-        for entry in &self.recent {
-            entry.set(0);
-        }
+        self.start_over();
+        self.high_water.store(0, Ordering::Relaxed);
         // The bits past the last block are set for good: never handed out.
         if !capacity.is_multiple_of(64)
             && let Some(last) = self.allocated.get(words - 1)
@@ -290,73 +288,86 @@ impl Page {
         self.owner_thread.store(owner, Ordering::Relaxed);
     }
 
-    /// The owner's fast path: the block the owner freed last, if the ring of recent
-    /// frees has one, else the lowest free block, found with `not_full` and the bitmap;
-    /// `None` when the page is full (then the caller collects `thread_free` or moves to
-    /// another page: [`crate::heap::ThreadHeap::alloc_slow`]).
+    /// The owner's fast path: the first block of `free`, or of `local_free` (which
+    /// becomes `free`) when `free` is empty, else the block at `bump`
+    /// ([`Page::pop_fresh`]); `None` when the page is full (then the caller collects
+    /// `thread_free` or moves to another page: [`crate::heap::ThreadHeap::alloc_slow`]).
     ///
-    /// Last freed, first reused: the program touched that block last, so its memory is
-    /// likely still in cache, where the lowest free block was often freed long ago.
-    /// On `bench_alloc --small`'s interleaved half this alone took a seventh off.
+    /// The block is checked before its link is read: inside the page, at a block's
+    /// start, its bit clear. Only a program that wrote into a block after freeing it
+    /// fails that, and it is told so instead of being handed its own bad link.
     #[inline(always)]
     pub fn pop(&self) -> Option<*mut u8> {
-        let index = match self.pop_recent() {
-            Some(index) => index,
-            None => self.pop_lowest()?,
-        };
+        let mut block = self.free.get();
+        if block.is_null() {
+            block = self.local_free.replace(ptr::null_mut());
+            if block.is_null() {
+                return self.pop_fresh();
+            }
+        }
+        let offset = (block as usize).wrapping_sub(self.start.get());
+        let index = Self::divide(offset % PAGE_SIZE, self.reciprocal.load(Ordering::Relaxed));
+        let (word_index, bit) = Self::bit(index);
+        let cell = &self.allocated[word_index];
+        let word = cell.load(Ordering::Relaxed);
+        if offset >= PAGE_SIZE
+            || word & bit != 0
+            || index * self.block_size.load(Ordering::Relaxed) as usize != offset
+        {
+            Self::corrupt_link(block as usize);
+        }
+        cell.store(word | bit, Ordering::Relaxed);
+        self.used.set(self.used.get() + 1);
+        // SAFETY: checked just above: a free block of this page, so its first word is
+        // the link its free wrote (a program's write after the free may have changed
+        // it; the next pop checks whatever it says).
+        self.free.set(unsafe { (*block).next });
+        Some(block as *mut u8)
+    }
+
+    /// Both lists are empty: the block at `bump`, never handed out since the page was
+    /// last empty; `None` when there is none.
+    #[inline(always)]
+    fn pop_fresh(&self) -> Option<*mut u8> {
+        let index = self.bump.get();
+        if index >= self.capacity.get() {
+            return None;
+        }
+        self.bump.set(index + 1);
+        let index = index as usize;
+        self.mark(index, true);
+        self.used.set(self.used.get() + 1);
+        self.note_handed_out(index);
         Some(
             (self.start.get() + index * self.block_size.load(Ordering::Relaxed) as usize)
                 as *mut u8,
         )
     }
 
-    /// The newest entry of the ring of recent frees, marked allocated, if that block
-    /// is still free. The ring is a hint: an entry may name a block given out since (by
-    /// an earlier pop, or by [`Page::pop_lowest`]); the bitmap, read anyway to mark the
-    /// block, says which.
-    #[inline(always)]
-    fn pop_recent(&self) -> Option<usize> {
-        let head = self.recent_head.get().wrapping_sub(1);
-        self.recent_head.set(head);
-        let index = self.recent[head as usize % RECENT].get() as usize;
-        let (word_index, bit) = Self::bit(index);
-        let cell = &self.allocated[word_index];
-        let word = cell.load(Ordering::Relaxed);
-        if word & bit != 0 {
-            return None;
-        }
-        self.store_taken(word_index, word | bit);
-        Some(index)
+    /// A link on `free` names no free block of the page: the program wrote into a block
+    /// after freeing it.
+    #[cold]
+    #[inline(never)]
+    fn corrupt_link(block: usize) -> ! {
+        crate::report_in_pages(
+            Fault::Corruption {
+                addr: block,
+                what: "a free block's link was overwritten (use after free)",
+            },
+            "malloc",
+        )
     }
 
-    /// The lowest free block, marked allocated.
-    #[inline(always)]
-    fn pop_lowest(&self) -> Option<usize> {
-        let not_full = self.not_full.get();
-        if not_full == 0 {
-            return None;
-        }
-        let word_index = not_full.trailing_zeros() as usize;
-        let word = self.allocated[word_index].load(Ordering::Relaxed);
-        let bit = (!word).trailing_zeros() as usize;
-        self.store_taken(word_index, word | 1 << bit);
-        let index = word_index * 64 + bit;
-        self.note_handed_out(index);
-        Some(index)
+    /// Every block of the page is free: hand them out from block 0 again, in address
+    /// order, rather than in the order they were freed. Owner only, `used == 0`.
+    #[inline]
+    fn start_over(&self) {
+        self.free.set(ptr::null_mut());
+        self.local_free.set(ptr::null_mut());
+        self.bump.set(0);
     }
 
-    /// Stores bitmap word `word_index` with one more block taken (owner only).
-    #[inline(always)]
-    fn store_taken(&self, word_index: usize, word: u64) {
-        self.allocated[word_index].store(word, Ordering::Relaxed);
-        if word == u64::MAX {
-            self.not_full.set(self.not_full.get() & !(1 << word_index));
-        }
-        self.used.set(self.used.get() + 1);
-    }
-
-    /// Raises `high_water` past block `index`, just handed out (owner only: a plain
-    /// load and store, with no branch).
+    /// Raises `high_water` past block `index`, just handed out (owner only).
     #[inline(always)]
     fn note_handed_out(&self, index: usize) {
         let high = self.high_water.load(Ordering::Relaxed);
@@ -424,12 +435,30 @@ impl Page {
         Fault::DoubleFree { addr }
     }
 
-    /// Block `index` is free again (owner only): its bit cleared, its word not full.
+    /// The owner freed a block here: `malloc` takes its next block of this class from
+    /// this page, the block just freed first (the head of `local_free`). A store with no
+    /// branch: a test (is the page current already? is it the front?) is
+    /// mispredicted when frees land on a class's pages in random order, which cost
+    /// `bench_alloc --small`'s batch half a quarter of its time (see chapter 5).
     #[inline(always)]
-    fn release(&self, index: usize) {
+    pub fn become_current(&self) {
+        let slot = self.current_slot.get();
+        // SAFETY: the caller owns the page, so it is in use and `current_slot` was set
+        // by `ThreadHeap::alloc_slow` to an element of the static `HEAPS` (the owning
+        // heap's), which lives as long as the process.
+        unsafe { (*slot).set(self) };
+    }
+
+    /// Block `index` at `block` is free again (owner only): its bit cleared, on
+    /// `local_free`.
+    #[inline(always)]
+    fn release(&self, index: usize, block: *mut FreeBlock) {
         self.mark(index, false);
-        self.not_full.set(self.not_full.get() | 1 << (index / 64));
         self.used.set(self.used.get() - 1);
+        // SAFETY: the block is free now, and a block of this page: its first word is
+        // the owner's to use as the link.
+        unsafe { (*block).next = self.local_free.get() };
+        self.local_free.set(block);
     }
 
     /// The owner frees block `index` at `addr`: checked against the bitmap, then its bit
@@ -440,29 +469,21 @@ impl Page {
         if !self.is_out(addr, index) {
             return Err(self.fault_for_freed(addr, index));
         }
-        Ok(self.free_owned(index))
+        Ok(self.free_owned(addr, index))
     }
 
-    /// The owner frees block `index`, which it has checked is out ([`Page::is_out`]):
-    /// its bit cleared, its index on the ring of recent frees. Returns whether the
-    /// page is now empty.
+    /// The owner frees block `index` at `addr`, which it has checked is out
+    /// ([`Page::is_out`]): its bit cleared, the block on `local_free`. Returns whether
+    /// the page is now empty (then its lists start over).
     #[inline(always)]
-    pub fn free_owned(&self, index: usize) -> bool {
+    pub fn free_owned(&self, addr: usize, index: usize) -> bool {
         debug_assert!(self.is_allocated(index));
-        self.release(index);
-        self.remember_freed(index);
-        self.used.get() == 0
-    }
-
-    /// Puts block `index`, just freed by the owner, on the ring of recent frees, over
-    /// its oldest entry (that block stays free in the bitmap, where
-    /// [`Page::pop_lowest`] finds it).
-    #[inline(always)]
-    fn remember_freed(&self, index: usize) {
-        let head = self.recent_head.get();
-        // Block indices are below MAX_BLOCKS = 4096: they fit in 16 bits.
-        self.recent[head as usize % RECENT].set(index as u16);
-        self.recent_head.set(head.wrapping_add(1));
+        self.release(index, addr as *mut FreeBlock);
+        if self.used.get() == 0 {
+            self.start_over();
+            return true;
+        }
+        false
     }
 
     /// Another thread frees block `index` at `addr`: its tag written, then one
@@ -538,7 +559,7 @@ impl Page {
             }
             // SAFETY: pushed by `free_remote`, so its first word is the link.
             let next = unsafe { (*block).next };
-            self.release(index);
+            self.release(index, block);
             // Release, after the bit is cleared: a free that reads the wiped tag (with
             // Acquire, in `tag_remote_free`) finds the bit clear.
             // SAFETY: as above; the block is ours until `pop` hands it out again.
@@ -591,6 +612,7 @@ impl Page {
         }
         self.owner_thread.store(0, Ordering::Relaxed);
         self.block_size.store(0, Ordering::Relaxed);
+        self.current_slot.set(ptr::null());
     }
 
     /// Checks the page's invariant (see the module documentation). Owner only, or a
@@ -615,11 +637,37 @@ impl Page {
         if marked != self.used.get() as usize + padding {
             return corrupt("a page's popcount(allocated) != used + padding");
         }
-        for (w, word) in self.allocated.iter().enumerate() {
-            let has_free = word.load(Ordering::Relaxed) != u64::MAX && w < words;
-            if has_free != (self.not_full.get() >> w & 1 == 1) {
-                return corrupt("a page's not_full disagrees with its bitmap");
+        // Every free block is on `free` or `local_free` once, or from `bump` up: the
+        // lists hold `capacity - used - (capacity - bump)` blocks, each below `bump`
+        // with its bit clear (a list longer than that, a loop included, fails).
+        let bump = self.bump.get() as usize;
+        if bump > capacity || bump > self.high_water.load(Ordering::Relaxed) as usize {
+            return corrupt("a page's bump is past its capacity or its high-water mark");
+        }
+        if (bump..capacity).any(|index| self.is_allocated(index)) {
+            return corrupt("a page's block from bump up is marked allocated");
+        }
+        let Some(listed) = bump.checked_sub(self.used.get() as usize) else {
+            return corrupt("a page has more blocks out than it handed out");
+        };
+        let mut on_lists = 0;
+        for head in [self.free.get(), self.local_free.get()] {
+            let mut block = head;
+            while !block.is_null() {
+                on_lists += 1;
+                let in_page = (block as usize).wrapping_sub(self.start.get()) < PAGE_SIZE;
+                let free_below_bump = in_page
+                    && matches!(self.block_of(block as usize),
+                        BlockOf::Start(i) if i < bump && !self.is_allocated(i));
+                if !free_below_bump || on_lists > listed {
+                    return corrupt("a page's free lists hold a block that is not free");
+                }
+                // SAFETY: a free block of this page: its first word is its link.
+                block = unsafe { (*block).next };
             }
+        }
+        if on_lists != listed {
+            return corrupt("a page's free lists miss a free block");
         }
         let mut on_thread_free = 0;
         let mut block = self.thread_free.load(Ordering::Acquire);
