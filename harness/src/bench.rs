@@ -123,6 +123,33 @@ impl Workload {
     }
 }
 
+/// Which workloads a mean is taken over: the issues' goals are stated at one thread
+/// and at more (one per processor, and the recorded traces' own thread counts).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threads {
+    Any,
+    One,
+    More,
+}
+
+impl Threads {
+    fn admits(self, workload: &Workload) -> bool {
+        match self {
+            Threads::Any => true,
+            Threads::One => workload.threads == 1,
+            Threads::More => workload.threads > 1,
+        }
+    }
+
+    fn mean_label(self) -> &'static str {
+        match self {
+            Threads::Any => "geometric mean",
+            Threads::One => "geometric mean, 1 thread",
+            Threads::More => "geometric mean, 2+ threads",
+        }
+    }
+}
+
 /// The processors this machine has: the second thread count of the scaling workloads.
 pub fn processors() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -502,8 +529,16 @@ impl Results {
     /// left out. Returns the mean, whether it is a lower bound, and how many cells
     /// were left out.
     pub fn geomean(&self, c: usize) -> (Option<f64>, bool, usize) {
+        self.geomean_of(c, Threads::Any)
+    }
+
+    /// [`Results::geomean`] over the workloads that run on `threads`.
+    pub fn geomean_of(&self, c: usize, threads: Threads) -> (Option<f64>, bool, usize) {
         let (mut log_sum, mut count, mut bound, mut left_out) = (0.0, 0, false, 0);
-        for w in 0..self.workloads.len() {
+        for (w, workload) in self.workloads.iter().enumerate() {
+            if !threads.admits(workload) {
+                continue;
+            }
             match self.ratio(w, c) {
                 Ratio::Measured(r) => {
                     log_sum += r.ln();
@@ -521,8 +556,40 @@ impl Results {
         (mean, bound, left_out)
     }
 
+    /// An allocator's peak RSS over glibc's on one workload, where both ran.
+    pub fn rss_ratio(&self, w: usize, c: usize) -> Option<f64> {
+        match (self.cell(w, 0), self.cell(w, c)) {
+            (
+                Cell::Done {
+                    peak_rss_kib: reference,
+                    ..
+                },
+                Cell::Done { peak_rss_kib, .. },
+            ) if reference > 0.0 => Some(peak_rss_kib / reference),
+            _ => None,
+        }
+    }
+
+    /// The geometric mean of an allocator's peak-RSS ratios over the workloads that
+    /// run on `threads` and finished under both it and glibc, with how many did.
+    pub fn rss_geomean_of(&self, c: usize, threads: Threads) -> Option<(f64, usize)> {
+        let logs: Vec<f64> = (self.workloads.iter().enumerate())
+            .filter(|(_, workload)| threads.admits(workload))
+            .filter_map(|(w, _)| self.rss_ratio(w, c))
+            .map(f64::ln)
+            .collect();
+        (!logs.is_empty()).then(|| {
+            let mean = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+            (mean, logs.len())
+        })
+    }
+
     pub fn show_geomean(&self, c: usize) -> String {
-        match self.geomean(c) {
+        self.show_geomean_of(c, Threads::Any)
+    }
+
+    fn show_geomean_of(&self, c: usize, threads: Threads) -> String {
+        match self.geomean_of(c, threads) {
             (None, _, _) => "n/a".into(),
             (Some(mean), bound, left_out) => {
                 let mut text = if bound {
@@ -620,7 +687,8 @@ impl Results {
         let _ = writeln!(
             md,
             "Each cell is the allocator's median time over glibc's (its spread in brackets); \
-             the last row is the geometric mean over all workloads.\n"
+             the last rows are geometric means over all workloads, over those at one thread \
+             and over those on more.\n"
         );
         let names: Vec<&str> = self.contenders.iter().map(|c| c.name.as_str()).collect();
         let _ = writeln!(md, "| workload | {} |", names.join(" | "));
@@ -639,10 +707,57 @@ impl Results {
                 .collect();
             let _ = writeln!(md, "| {} | {} |", workload.label(), cells.join(" | "));
         }
-        let means: Vec<String> = (0..self.contenders.len())
-            .map(|c| self.show_geomean(c))
-            .collect();
-        let _ = writeln!(md, "| **geometric mean** | {} |\n", means.join(" | "));
+        for threads in [Threads::Any, Threads::One, Threads::More] {
+            let means: Vec<String> = (0..self.contenders.len())
+                .map(|c| self.show_geomean_of(c, threads))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| **{}** | {} |",
+                threads.mean_label(),
+                means.join(" | ")
+            );
+        }
+        let _ = writeln!(md);
+        self.render_rss_summary(md, &names);
+    }
+
+    /// The peak resident memory of every run over glibc's, with the same three means.
+    fn render_rss_summary(&self, md: &mut String, names: &[&str]) {
+        let _ = writeln!(md, "## Summary: peak RSS vs glibc\n");
+        let _ = writeln!(
+            md,
+            "Each cell is the allocator's median peak RSS over glibc's on the same workload \
+             (1.00x = as much memory; timeouts and failures left out, `n/a`); the means are \
+             geometric.\n"
+        );
+        let _ = writeln!(md, "| workload | {} |", names.join(" | "));
+        let _ = writeln!(md, "|---|{}", "---:|".repeat(names.len()));
+        for w in 0..self.workloads.len() {
+            let cells: Vec<String> = (0..self.contenders.len())
+                .map(|c| match self.rss_ratio(w, c) {
+                    Some(ratio) => format!("{ratio:.2}x"),
+                    None => "n/a".into(),
+                })
+                .collect();
+            let label = self.workloads[w].label();
+            let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
+        }
+        for threads in [Threads::Any, Threads::One, Threads::More] {
+            let means: Vec<String> = (0..self.contenders.len())
+                .map(|c| match self.rss_geomean_of(c, threads) {
+                    Some((mean, _)) => format!("{mean:.2}x"),
+                    None => "n/a".into(),
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "| **{}** | {} |",
+                threads.mean_label(),
+                means.join(" | ")
+            );
+        }
+        let _ = writeln!(md);
     }
 
     fn render_workload(&self, md: &mut String, w: usize, workload: &Workload) {
@@ -876,6 +991,51 @@ mod tests {
             "{report}"
         );
         assert!(!report.contains("Runs that failed"));
+    }
+
+    #[test]
+    fn means_at_one_thread_and_more_and_the_memory_summary() {
+        let mut results = results(Outcome::TimedOut);
+        results.workloads[1].threads = 2;
+        // larson at 1 thread: the phase uses 3 MiB where glibc uses 1 MiB.
+        for run in &mut results.runs[0][1] {
+            if let Outcome::Done(sample) = run {
+                sample.peak_rss_kib = 3072;
+            }
+        }
+        let report = results.render("Machine: test.", "src/bench");
+        assert!(report.contains("| mleak, 2 threads | 1.00x (1.00) | timeout (> 40x) |"));
+        assert!(
+            report.contains("| **geometric mean, 1 thread** | 1.00x | 2.08x |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| **geometric mean, 2+ threads** | 1.00x | > 40.00x |"),
+            "{report}"
+        );
+        let memory = report
+            .split("## Summary: peak RSS vs glibc")
+            .nth(1)
+            .expect("a memory summary");
+        assert!(
+            memory.contains("| larson, 1 thread | 1.00x | 3.00x |"),
+            "{memory}"
+        );
+        // The timed-out run has no peak RSS: left out, not counted as glibc's.
+        assert!(
+            memory.contains("| mleak, 2 threads | 1.00x | n/a |"),
+            "{memory}"
+        );
+        assert!(
+            memory.contains("| **geometric mean, 1 thread** | 1.00x | 3.00x |"),
+            "{memory}"
+        );
+        assert!(
+            memory.contains("| **geometric mean, 2+ threads** | 1.00x | n/a |"),
+            "{memory}"
+        );
+        let (mean, counted) = results.rss_geomean_of(1, Threads::Any).expect("a mean");
+        assert!((mean - 3.0).abs() < 1e-9 && counted == 1, "{mean} over {counted}");
     }
 
     #[test]

@@ -22,8 +22,13 @@ fn a_quick_run_writes_a_complete_report() {
     );
     let workloads = harness::bench::workloads(true);
     let sections: Vec<&str> = report.split("\n## ").skip(1).collect();
-    assert!(sections[0].starts_with("Summary"), "{}", sections[0]);
-    let tables = &sections[1..];
+    assert!(sections[0].starts_with("Summary: time"), "{}", sections[0]);
+    assert!(
+        sections[1].starts_with("Summary: peak RSS"),
+        "{}",
+        sections[1]
+    );
+    let tables = &sections[2..];
     assert_eq!(tables.len(), workloads.len(), "{report}");
     for (name, _) in harness::bench::STANDARD {
         for threads in [1, harness::bench::processors()] {
@@ -78,8 +83,8 @@ fn only_runs_a_subset() {
     let sections: Vec<&str> = report.split("\n## ").skip(1).collect();
     assert_eq!(
         sections.len(),
-        1 + 2,
-        "the summary and cache-thrash at two thread counts:\n{report}"
+        2 + 2,
+        "the two summaries and cache-thrash at two thread counts:\n{report}"
     );
     assert!(report.contains("| phase2-split-coalesce | "), "{report}");
     assert!(
