@@ -1035,7 +1035,10 @@ mod tests {
             "{memory}"
         );
         let (mean, counted) = results.rss_geomean_of(1, Threads::Any).expect("a mean");
-        assert!((mean - 3.0).abs() < 1e-9 && counted == 1, "{mean} over {counted}");
+        assert!(
+            (mean - 3.0).abs() < 1e-9 && counted == 1,
+            "{mean} over {counted}"
+        );
     }
 
     #[test]
