@@ -268,12 +268,7 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
             // A block handed out again that we still think live: its free was lost
             // (made before a fork, say). Free it first so the replay stays consistent.
             if let Some(stale) = live.remove(&r.result) {
-                steps.push(Step {
-                    thread,
-                    id: stale,
-                    call: Call::Free,
-                });
-                free_ids.insert(stale);
+                push_free(&mut steps, &mut free_ids, thread, stale);
             }
             let id = fresh_id(&mut free_ids);
             live.insert(r.result, id);
@@ -289,33 +284,18 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
         match kind {
             Some(Kind::Free) => {
                 live.remove(&r.old);
-                free_ids.insert(id);
-                steps.push(Step {
-                    thread,
-                    id,
-                    call: Call::Free,
-                });
+                push_free(&mut steps, &mut free_ids, thread, id);
             }
             Some(Kind::Realloc) if r.result == 0 && size == 0 => {
                 // glibc's realloc(p, 0) frees p and returns NULL.
                 live.remove(&r.old);
-                free_ids.insert(id);
-                steps.push(Step {
-                    thread,
-                    id,
-                    call: Call::Free,
-                });
+                push_free(&mut steps, &mut free_ids, thread, id);
             }
             Some(Kind::Realloc) if r.result == 0 => skipped.failed += 1,
             Some(Kind::Realloc) => {
                 live.remove(&r.old);
                 if let Some(stale) = live.remove(&r.result) {
-                    steps.push(Step {
-                        thread,
-                        id: stale,
-                        call: Call::Free,
-                    });
-                    free_ids.insert(stale);
+                    push_free(&mut steps, &mut free_ids, thread, stale);
                 }
                 live.insert(r.result, id);
                 steps.push(Step {
@@ -334,6 +314,16 @@ pub fn from_records(records: &[Record], comments: Vec<String>) -> (ThreadedTrace
         steps,
     };
     (trace, skipped)
+}
+
+/// Block `id` leaves the replay: a free step on `thread`, and its id can serve a new block.
+fn push_free(steps: &mut Vec<Step>, free_ids: &mut BTreeSet<u32>, thread: u32, id: u32) {
+    steps.push(Step {
+        thread,
+        id,
+        call: Call::Free,
+    });
+    free_ids.insert(id);
 }
 
 #[cfg(test)]
