@@ -212,33 +212,64 @@ impl FreeIndex for FreeList {
         mut is_free_block: impl FnMut(Block) -> Result<(), Fault>,
     ) -> Result<(), Fault> {
         let mut listed = 0;
-        let mut previous: Option<Block> = None;
-        let mut entry = self.head;
-        while let Some(block) = entry {
+        let faults = LinkFaults {
+            disagree: "free list links disagree (next and prev)",
+            too_many: "free list loops or holds a block twice",
+        };
+        walk_links(self.head, max_blocks, &mut listed, faults, |block| {
             is_free_block(block)?;
-            let addr = block.addr();
             if block.size() > self.size_bound {
                 return Err(Fault::Corruption {
-                    addr,
+                    addr: block.addr(),
                     what: "free block larger than the free list's size bound",
                 });
             }
-            if block.prev_in_list() != previous {
-                return Err(Fault::Corruption {
-                    addr,
-                    what: "free list links disagree (next and prev)",
-                });
-            }
-            listed += 1;
-            if listed > max_blocks {
-                return Err(Fault::Corruption {
-                    addr,
-                    what: "free list loops or holds a block twice",
-                });
-            }
-            previous = Some(block);
-            entry = block.next_in_list();
-        }
-        Ok(())
+            Ok(())
+        })
     }
+}
+
+/// How [`walk_links`] words what it finds wrong with a list.
+#[derive(Clone, Copy)]
+pub struct LinkFaults {
+    /// A block's `prev` does not name the block before it.
+    pub disagree: &'static str,
+    /// More blocks than the heap holds: the list loops, or a block is on it twice.
+    pub too_many: &'static str,
+}
+
+/// Walks a doubly linked list of free blocks from `head`, for a [`FreeIndex::check_each`]:
+/// calls `each` on every block first, then checks that the block's `prev` link names
+/// the block before it (the head's names none), and counts it in `listed`, which
+/// runs across the lists of one index; past `max_blocks` the walk stops with a fault,
+/// so a loop is reported, not followed forever.
+pub fn walk_links(
+    head: Option<Block>,
+    max_blocks: usize,
+    listed: &mut usize,
+    faults: LinkFaults,
+    mut each: impl FnMut(Block) -> Result<(), Fault>,
+) -> Result<(), Fault> {
+    let mut previous: Option<Block> = None;
+    let mut entry = head;
+    while let Some(block) = entry {
+        each(block)?;
+        let addr = block.addr();
+        if block.prev_in_list() != previous {
+            return Err(Fault::Corruption {
+                addr,
+                what: faults.disagree,
+            });
+        }
+        *listed += 1;
+        if *listed > max_blocks {
+            return Err(Fault::Corruption {
+                addr,
+                what: faults.too_many,
+            });
+        }
+        previous = Some(block);
+        entry = block.next_in_list();
+    }
+    Ok(())
 }

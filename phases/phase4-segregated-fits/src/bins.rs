@@ -36,7 +36,7 @@
 
 use preload_kit::Fault;
 use split_coalesce::block::Block;
-use split_coalesce::free_list::FreeIndex;
+use split_coalesce::free_list::{FreeIndex, LinkFaults, walk_links};
 
 /// Blocks freed by the program up to this size (128 bytes, glibc's fast-bin limit: a
 /// request of up to 112 bytes) wait unmerged in a quick list of their size.
@@ -475,33 +475,20 @@ impl FreeIndex for Bins {
                     what: "bin bitmap disagrees with the bin",
                 });
             }
-            let mut previous: Option<Block> = None;
-            let mut entry = head;
-            while let Some(block) = entry {
+            let faults = LinkFaults {
+                disagree: "bin links disagree (next and prev)",
+                too_many: "bins loop or hold a block twice",
+            };
+            walk_links(head, max_blocks, &mut listed, faults, |block| {
                 is_free_block(block)?;
-                let addr = block.addr();
                 if class_of(block.size()) != class {
                     return Err(Fault::Corruption {
-                        addr,
+                        addr: block.addr(),
                         what: "free block in the wrong bin for its size",
                     });
                 }
-                if block.prev_in_list() != previous {
-                    return Err(Fault::Corruption {
-                        addr,
-                        what: "bin links disagree (next and prev)",
-                    });
-                }
-                listed += 1;
-                if listed > max_blocks {
-                    return Err(Fault::Corruption {
-                        addr,
-                        what: "bins loop or hold a block twice",
-                    });
-                }
-                previous = Some(block);
-                entry = block.next_in_list();
-            }
+                Ok(())
+            })?;
         }
         // The victim is one more free block; the heap's check finds it if it is also
         // in a class (one block counted twice).
@@ -712,6 +699,28 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_check_finds_disagreeing_links_and_loops() {
+        let (_memory, blocks) = Blocks::new(&[64, 64]);
+        let mut bins = Bins::new();
+        bins.insert(blocks[0]);
+        bins.insert(blocks[1]); // the head now; blocks[0].prev names it
+        let fault = |bins: &Bins, max_blocks| match bins.check_each(max_blocks, |_| Ok(())) {
+            Err(Fault::Corruption { addr, what }) => Some((addr, what)),
+            _ => None,
+        };
+        assert_eq!(fault(&bins, 2), None);
+        assert_eq!(
+            fault(&bins, 1),
+            Some((blocks[0].addr(), "bins loop or hold a block twice"))
+        );
+        blocks[0].set_prev_in_list(None);
+        assert_eq!(
+            fault(&bins, 2),
+            Some((blocks[0].addr(), "bin links disagree (next and prev)"))
+        );
     }
 
     /// Blocks the program freed, as the heap hands them to `defer`: used, then marked
