@@ -5,9 +5,11 @@
 //! - peak payload: the most bytes the trace had live at once;
 //! - peak footprint: the most memory the process held for them: the anonymous memory
 //!   resident (exact to the page, `memory::anonymous_bytes`) less what was resident
-//!   before the trace was read and less the harness's own data (the trace and the table
-//!   of blocks), so it works for any allocator, brk- or mmap-based, and counts its
-//!   headers, holes, free lists and own tables but not its code. Every payload is
+//!   before the trace was read (after one `malloc` and `free`, so that the allocator's
+//!   one-time set-up is not counted, as the C library's is not) and less the harness's
+//!   own data (the trace and the table of blocks), so it works for any allocator, brk-
+//!   or mmap-based, and counts its headers, holes, free lists and the tables it grows
+//!   but not its code. Every payload is
 //!   written in full, so the pages an allocator hands out are really resident. It is
 //!   sampled ([`Footprint`]) right after the operation that brings the live payload to
 //!   its peak (found by a first pass over the trace), after every 1/64th of the
@@ -59,6 +61,17 @@ pub fn run(path: &str, show: Show) -> i32 {
     let malloc_stats = show
         .stats_every
         .and_then(|_| introspection(c"malloc_stats"));
+    if show == Show::default() {
+        // The allocator's one-time set-up is done before the baseline: the tables it
+        // keeps beside its heap and the stack its first call needs. The C library's
+        // allocator has those in pages the program's start-up already touched; a
+        // preloaded one sets them up on its first call, which in this program (no
+        // Rust start-up) would otherwise come during the replay and count as its
+        // footprint. Not when showing the heap, whose first dump must be empty.
+        // (`black_box`: the compiler may drop a malloc whose block is only freed.)
+        // SAFETY: a plain malloc, and the free of what it returned.
+        unsafe { libc::free(std::hint::black_box(libc::malloc(1))) };
+    }
     let mut footprint = Footprint::start();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
