@@ -24,7 +24,10 @@ use preload_kit::{
     Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, Totals, WhyInvalid,
 };
 
-use crate::block::{BLOCK_ALIGN, Block, HEADER_SIZE, MIN_BLOCK, block_size_for};
+use crate::block::{
+    BLOCK_ALIGN, Block, FIRST_BLOCK_OFFSET, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK, block_size_for,
+    is_block_address,
+};
 use crate::free_list::{FreeIndex, FreeList};
 
 /// Free memory at the top of the heap beyond this many bytes goes back to the OS:
@@ -145,7 +148,8 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         let rest_size = block.size() - size;
         if rest_size >= MIN_BLOCK {
             // SAFETY: `block` is a free block of `size + rest_size` bytes, so its last
-            // `rest_size >= MIN_BLOCK` bytes start 16-aligned inside the heap.
+            // `rest_size >= MIN_BLOCK` bytes start inside the heap, at a block address
+            // (`size` is a multiple of 16).
             let rest = unsafe { Block::at(block.addr() + size) };
             rest.init_free(rest_size);
             self.free_list.replace_with_rest(block, rest);
@@ -184,14 +188,15 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             }
             moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
         }
-        let addr = self.arena.carve(size)?.as_ptr() as usize;
+        let addr = self.carve(size)?;
         if moves_break {
             if self.just_trimmed && !self.trim_threshold_fixed {
                 self.trim_threshold = (self.trim_threshold * 2).min(MAX_DYNAMIC_TRIM_THRESHOLD);
             }
             self.just_trimmed = false;
         }
-        // SAFETY: the arena just carved `size >= MIN_BLOCK` bytes at `addr`, 16-aligned.
+        // SAFETY: `carve` just carved `size >= MIN_BLOCK` bytes at `addr`, a block
+        // address.
         let block = unsafe { Block::at(addr) };
         // The block below the top is never free (it would have gone back into the
         // top), and the first block of a new region has nothing before it.
@@ -200,13 +205,35 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         Some(block)
     }
 
+    /// Carves `size` bytes for a block from the top of the heap and returns their
+    /// address. A region's first block starts [`FIRST_BLOCK_OFFSET`] bytes into it (so
+    /// that payloads are 16-aligned), and no region's carved part may reach
+    /// [`MAX_BLOCK_SIZE`], so that no block, merged or grown, can outgrow its header's
+    /// size field. `None` when the OS gives no more memory or the bound is reached.
+    fn carve(&mut self, size: usize) -> Option<usize> {
+        // The room a new region needs; in a region already carved, whose top is 8 past
+        // a multiple of 16 and whose end a multiple of 16, `size` bytes of room (a
+        // multiple of 16) mean as many as this.
+        if !self.arena.make_room(size.checked_add(FIRST_BLOCK_OFFSET)?) {
+            return None;
+        }
+        let (start, top) = self.arena.newest().map(|r| (r.start, r.top))?;
+        if top - start + FIRST_BLOCK_OFFSET + size >= MAX_BLOCK_SIZE {
+            return None;
+        }
+        if top == start {
+            self.arena.carve(FIRST_BLOCK_OFFSET)?;
+        }
+        Some(self.arena.carve(size)?.as_ptr() as usize)
+    }
+
     /// For `align > 16`: over-allocates by enough to find an aligned payload with a
     /// gap of 0 or at least [`MIN_BLOCK`] bytes before it, then frees the gap and the
     /// tail as blocks of their own. No block ever has two headers.
     fn alloc_aligned(&mut self, size: usize, align: usize) -> Option<Block> {
         // `padding_before` is always less than `align + MIN_BLOCK`.
         let padded = size.checked_add(align)?.checked_add(MIN_BLOCK)?;
-        if padded > isize::MAX as usize {
+        if padded >= MAX_BLOCK_SIZE {
             return None;
         }
         let mut block = self.alloc_block(padded)?;
@@ -228,8 +255,9 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     fn split(&mut self, block: Block, size: usize) -> Block {
         debug_assert!(size >= MIN_BLOCK && block.size() - size >= MIN_BLOCK);
         let rest_size = block.size() - size;
-        // SAFETY: `block` spans `size + rest_size` heap bytes, so `rest` starts
-        // 16-aligned inside it with `rest_size >= MIN_BLOCK` bytes after it.
+        // SAFETY: `block` spans `size + rest_size` heap bytes, so `rest` starts at a
+        // block address inside it (`size` is a multiple of 16) with
+        // `rest_size >= MIN_BLOCK` bytes after it.
         let rest = unsafe { Block::at(block.addr() + size) };
         rest.init_used(rest_size, false);
         block.init_used(size, block.prev_is_free());
@@ -358,8 +386,8 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         };
         let addr = block.next_in_heap();
         if addr < region.top {
-            // SAFETY: `addr` is 16-aligned and below the region's top (also 16-aligned),
-            // so its 16 bytes are in the carved part.
+            // SAFETY: `addr` is a block address (block sizes are multiples of 16) below
+            // the region's top (another block address), so its word is in the carved part.
             let next = unsafe { Block::at(addr) };
             if next.header_is_intact() {
                 next.set_prev_free(prev_free);
@@ -413,7 +441,10 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
                 Ok(true)
             }
             None if self.is_newest(region) => {
-                if !self.arena.make_room_in_place(extra) {
+                // The bound of `carve`: no region's carved part reaches MAX_BLOCK_SIZE.
+                if region.top - region.start + extra >= MAX_BLOCK_SIZE
+                    || !self.arena.make_room_in_place(extra)
+                {
                     return Ok(false);
                 }
                 let Some(carved) = self.arena.carve(extra) else {
@@ -444,11 +475,12 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         if !addr.is_multiple_of(MIN_ALIGN) {
             return Err(invalid(WhyInvalid::Misaligned));
         }
-        if addr - region.start < HEADER_SIZE {
+        if addr - region.start < FIRST_BLOCK_OFFSET + HEADER_SIZE {
             return Err(invalid(WhyInvalid::NotABlockStart));
         }
-        // SAFETY: `addr` is 16-aligned and `region.start <= addr - 16 < addr < end`,
-        // so the 16 header bytes lie in the region's mapped memory.
+        // SAFETY: `addr` is 16-aligned, so `addr - 8` is a block address, and
+        // `region.start < addr - 8 < addr < end`: the header word lies in the region's
+        // mapped memory.
         let block = unsafe { Block::at(addr - HEADER_SIZE) };
         if !block.header_is_intact() {
             return Err(invalid(WhyInvalid::NotABlockStart));
@@ -482,11 +514,17 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     }
 }
 
+/// Where `region`'s first block starts (its top, while it holds none): one word in,
+/// so that payloads are 16-aligned (see [`crate::block`]).
+fn first_block(region: &Region) -> usize {
+    region.start + FIRST_BLOCK_OFFSET
+}
+
 fn walk_region(
     region: &Region,
     visit: &mut impl FnMut(&Region, Block) -> Result<(), Fault>,
 ) -> Result<(), Fault> {
-    let mut addr = region.start;
+    let mut addr = first_block(region);
     while addr < region.top {
         let block = checked_block_at(addr, region)?;
         visit(region, block)?;
@@ -495,7 +533,7 @@ fn walk_region(
     Ok(())
 }
 
-/// The block whose header is at `addr` (16-aligned, in `[region.start, region.top)`),
+/// The block whose header is at `addr` (a block address in `[region.start, region.top)`),
 /// after checking that its header is intact and its size stays inside the region.
 fn checked_block_at(addr: usize, region: &Region) -> Result<Block, Fault> {
     if region.top - addr < MIN_BLOCK {
@@ -504,8 +542,8 @@ fn checked_block_at(addr: usize, region: &Region) -> Result<Block, Fault> {
             what: "a block runs past the top of the heap",
         });
     }
-    // SAFETY: `addr` is 16-aligned (region starts and block sizes are) and at least
-    // MIN_BLOCK bytes below the region's top.
+    // SAFETY: `addr` is a block address (a region's first block is one, and block
+    // sizes are multiples of 16) at least MIN_BLOCK bytes below the region's top.
     let block = unsafe { Block::at(addr) };
     if !block.header_is_intact() {
         return Err(Fault::Corruption {
@@ -539,7 +577,7 @@ fn prev_neighbour(block: Block, region: &Region) -> Result<Block, Fault> {
         addr: block.addr(),
         what: "the footer of the free block before this one is damaged",
     };
-    let room = block.addr() - region.start;
+    let room = block.addr() - first_block(region);
     if room < MIN_BLOCK {
         return Err(damaged);
     }
@@ -547,8 +585,8 @@ fn prev_neighbour(block: Block, region: &Region) -> Result<Block, Fault> {
     if size < MIN_BLOCK || !size.is_multiple_of(BLOCK_ALIGN) || size > room {
         return Err(damaged);
     }
-    // SAFETY: `block.addr() - size` is 16-aligned and at least `region.start`, and a
-    // whole block's size (`>= MIN_BLOCK`) below `block`.
+    // SAFETY: `block.addr() - size` is a block address (`size` is a multiple of 16), at
+    // or above the region's first block, and a whole block's size below `block`.
     let prev = unsafe { Block::at(block.addr() - size) };
     if !prev.header_is_intact() || prev.is_used() || prev.size() != size {
         return Err(damaged);
@@ -737,7 +775,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                 quick_walked += 1;
                 quick_fingerprint = quick_fingerprint.wrapping_add(fingerprint(addr));
             }
-            let prev_free = addr != region.start && before.is_some_and(Block::is_free);
+            let prev_free = addr != first_block(region) && before.is_some_and(Block::is_free);
             if block.prev_is_free() != prev_free {
                 return Err(Fault::Corruption {
                     addr,
@@ -779,7 +817,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                 .arena
                 .region_of(addr)
                 .is_some_and(|r| r.top - addr >= MIN_BLOCK);
-            if !addr.is_multiple_of(MIN_ALIGN) || !inside || !block.header_is_intact() {
+            if !is_block_address(addr) || !inside || !block.header_is_intact() {
                 return Err(Fault::Corruption {
                     addr,
                     what: "free list points outside the heap's blocks",
@@ -817,10 +855,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                 .arena
                 .region_of(addr)
                 .is_some_and(|r| r.top - addr >= MIN_BLOCK);
-            if !addr.is_multiple_of(MIN_ALIGN)
-                || !inside
-                || !block.header_is_intact()
-                || !block.is_quick()
+            if !is_block_address(addr) || !inside || !block.header_is_intact() || !block.is_quick()
             {
                 return Err(Fault::Corruption {
                     addr,
@@ -876,8 +911,9 @@ mod tests {
         heap.arena.newest().expect("the heap has a region").top
     }
 
+    /// Where the newest region's first block starts: its top when it holds none.
     fn start(heap: &SplitCoalesceHeap) -> usize {
-        heap.arena.newest().expect("the heap has a region").start
+        heap.arena.newest().expect("the heap has a region").start + FIRST_BLOCK_OFFSET
     }
 
     fn fill(p: NonNull<u8>, size: usize, byte: u8) {
@@ -918,26 +954,26 @@ mod tests {
             assert!(addr(*p) >= addr(big) && addr(*p) < addr(big) + 4000);
             assert_eq!(
                 heap.usable_size(*p).unwrap(),
-                112,
+                104,
                 "each block is cut to size"
             );
         }
         assert_eq!(top(&heap), top_before, "the heap did not grow");
         let stats = heap.stats();
         assert_eq!(stats.free_blocks, 1, "the rest stays one free block");
-        assert_eq!(stats.free_bytes, 4016 - 10 * 128);
+        assert_eq!(stats.free_bytes, 4016 - 10 * 112);
         heap.check().unwrap();
     }
 
     #[test]
     fn a_small_leftover_is_not_split_off() {
         let mut heap = heap();
-        let p = alloc(&mut heap, 100); // a 128-byte block
+        let p = alloc(&mut heap, 100); // a 112-byte block
         let _guard = alloc(&mut heap, 16);
         heap.free(p).unwrap();
-        let q = alloc(&mut heap, 80); // needs 96: 32 bytes left, less than MIN_BLOCK
+        let q = alloc(&mut heap, 80); // needs 96: 16 bytes left, less than MIN_BLOCK
         assert_eq!(q, p);
-        assert_eq!(heap.usable_size(q).unwrap(), 112);
+        assert_eq!(heap.usable_size(q).unwrap(), 104);
         assert_eq!(heap.stats().free_blocks, 0);
         heap.check().unwrap();
     }
@@ -954,10 +990,10 @@ mod tests {
         assert_eq!(heap.stats().free_blocks, 2);
         heap.free(b).unwrap();
         assert_eq!(heap.stats().free_blocks, 1, "a, b and c are one block");
-        assert_eq!(heap.stats().free_bytes, 3 * 128);
+        assert_eq!(heap.stats().free_bytes, 3 * 112);
         heap.check().unwrap();
         let top_before = top(&heap);
-        let all = alloc(&mut heap, 3 * 128 - HEADER_SIZE);
+        let all = alloc(&mut heap, 3 * 112 - HEADER_SIZE);
         assert_eq!(
             all, a,
             "a request as large as all three fits where they were"
@@ -974,7 +1010,7 @@ mod tests {
         let _guard = alloc(&mut heap, 100);
         heap.free(a).unwrap();
         heap.free(b).unwrap(); // into the free block before it
-        assert_eq!(blocks(&heap)[..2], [(0, 256, false), (256, 128, true)]);
+        assert_eq!(blocks(&heap)[..2], [(8, 224, false), (232, 112, true)]);
         heap.check().unwrap();
 
         let mut heap2 = self::heap();
@@ -983,7 +1019,7 @@ mod tests {
         let _guard = alloc(&mut heap2, 100);
         heap2.free(b).unwrap();
         heap2.free(a).unwrap(); // with the free block after it
-        assert_eq!(blocks(&heap2)[..2], [(0, 256, false), (256, 128, true)]);
+        assert_eq!(blocks(&heap2)[..2], [(8, 224, false), (232, 112, true)]);
         heap2.check().unwrap();
     }
 
@@ -1006,7 +1042,7 @@ mod tests {
         heap.free(large).unwrap();
         assert_eq!(
             heap.free_list.size_bound(),
-            1024,
+            1008,
             "a larger free block raises it"
         );
         assert_eq!(alloc(&mut heap, 1000), large);
@@ -1051,7 +1087,7 @@ mod tests {
         let grown = heap.realloc(a, 500).unwrap().unwrap();
         assert_eq!(grown, a, "same pointer");
         assert!(holds(grown, 100, 0xa1), "contents kept");
-        assert_eq!(heap.usable_size(grown).unwrap(), 528 - HEADER_SIZE);
+        assert_eq!(heap.usable_size(grown).unwrap(), 512 - HEADER_SIZE);
         assert_eq!(heap.stats().free_blocks, 1, "the rest of b is still free");
         heap.check().unwrap();
     }
@@ -1078,12 +1114,12 @@ mod tests {
         let shrunk = heap.realloc(a, 100).unwrap().unwrap();
         assert_eq!(shrunk, a);
         assert!(holds(shrunk, 100, 0x5e));
-        assert_eq!(heap.usable_size(a).unwrap(), 112);
+        assert_eq!(heap.usable_size(a).unwrap(), 104);
         assert_eq!(heap.stats().free_blocks, 1);
         let reused = alloc(&mut heap, 500);
         assert_eq!(
             addr(reused),
-            addr(a) + 128,
+            addr(a) + 112,
             "the tail serves the next request"
         );
         heap.check().unwrap();
@@ -1203,7 +1239,7 @@ mod tests {
         let _guard = alloc(&mut heap, 100);
         heap.free(a).unwrap();
         // A write through the dangling `a` hits its footer, which `b`'s free reads.
-        fill(a, 112, 0xee);
+        fill(a, 104, 0xee);
         assert!(matches!(
             heap.free(b),
             Err(Fault::Corruption {
@@ -1275,7 +1311,7 @@ mod tests {
         };
 
         let (heap, a, _, _) = setup();
-        fill(a.payload(), 112, 0);
+        fill(a.payload(), 104, 0);
         assert!(heap.check().is_err(), "a's links and footer are gone");
 
         let (heap, _, b, _) = setup();
@@ -1348,7 +1384,7 @@ mod tests {
         let mut text = std::string::String::new();
         file.rewind().unwrap();
         file.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "[BLOCK 0x0 128 FREE]\n[BLOCK 0x80 48 USED]\n");
+        assert_eq!(text, "[BLOCK 0x8 112 FREE]\n[BLOCK 0x78 32 USED]\n");
         assert_eq!(heap.stats().fragmentation_percent(), 0);
     }
 
@@ -1392,7 +1428,7 @@ mod tests {
         let Some(region) = heap.arena.newest().copied() else {
             return 4;
         };
-        if region.top != region.start || current_break() != region.end {
+        if region.top != region.start + FIRST_BLOCK_OFFSET || current_break() != region.end {
             return 5; // everything merged into the top, and the break is its end
         }
         if region.room() < 256 * 1024 || region.room() >= 256 * 1024 + page_size() {

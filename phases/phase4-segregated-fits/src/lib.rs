@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(heap.stats().free_blocks, 2, "neighbours, not merged");
         assert_eq!(
             printed(|out| heap.dump_bins(out)),
-            "[QUICK 64 blocks=2 bytes=128]\n"
+            "[QUICK 48 blocks=2 bytes=96]\n"
         );
         heap.check().unwrap();
         assert_eq!(heap.free(a), Err(Fault::DoubleFree { addr: addr(a) }));
@@ -259,9 +259,9 @@ mod tests {
         }
         assert_eq!(
             printed(|out| heap.dump_bins(out)),
-            "[QUICK 64 blocks=2 bytes=128]\n\
-             [BIN 224 blocks=1 bytes=224]\n\
-             [BIN 352 blocks=1 bytes=352]\n",
+            "[QUICK 48 blocks=2 bytes=96]\n\
+             [BIN 208 blocks=1 bytes=208]\n\
+             [BIN 304 blocks=1 bytes=304]\n",
             "big, a and b merged; x and d (freed after x) wait"
         );
         heap.check().unwrap();
@@ -364,9 +364,9 @@ mod tests {
         let text = printed(|out| heap.dump_bins(out));
         assert_eq!(
             text,
-            "[QUICK 64 blocks=2 bytes=128]\n\
+            "[QUICK 48 blocks=2 bytes=96]\n\
              [BIN 1024-1136 blocks=1 bytes=1120]\n\
-             [BIN 4608-5104 blocks=1 bytes=5024]\n"
+             [BIN 4608-5104 blocks=1 bytes=5008]\n"
         );
         assert_eq!(
             printed(|out| heap.stats_detail(out)),
@@ -374,10 +374,7 @@ mod tests {
             "malloc_stats too"
         );
         let stats = heap.stats();
-        assert_eq!(
-            (stats.free_blocks, stats.free_bytes),
-            (4, 128 + 1120 + 5024)
-        );
+        assert_eq!((stats.free_blocks, stats.free_bytes), (4, 96 + 1120 + 5008));
     }
 
     /// A seeded random workload of every call, small and large, aligned and not, with
