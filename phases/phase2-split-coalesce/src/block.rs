@@ -13,7 +13,7 @@
 //!             |                                |    +--------------------------------+
 //!             |                                |    | footer: the block's size       |
 //!    next ->  +--------------------------------+    +--------------------------------+
-//!             | tag | size | flags (PREV_FREE 0)|   | tag | size | flags (PREV_FREE 1)|
+//!             | tag | size | PREV_FREE: 0      |    | tag | size | PREV_FREE: 1      |
 //! ```
 //!
 //! The header is one 64-bit word, as in glibc's chunks (whose in-use chunk costs 8
@@ -24,8 +24,9 @@
 //!   block's footer. Bit 2, `QUICK` (below).
 //! - bits 4-39, the size: the whole block's, header included, a multiple of 16 (so
 //!   its low four bits are free for the flags) and less than [`MAX_BLOCK_SIZE`], 1 TiB.
-//!   The heap never carves a region past that bound (see `grow`), and every block lies
-//!   inside one region, so no block can outgrow the field.
+//!   The heap never carves a region past that bound (its `carve` and `grow_in_place`
+//!   check it), and every block lies inside one region, so no block can outgrow the
+//!   field.
 //! - bits 40-63, the tag: 24 bits of a hash of the block's address, its size and flags
 //!   and a key. A pointer into the middle of a block, or to memory that was never a
 //!   block, finds there a word whose tag does not match and is reported instead of
