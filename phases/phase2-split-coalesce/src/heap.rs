@@ -211,6 +211,13 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// [`MAX_BLOCK_SIZE`], so that no block, merged or grown, can outgrow its header's
     /// size field. `None` when the OS gives no more memory or the bound is reached.
     fn carve(&mut self, size: usize) -> Option<usize> {
+        // Fast path: the newest region already holds blocks and has the room.
+        let fits = |r: &Region| {
+            r.top != r.start && r.room() >= size && r.top - r.start + size < MAX_BLOCK_SIZE
+        };
+        if self.arena.newest().is_some_and(fits) {
+            return Some(self.arena.carve(size)?.as_ptr() as usize);
+        }
         // The room a new region needs; in a region already carved, whose top is 8 past
         // a multiple of 16 and whose end a multiple of 16, `size` bytes of room (a
         // multiple of 16) mean as many as this.
