@@ -88,6 +88,16 @@ pub fn current() -> Option<&'static ThreadHeap> {
     })
 }
 
+/// [`current`] for `malloc`'s common case: found with no call, or `None` (no heap, or
+/// its table entry is not in its home slot: then the full path looks again).
+#[inline(always)]
+pub fn current_at_home() -> Option<&'static ThreadHeap> {
+    THREADS.get_at_home().map(|heap| {
+        // SAFETY: as in `current`.
+        unsafe { &*(heap as *const ThreadHeap) }
+    })
+}
+
 /// The calling thread's heap, giving it one if it has none; `None` when no heap or
 /// table slot is left (the caller then uses the fallback heap).
 #[inline(always)]

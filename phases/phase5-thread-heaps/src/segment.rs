@@ -124,6 +124,23 @@ pub fn page_of(addr: usize) -> Owner {
     Owner::Page(unsafe { &(*header).pages[index] })
 }
 
+/// The descriptor of the page `addr` lies in, for `free`'s common case: like
+/// [`page_of`], without telling the header from a page. For an address in the header
+/// it is the descriptor of page 0, which is never used (the header fills that page) and
+/// stays as the segment was made, all zeros: no owner and no bit set, so every check
+/// of its bits fails and the caller takes [`page_of`]'s way.
+#[inline(always)]
+pub fn descriptor_of(addr: usize) -> Option<&'static Page> {
+    let segment = addr & !(SEGMENT_SIZE - 1);
+    if !is_segment(segment) {
+        return None;
+    }
+    let index = (addr - segment) / PAGE_SIZE;
+    let header = segment as *const Header;
+    // SAFETY: as in `page_of`; page 0's descriptor is part of the header too.
+    Some(unsafe { &(*header).pages[index] })
+}
+
 /// A segment's number (1-based, in order of creation) and `addr`'s offset in it, for
 /// addresses printed the same in every run.
 pub fn locate(addr: usize) -> Option<(usize, usize)> {
