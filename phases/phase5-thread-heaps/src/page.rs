@@ -313,8 +313,8 @@ impl Page {
         let (word_index, bit) = Self::bit(block as usize);
         let cell = &self.allocated[word_index];
         let word = cell.load(Ordering::Relaxed);
-        if offset >= PAGE_SIZE
-            || word & bit != 0
+        if word & bit != 0
+            || offset >= PAGE_SIZE
             || !Self::is_multiple(offset, self.magic.load(Ordering::Relaxed))
         {
             Self::corrupt_link(block as usize);
