@@ -153,7 +153,13 @@ impl<const N: usize> ThreadTable<N> {
     /// not call anything: [`ThreadTable::get`] may search the table.
     #[inline(always)]
     pub fn get_at_home(&self) -> Option<usize> {
-        let thread = thread_pointer();
+        self.find_at_home(thread_pointer())
+    }
+
+    /// [`ThreadTable::get_at_home`] for `thread`, the caller's own thread pointer
+    /// already read.
+    #[inline(always)]
+    pub fn find_at_home(&self, thread: usize) -> Option<usize> {
         let home = &self.slots[Self::home(thread)];
         // Relaxed: as in `slot_of`.
         if home.thread.load(Ordering::Relaxed) == thread {
