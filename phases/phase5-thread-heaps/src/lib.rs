@@ -318,7 +318,7 @@ impl<F: Heap> ThreadHeaps<F> {
     /// everything else in [`ThreadHeaps::free_in_full`].
     #[inline(always)]
     pub fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        if Self::free_common(ptr) {
+        if Self::free_common(ptr.as_ptr()) {
             return Ok(());
         }
         self.free_in_full(ptr)
@@ -328,8 +328,11 @@ impl<F: Heap> ThreadHeaps<F> {
     /// [`ThreadHeaps::free`], but the rest reports its own faults
     /// ([`ThreadHeaps::free_in_full_or_fail`]), so the common case needs no stack
     /// frame for a `Result`.
+    ///
+    /// A null pointer is in no segment, so it fails the common case's first test and
+    /// `free(NULL)` is the way out's business: the common case tests nothing for it.
     #[inline(always)]
-    pub fn free_plain(&self, ptr: NonNull<u8>) {
+    pub fn free_plain(&self, ptr: *mut u8) {
         if Self::free_common(ptr) {
             return;
         }
@@ -342,8 +345,8 @@ impl<F: Heap> ThreadHeaps<F> {
     /// case: a set bit says at once that `ptr` starts a block (no other bit is ever
     /// set) and that the block is out, so not a double free.
     #[inline(always)]
-    fn free_common(ptr: NonNull<u8>) -> bool {
-        let addr = ptr.as_ptr() as usize;
+    fn free_common(ptr: *mut u8) -> bool {
+        let addr = ptr as usize;
         if let Some(page) = segment::descriptor_of(addr)
             && page.is_allocated(addr)
             && page.owner_thread.load(Ordering::Relaxed) == thread_pointer()
@@ -366,8 +369,10 @@ impl<F: Heap> ThreadHeaps<F> {
     /// [`ThreadHeaps::free_in_full`], reporting its fault (and exiting): `free`'s way
     /// out when the kit leaves the reporting to the allocator.
     #[inline(never)]
-    fn free_in_full_or_fail(&self, ptr: NonNull<u8>) {
-        if let Err(fault) = self.free_everywhere(ptr) {
+    fn free_in_full_or_fail(&self, ptr: *mut u8) {
+        if let Some(ptr) = NonNull::new(ptr)
+            && let Err(fault) = self.free_everywhere(ptr)
+        {
             report::fail(self, "free", fault);
         }
     }
@@ -703,7 +708,7 @@ impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
         ThreadHeaps::free(self, ptr)
     }
     #[inline(always)]
-    fn free_plain(&self, ptr: NonNull<u8>) {
+    fn free_plain(&self, ptr: *mut u8) {
         ThreadHeaps::free_plain(self, ptr)
     }
     fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault> {

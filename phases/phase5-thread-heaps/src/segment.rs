@@ -367,6 +367,9 @@ impl Pool {
         state.pages += PAGES_PER_SEGMENT - FIRST_PAGE;
         // Release: the header written above is visible to any thread that sees the bit
         // (pointers into the segment are handed out only after this, in any case).
+        // Never the bit of address 0 (neither the break nor a mapping starts there):
+        // `free(NULL)` finds no segment ([`descriptor_of`]).
+        debug_assert_ne!(segment, 0);
         SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
     }
 

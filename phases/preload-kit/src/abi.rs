@@ -114,13 +114,13 @@ pub fn malloc<A: SharedAllocator>(allocator: &A, size: usize) -> Ptr {
 /// ([`SharedAllocator::FREE_KEEPS_ERRNO`]; [`SharedAllocator::free_plain`]).
 #[inline(always)]
 pub fn free<A: SharedAllocator>(allocator: &A, p: Ptr) {
+    if A::FREE_KEEPS_ERRNO && config::plain_calls() {
+        allocator.free_plain(p.cast());
+        return;
+    }
     let Some(block) = NonNull::new(p.cast::<u8>()) else {
         return;
     };
-    if A::FREE_KEEPS_ERRNO && config::plain_calls() {
-        allocator.free_plain(block);
-        return;
-    }
     free_in_full(allocator, block);
 }
 

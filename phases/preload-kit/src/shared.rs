@@ -69,16 +69,19 @@ pub trait SharedAllocator: Sync {
     fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault>;
 
     /// `free(ptr)` when the kit has nothing to add ([`crate::config::plain_calls`])
-    /// and [`SharedAllocator::FREE_KEEPS_ERRNO`]: frees, or reports the fault with
-    /// [`crate::report::fail`] and exits. The default calls [`SharedAllocator::free`];
-    /// an allocator overrides it so that its slow path reports by itself and the fast
-    /// one needs no stack frame for a `Result`.
+    /// and [`SharedAllocator::FREE_KEEPS_ERRNO`]: nothing for null, else frees, or
+    /// reports the fault with [`crate::report::fail`] and exits. The default calls
+    /// [`SharedAllocator::free`]; an allocator overrides it so that its slow path
+    /// reports by itself and the fast one needs no stack frame for a `Result`, or to
+    /// leave null to its slow path (a null pointer is in none of its blocks).
     #[inline(always)]
-    fn free_plain(&self, ptr: NonNull<u8>)
+    fn free_plain(&self, ptr: *mut u8)
     where
         Self: Sized,
     {
-        if let Err(fault) = self.free(ptr) {
+        if let Some(ptr) = NonNull::new(ptr)
+            && let Err(fault) = self.free(ptr)
+        {
             crate::report::fail(self, "free", fault);
         }
     }
