@@ -148,16 +148,10 @@ impl<const N: usize> ThreadTable<N> {
         self.find(thread_pointer())
     }
 
-    /// The calling thread's value if its entry is in its home slot, as it usually is;
-    /// `None` says nothing more (ask [`ThreadTable::get`]). For a fast path that must
-    /// not call anything: [`ThreadTable::get`] may search the table.
-    #[inline(always)]
-    pub fn get_at_home(&self) -> Option<usize> {
-        self.find_at_home(thread_pointer())
-    }
-
-    /// [`ThreadTable::get_at_home`] for `thread`, the caller's own thread pointer
-    /// already read.
+    /// The value of `thread` (the caller's own thread pointer, already read) if its
+    /// entry is in its home slot, as it usually is; `None` says nothing more (ask
+    /// [`ThreadTable::get`]). For a fast path that must not call anything:
+    /// [`ThreadTable::get`] may search the table.
     #[inline(always)]
     pub fn find_at_home(&self, thread: usize) -> Option<usize> {
         let home = &self.slots[Self::home(thread)];
