@@ -57,7 +57,7 @@ use preload_kit::{
 
 use page::{BlockOf, PAGE_SIZE, Page};
 use segment::{Owner, SEGMENT_SIZE};
-use size_class::{SMALL_LIMIT, class_of};
+use size_class::{SMALL_LIMIT, class_of, class_of_nonzero};
 
 /// Where an address is, printed the same in every run: inside our segments, as an
 /// offset in the segments laid end to end in order of creation (segment `n` covers
@@ -209,13 +209,14 @@ impl<F: Heap> ThreadHeaps<F> {
     }
 
     /// A small block from the calling thread's current page of its class, if it has
-    /// one with room: the whole of `malloc`'s common case.
+    /// one with room: the whole of `malloc`'s common case. `malloc(0)` is left to the
+    /// full path, so that one compare of `size - 1` tests both ends of the range.
     #[inline(always)]
     fn alloc_from_current(size: usize) -> Option<*mut u8> {
-        if size <= SMALL_LIMIT
+        if size.wrapping_sub(1) < SMALL_LIMIT
             && let Some(heap) = heap::current_at_home()
         {
-            return heap.pop_current(class_of(size));
+            return heap.pop_current(class_of_nonzero(size));
         }
         None
     }
