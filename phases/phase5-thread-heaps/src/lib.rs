@@ -349,12 +349,12 @@ impl<F: Heap> ThreadHeaps<F> {
     fn free_common(ptr: *mut u8) -> bool {
         let addr = ptr as usize;
         if let Some(page) = segment::descriptor_of(addr)
-            && page.is_allocated(addr)
+            && let Some(bit) = page.out_bit(addr)
             && page.owner_thread.load(Ordering::Relaxed) == thread_pointer()
             && page.thread_free.load(Ordering::Relaxed).is_null()
         {
             let was_full = page.used.get() == page.capacity.get();
-            let emptied = page.free_owned(addr);
+            let emptied = page.free_owned(addr, bit);
             page.become_current();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this

@@ -192,6 +192,22 @@ pub struct Page {
     pub allocated: [AtomicU64; BITMAP_WORDS],
 }
 
+/// A set bit of a page's bitmap, as [`Page::out_bit`] read it.
+pub struct OutBit<'a> {
+    cell: &'a AtomicU64,
+    /// The word as it was read, the bit cleared.
+    cleared: u64,
+}
+
+impl OutBit<'_> {
+    /// Clears the bit. Owner only: nobody else writes the word, so it still holds what
+    /// was read.
+    #[inline(always)]
+    fn clear(self) {
+        self.cell.store(self.cleared, Ordering::Relaxed);
+    }
+}
+
 /// What a pointer is to its page: the index of the block it starts.
 pub enum BlockOf {
     /// `addr` is the start of block `index`.
@@ -257,6 +273,18 @@ impl Page {
         addr.is_multiple_of(GRANULE) && self.allocated[word].load(Ordering::Relaxed) & bit != 0
     }
 
+    /// The bit of the block at `addr` if it is set (as [`Page::is_allocated`]), read
+    /// once: the owner's `free` then clears it with one store, where
+    /// [`Page::mark`] would read the word again.
+    #[inline(always)]
+    pub fn out_bit(&self, addr: usize) -> Option<OutBit<'_>> {
+        let (word, bit) = Self::bit(addr);
+        let cell = &self.allocated[word];
+        let value = cell.load(Ordering::Relaxed);
+        let cleared = value & !bit;
+        (addr.is_multiple_of(GRANULE) && cleared != value).then_some(OutBit { cell, cleared })
+    }
+
     /// Sets or clears the bit of the block at `addr`. Owner only: a plain load and
     /// store, no read-modify-write (nobody else writes the word).
     #[inline(always)]
@@ -313,13 +341,15 @@ impl Page {
         let (word_index, bit) = Self::bit(block as usize);
         let cell = &self.allocated[word_index];
         let word = cell.load(Ordering::Relaxed);
-        if word & bit != 0
+        // Its bit set: `marked == word` if it was set already.
+        let marked = word | bit;
+        if marked == word
             || offset >= PAGE_SIZE
             || !Self::is_multiple(offset, self.magic.load(Ordering::Relaxed))
         {
             Self::corrupt_link(block as usize);
         }
-        cell.store(word | bit, Ordering::Relaxed);
+        cell.store(marked, Ordering::Relaxed);
         self.used.set(self.used.get() + 1);
         // SAFETY: checked just above: a free block of this page, so its first word is
         // the link its free wrote (a program's write after the free may have changed
@@ -462,6 +492,13 @@ impl Page {
     #[inline(always)]
     fn release(&self, block: *mut FreeBlock) -> u32 {
         self.mark(block as usize, false);
+        self.push_local(block)
+    }
+
+    /// The block at `block`, its bit cleared, goes on `local_free` (owner only).
+    /// Returns `used`, now one less.
+    #[inline(always)]
+    fn push_local(&self, block: *mut FreeBlock) -> u32 {
         let used = self.used.get() - 1;
         self.used.set(used);
         // SAFETY: the block is free now, and a block of this page: its first word is
@@ -476,19 +513,25 @@ impl Page {
     /// whether the page is now empty.
     #[inline(always)]
     pub fn free_local(&self, addr: usize, index: usize) -> Result<bool, Fault> {
-        if !self.is_out(addr) {
-            return Err(self.fault_for_freed(addr, index));
+        match self.out_bit(addr) {
+            Some(bit)
+                if self.thread_free.load(Ordering::Relaxed).is_null()
+                    || !Self::is_on_thread_free(addr) =>
+            {
+                Ok(self.free_owned(addr, bit))
+            }
+            _ => Err(self.fault_for_freed(addr, index)),
         }
-        Ok(self.free_owned(addr))
     }
 
     /// The owner frees the block at `addr`, which it has checked is out
     /// ([`Page::is_out`]): its bit cleared, the block on `local_free`. Returns whether
     /// the page is now empty (then its lists start over).
     #[inline(always)]
-    pub fn free_owned(&self, addr: usize) -> bool {
+    pub fn free_owned(&self, addr: usize, bit: OutBit) -> bool {
         debug_assert!(self.is_allocated(addr));
-        if self.release(addr as *mut FreeBlock) == 0 {
+        bit.clear();
+        if self.push_local(addr as *mut FreeBlock) == 0 {
             self.start_over();
             return true;
         }
