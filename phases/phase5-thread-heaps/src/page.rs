@@ -82,7 +82,7 @@ use crate::size_class::{CLASSES, class_size};
 pub const PAGE_SIZE: usize = 64 * 1024;
 /// Every block starts on a multiple of this many bytes from its page's start (every
 /// class is a multiple of 16): the bitmap has one bit per granule.
-const GRANULE: usize = 16;
+pub const GRANULE: usize = 16;
 const BITMAP_WORDS: usize = PAGE_SIZE / GRANULE / 64;
 
 /// A free block on one of a page's lists: its first word links it to the next one; on

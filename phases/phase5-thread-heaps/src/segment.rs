@@ -43,7 +43,7 @@ const _: () = assert!(PAGES_PER_SEGMENT * core::mem::size_of::<Page>() <= PAGE_S
 
 /// User-space addresses below this (47 bits on x86-64 and on aarch64 with 48-bit
 /// addresses) can be segments; anything above is not ours.
-const ADDRESS_LIMIT: usize = 1 << 47;
+pub const ADDRESS_LIMIT: usize = 1 << 47;
 const MAP_WORDS: usize = ADDRESS_LIMIT / SEGMENT_SIZE / 64;
 
 /// One bit per 4 MiB of address space: set when a segment of ours starts there.
