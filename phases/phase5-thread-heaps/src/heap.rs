@@ -271,13 +271,10 @@ impl ThreadHeap {
 
     /// The current page is full: collect other threads' frees into the front page,
     /// then go round the queue, sending full pages to the back, until a page has room
-    /// (it becomes the current page); take a fresh page from the pool only when a
-    /// whole round found none. A page that regains room from its owner's free becomes
-    /// the current page at once ([`Page::become_current`]); the round finds those that
-    /// the current page left behind since, and those that regained room from other
-    /// threads' frees. (Moving a page to the front when its owner's free gave it room
-    /// cost `free` a test on every call, and 7 of `bench_alloc --small`'s 180 million
-    /// instructions, for a round that stopped sooner.)
+    /// (it becomes the current page); take a fresh page from the pool only when a whole round found none. Pages that regain room from
+    /// their owner's frees come to the front by themselves ([`ThreadHeap::page_has_room`]),
+    /// so the round usually stops at once; pages that regain room from other threads'
+    /// frees are found here.
     #[cold]
     fn alloc_slow(&self, class: usize) -> Result<Option<*mut u8>, Fault> {
         let queue = &self.queues[class];
@@ -321,6 +318,19 @@ impl ThreadHeap {
     fn index(&self) -> usize {
         (self as *const ThreadHeap as usize - HEAPS.as_ptr() as usize)
             / core::mem::size_of::<ThreadHeap>()
+    }
+
+    /// The owner freed a block of `page`, which was full: bring it to the front of its
+    /// queue, where `malloc` looks first.
+    pub fn page_has_room(&self, page: &'static Page) {
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        let Some(queue) = self.queues.get(class) else {
+            return;
+        };
+        if !ptr::eq(queue.get(), page) {
+            self.unlink(class, page);
+            self.push_front(class, page);
+        }
     }
 
     /// The owner freed the last block of `page`: give it back to the pool, unless it is

@@ -360,13 +360,14 @@ impl<F: Heap> ThreadHeaps<F> {
             && page.owner_thread.load(Ordering::Relaxed) == thread_pointer()
             && page.thread_free.load(Ordering::Relaxed).is_null()
         {
+            let was_full = page.used.get() == page.capacity.get();
             let emptied = page.free_owned(addr, bit);
             page.become_current();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this
             // path (`ThreadHeap::give_back_empty_fronts` returns it to the pool later).
-            if emptied && !page.is_front() {
-                Self::page_emptied(page);
+            if (emptied || was_full) && !page.is_front() {
+                Self::page_changed(page, emptied);
             }
             return true;
         }
@@ -402,10 +403,11 @@ impl<F: Heap> ThreadHeaps<F> {
             Block::Fallback => self.free_fallback(ptr),
             Block::Small(page, index) => {
                 if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
+                    let was_full = page.used.get() == page.capacity.get();
                     let emptied = page.free_local(addr, index)?;
                     page.become_current();
-                    if emptied && !page.is_front() {
-                        Self::page_emptied(page);
+                    if (emptied || was_full) && !page.is_front() {
+                        Self::page_changed(page, emptied);
                     }
                     Ok(())
                 } else {
@@ -415,17 +417,20 @@ impl<F: Heap> ThreadHeaps<F> {
         }
     }
 
-    /// The owner's free made `page`, not the front of its queue, empty: back to the
-    /// pool. The slow side of [`ThreadHeaps::free`]. (A page that was full and gets
-    /// room back needs nothing here: the free made it its class's current page.)
+    /// The owner's free made `page` empty (back to the pool) or no longer full (to the
+    /// front of its queue): the slow side of [`ThreadHeaps::free`].
     #[cold]
-    fn page_emptied(page: &'static Page) {
+    fn page_changed(page: &'static Page, emptied: bool) {
         let Some(heap) = heap::current() else {
             return;
         };
-        // Giving a page back may call madvise: keep errno.
-        let _errno = preload_kit::os::KeepErrno::new();
-        heap.page_emptied(page);
+        if emptied {
+            // Giving a page back may call madvise: keep errno.
+            let _errno = preload_kit::os::KeepErrno::new();
+            heap.page_emptied(page);
+        } else {
+            heap.page_has_room(page);
+        }
     }
 
     /// Bytes usable at `ptr`: its class's size, for a small block.
