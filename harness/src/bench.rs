@@ -632,8 +632,8 @@ impl Results {
              fastest repetition's rate over the slowest's (1.00 = none; a ratio closer to 1.00x \
              than the spread is noise); *peak RSS* is bench_alloc's peak resident memory \
              (`VmHWM`); *utilization* is peak live payload / peak footprint (CS:APP's \
-             measure, 100% is perfect; the footprint comes from the resident set, exact to a \
-             few hundred KiB). The workloads are `bench_alloc`'s (`bench_alloc --help`): the \
+             measure, 100% is perfect; the footprint is the anonymous memory the replay \
+             added, exact to the page). The workloads are `bench_alloc`'s (`bench_alloc --help`): the \
              standard allocator workloads, named after what they model (larson, xmalloc, \
              ...; each at 1 thread and at one per processor), the small-block loop, the \
              malloc-lab traces of `harness/traces/`, and real programs' recorded traces \

@@ -231,8 +231,8 @@ pub type Generator = (&'static str, &'static str, fn() -> Trace);
 
 /// The suite: each trace's name, what it stresses, and how it is made.
 ///
-/// Each peaks at a few megabytes of live payload: footprints are measured from the
-/// resident set, whose kernel counters are exact only to a few hundred kilobytes.
+/// Each peaks at a few megabytes of live payload, large against the allocators' fixed
+/// costs (a first heap extension, tables of bins).
 pub const SUITE: &[Generator] = &[
     (
         "random",

@@ -69,9 +69,9 @@ fn bad_arguments_get_usage_and_exit_2() {
         .code(2);
 }
 
-/// Utilization from `bench_alloc --trace` under a phase's allocator: the best of `runs`,
-/// because the footprint is read from the resident set, which outside effects (late
-/// page faults, kernel counter batching) can only inflate.
+/// Utilization from `bench_alloc --trace` under a phase's allocator: the best of `runs`
+/// (the footprint is exact to the page, but a heap's layout can depend on addresses
+/// that change from run to run).
 fn utilization(phase: u32, trace: &str, runs: usize) -> f64 {
     (0..runs)
         .map(|_| one_utilization(phase, trace))

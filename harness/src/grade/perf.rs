@@ -18,10 +18,10 @@
 //! NULL, a block that loses its contents) makes the whole index 0.
 //!
 //! Noise: a replay that takes under a second runs up to five times; its best
-//! throughput and its median utilization count. Utilization comes from resident-set
-//! counters, exact to a few hundred KiB on traces that peak at megabytes: one run of
-//! a trace can be 5% off, the median of five is within about 1%, which moves `P` by
-//! well under the 0.05 that changes a point. (An allocator whose `P` sits within
+//! throughput and its median utilization count. The footprint behind utilization is
+//! exact to the page (bench_alloc reads the page tables), so a malloc-lab trace's
+//! utilization repeats to 0.1%; the median guards against an allocator whose layout
+//! depends on addresses that change between runs. (An allocator whose `P` sits within
 //! 0.005 of a rounding boundary can still earn a point more or less between runs.)
 
 use std::path::{Path, PathBuf};

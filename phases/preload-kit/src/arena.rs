@@ -19,6 +19,7 @@
 //! Invariants: `start <= top <= end`, all three multiples of [`HEAP_ALIGN`];
 //! `[start, end)` is mapped, readable and writable, and belongs to this arena.
 
+use core::mem::size_of;
 use core::ptr::NonNull;
 
 use crate::os;
@@ -68,14 +69,6 @@ pub struct Region {
 }
 
 impl Region {
-    const EMPTY: Region = Region {
-        start: 0,
-        top: 0,
-        end: 0,
-        kind: RegionKind::Brk,
-        offset: 0,
-    };
-
     /// Bytes obtained from the OS but not yet carved.
     pub fn room(&self) -> usize {
         self.end - self.top
@@ -87,16 +80,30 @@ impl Region {
     }
 }
 
+/// The bytes of the region table's mapping: room for [`MAX_REGIONS`] regions.
+const TABLE_BYTES: usize = MAX_REGIONS * size_of::<Region>();
+
 pub struct Arena {
-    regions: [Region; MAX_REGIONS],
+    /// The region table: [`MAX_REGIONS`] slots in a mapping of its own, made with the
+    /// first region; slots `[0, len)` hold the regions, the rest are unused. Out of
+    /// line, because inline its 10 KiB made every heap value that size: the first
+    /// `malloc` built it on the stack and copied it into a static, two copies touched
+    /// in every process (the regions are few, normally one: the mapping's first page
+    /// is all that is ever touched).
+    table: Option<NonNull<Region>>,
     len: usize,
     growth: Growth,
 }
 
+// SAFETY: the arena owns its table's mapping outright (no pointer into it leaves the
+// arena but borrows of `self`), so moving the arena to another thread moves that
+// ownership; regions are plain numbers.
+unsafe impl Send for Arena {}
+
 impl Arena {
     pub const fn new(growth: Growth) -> Arena {
         Arena {
-            regions: [Region::EMPTY; MAX_REGIONS],
+            table: None,
             len: 0,
             growth,
         }
@@ -104,12 +111,33 @@ impl Arena {
 
     /// The regions in the order they were made (and so in heap-offset order).
     pub fn regions(&self) -> &[Region] {
-        self.regions.get(..self.len).unwrap_or(&[])
+        match self.table {
+            // SAFETY: slots `[0, len)` of the table are initialised regions (see
+            // `start_region`), and `len <= MAX_REGIONS`, the table's length.
+            Some(table) => unsafe { core::slice::from_raw_parts(table.as_ptr(), self.len) },
+            None => &[],
+        }
+    }
+
+    fn regions_mut(&mut self) -> &mut [Region] {
+        match self.table {
+            // SAFETY: as in `regions`; `&mut self` makes this the only reference.
+            Some(table) => unsafe { core::slice::from_raw_parts_mut(table.as_ptr(), self.len) },
+            None => &mut [],
+        }
     }
 
     fn newest_mut(&mut self) -> Option<&mut Region> {
-        let last = self.len.checked_sub(1)?;
-        self.regions.get_mut(last)
+        self.regions_mut().last_mut()
+    }
+
+    /// The region table, mapped now if this is the arena's first region; `None` when
+    /// the kernel refuses the mapping.
+    fn table_or_map(&mut self) -> Option<NonNull<Region>> {
+        match self.table {
+            Some(table) => Some(table),
+            None => Some(*self.table.insert(os::map_anonymous(TABLE_BYTES)?.cast())),
+        }
     }
 
     pub fn newest(&self) -> Option<&Region> {
@@ -204,6 +232,10 @@ impl Arena {
         if self.len == MAX_REGIONS {
             return false;
         }
+        // The table first: a region made and then not recorded would be lost.
+        let Some(table) = self.table_or_map() else {
+            return false;
+        };
         let made = match self.growth {
             Growth::BrkOnly => self.new_brk_region(bytes),
             Growth::BrkThenMmap => self
@@ -215,19 +247,18 @@ impl Arena {
             return false;
         };
         let offset = self.newest().map_or(0, |r| r.offset + (r.end - r.start));
-        if let Some(slot) = self.regions.get_mut(self.len) {
-            *slot = Region {
-                start,
-                top: start,
-                end,
-                kind,
-                offset,
-            };
-            self.len += 1;
-            true
-        } else {
-            false
-        }
+        let region = Region {
+            start,
+            top: start,
+            end,
+            kind,
+            offset,
+        };
+        // SAFETY: the table has `MAX_REGIONS` slots and `len < MAX_REGIONS` (checked
+        // above); the mapping is page-aligned, so every slot is aligned for a `Region`.
+        unsafe { table.as_ptr().add(self.len).write(region) };
+        self.len += 1;
+        true
     }
 
     fn new_brk_region(&self, bytes: usize) -> Option<(usize, usize, RegionKind)> {
@@ -280,6 +311,18 @@ impl Arena {
             region.end -= release;
         }
         release
+    }
+}
+
+impl Drop for Arena {
+    /// Unmaps the region table (the regions themselves stay: their blocks may still be
+    /// in use, and a brk region cannot be unmapped).
+    fn drop(&mut self) {
+        if let Some(table) = self.table {
+            // SAFETY: the table is one mapping of `TABLE_BYTES` made by `start_region`,
+            // and the arena is going away, so nothing refers to it.
+            unsafe { os::unmap(table.cast(), TABLE_BYTES) };
+        }
     }
 }
 

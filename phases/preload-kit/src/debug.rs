@@ -535,12 +535,69 @@ impl Quarantine {
     }
 }
 
+/// The debug layer in an anonymous mapping of its own. Its quarantine ring is kilobytes;
+/// held inline, it made every [`Debugged`] heap that much larger in normal mode too,
+/// and the first `malloc` of every process built that heap on the stack and copied it
+/// into a static, touching those pages for a layer that was never used.
+struct LayerBox(NonNull<DebugLayer>);
+
+impl LayerBox {
+    const BYTES: usize = size_of::<DebugLayer>();
+
+    /// Moves `layer` into a mapping made for it. Without memory for it debug mode
+    /// cannot start: the process ends with a message rather than run unchecked.
+    fn new(layer: DebugLayer) -> Self {
+        let Some(place) = os::map_anonymous(Self::BYTES) else {
+            let mut out = Out::stderr();
+            let _ = writeln!(out, "mymalloc: no memory for debug mode's bookkeeping");
+            out.flush();
+            os::exit_now(1);
+        };
+        let place = place.cast::<DebugLayer>();
+        // SAFETY: the mapping is `BYTES` long, page-aligned (so aligned for the layer)
+        // and ours alone.
+        unsafe { place.as_ptr().write(layer) };
+        LayerBox(place)
+    }
+}
+
+impl core::ops::Deref for LayerBox {
+    type Target = DebugLayer;
+
+    fn deref(&self) -> &DebugLayer {
+        // SAFETY: `new` wrote a layer there; the box owns it until `drop`.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl core::ops::DerefMut for LayerBox {
+    fn deref_mut(&mut self) -> &mut DebugLayer {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl Drop for LayerBox {
+    fn drop(&mut self) {
+        // SAFETY: the layer was written by `new` and is dropped once, here; then its
+        // mapping, which nothing else refers to, goes back to the kernel.
+        unsafe {
+            self.0.as_ptr().drop_in_place();
+            os::unmap(self.0.cast(), Self::BYTES);
+        }
+    }
+}
+
+// SAFETY: the box owns its layer and mapping outright (like `AddrTable`, which the
+// layer holds), so moving it to another thread moves that ownership.
+unsafe impl Send for LayerBox {}
+
 /// Any heap with the debug layer around it when `MALLOC_DEBUG=1`: debug mode by
 /// composition. Every method is one branch: straight to the heap, or through the layer
 /// (which calls the heap itself).
 pub struct Debugged<H> {
     heap: H,
-    debug: Option<DebugLayer>,
+    debug: Option<LayerBox>,
 }
 
 impl<H: Heap> Debugged<H> {
@@ -551,7 +608,7 @@ impl<H: Heap> Debugged<H> {
         }
         Debugged {
             heap,
-            debug: config.debug.then(|| DebugLayer::new(config)),
+            debug: config.debug.then(|| LayerBox::new(DebugLayer::new(config))),
         }
     }
 
@@ -562,7 +619,7 @@ impl<H: Heap> Debugged<H> {
 
     /// The debug layer, in debug mode.
     pub fn layer(&self) -> Option<&DebugLayer> {
-        self.debug.as_ref()
+        self.debug.as_deref()
     }
 }
 

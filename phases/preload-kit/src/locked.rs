@@ -56,8 +56,8 @@ impl<H: Heap> Locked<H> {
         f(heap)
     }
 
-    /// The first call's work, kept out of line: a heap's state is kilobytes (the
-    /// arena's region table, phase 3's tables), and building it inline would give every
+    /// The first call's work, kept out of line: a heap's state is kilobytes (phase 4's
+    /// bins, phase 3's ring of recent mappings), and building it inline would give every
     /// call a frame that size, with a stack probe per page.
     #[cold]
     #[inline(never)]

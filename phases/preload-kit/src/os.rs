@@ -5,6 +5,7 @@
 //! forgets to check. None of these calls allocates.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Reads the calling thread's `errno`.
 pub fn errno() -> i32 {
@@ -149,11 +150,25 @@ pub unsafe fn remap(start: NonNull<u8>, old_len: usize, new_len: usize) -> Optio
     }
 }
 
-/// The size of a virtual-memory page.
+/// The size of a virtual-memory page: the kernel's word for it in the auxiliary
+/// vector, read once. Not `sysconf(_SC_PAGESIZE)`: glibc's `sysconf` jumps through a
+/// table in its read-only data, and touching that page made the kernel map up to 64 KiB
+/// of libc's data around it (fault-around) that glibc's own malloc never touches.
 pub fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions and does not allocate.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as usize } else { 4096 }
+    static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getauxval only reads the auxiliary vector; it does not allocate.
+            let size = match unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize {
+                0 => 4096,
+                size => size,
+            };
+            // Every thread that races here stores the same value.
+            PAGE_SIZE.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
 }
 
 /// Writes all of `bytes` to `fd`, retrying after interrupts and short writes.

@@ -9,15 +9,19 @@
 //! As in the malloc-lab replay (`trace`): every block is written in full with its id's
 //! byte and checked (first and last byte) before it is resized or freed; calloc's bytes
 //! must come back zero and aligned blocks aligned; ops/s counts the calls replayed, and
-//! utilization is the peak live payload over the peak footprint (resident set growth
-//! less the harness's own tables).
+//! utilization is the peak live payload over the peak footprint (anonymous memory
+//! growth less the harness's own tables, sampled as there: the thread that performs a
+//! sampled step takes the sample, the step after which the live payload peaks being
+//! taken from the recorded order). With several threads the replay's interleaving
+//! changes from run to run, and with it the live payload's peak and the footprint; the
+//! time of the samples is left out of ops/s exactly only with one thread.
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use harness::threaded_trace::{Call, ThreadedTrace};
+use harness::threaded_trace::{Call, Step, ThreadedTrace};
 
-use crate::memory::peak_resident_bytes;
+use crate::memory::{Footprint, peak_resident_bytes};
 
 /// One block id's state, shared by the threads.
 struct Slot {
@@ -27,7 +31,7 @@ struct Slot {
     done: AtomicU32,
 }
 
-pub fn run(path: &str, text: String, baseline: usize) -> i32 {
+pub fn run(path: &str, text: String, mut footprint: Footprint) -> i32 {
     let trace = match ThreadedTrace::parse(&text) {
         Ok(trace) => trace,
         Err(e) => {
@@ -43,7 +47,13 @@ pub fn run(path: &str, text: String, baseline: usize) -> i32 {
             done: AtomicU32::new(0),
         })
         .collect();
-    let mut mine: Vec<Vec<u32>> = vec![Vec::new(); trace.threads];
+    // Each thread's list of steps, sized first so that no list grows (and leaves freed
+    // buffers behind) and the sum below is what they hold.
+    let mut counts = vec![0usize; trace.threads];
+    for step in &trace.steps {
+        counts[step.thread as usize] += 1;
+    }
+    let mut mine: Vec<Vec<u32>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
     for (index, step) in trace.steps.iter().enumerate() {
         mine[step.thread as usize].push(index as u32);
     }
@@ -51,9 +61,12 @@ pub fn run(path: &str, text: String, baseline: usize) -> i32 {
         + trace.steps.capacity() * std::mem::size_of::<harness::threaded_trace::Step>()
         + sequence.capacity() * 4
         + slots.capacity() * std::mem::size_of::<Slot>()
-        + trace.steps.len() * 4;
+        + mine.capacity() * std::mem::size_of::<Vec<u32>>()
+        + mine.iter().map(|steps| steps.capacity() * 4).sum::<usize>();
+    footprint.plan(trace.steps.len(), Some(step_to_peak(&trace.steps, &slots)));
     let live = AtomicUsize::new(0);
     let peak = AtomicUsize::new(0);
+    let footprint = &footprint;
     let started = Instant::now();
     let problems: Vec<Option<String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = mine
@@ -73,6 +86,9 @@ pub fn run(path: &str, text: String, baseline: usize) -> i32 {
                         // Release: the next call on this block (maybe on another thread)
                         // sees the block as this call left it.
                         slot.done.store(sequence[index] + 1, Ordering::Release);
+                        if footprint.is_sample_point(index + 1) {
+                            footprint.sample();
+                        }
                     }
                     None
                 })
@@ -83,14 +99,16 @@ pub fn run(path: &str, text: String, baseline: usize) -> i32 {
             .map(|w| w.join().unwrap_or(Some("a replay thread panicked".into())))
             .collect()
     });
-    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    footprint.sample();
+    let seconds = (started.elapsed())
+        .saturating_sub(footprint.sampling_time())
+        .as_secs_f64()
+        .max(1e-9);
     if let Some(problem) = problems.into_iter().flatten().next() {
         eprintln!("bench_alloc: {path}: {problem}");
         return 1;
     }
-    let footprint = peak_resident_bytes()
-        .saturating_sub(baseline + harness_bytes)
-        .max(1);
+    let footprint = footprint.peak(harness_bytes);
     let peak_payload = peak.load(Ordering::Relaxed);
     let name = crate::trace::file_name(path);
     let threads = trace.threads;
@@ -202,4 +220,27 @@ fn intact(p: *const u8, size: usize, tag: u8) -> bool {
     }
     // SAFETY: callers pass a live block of at least `size` bytes.
     unsafe { p.read() == tag && p.add(size - 1).read() == tag }
+}
+
+/// The step (counted from 1) after which the live payload first peaks, in the recorded
+/// order (the replay's threads may interleave a little differently). Uses the slots'
+/// sizes as scratch and leaves them 0, so that this pass allocates nothing.
+fn step_to_peak(steps: &[Step], slots: &[Slot]) -> usize {
+    let (mut live, mut peak, mut peak_at) = (0usize, 0usize, 0usize);
+    for (index, step) in steps.iter().enumerate() {
+        let size = &slots[step.id as usize].size;
+        let new = match step.call {
+            Call::Malloc { size } | Call::Calloc { size } | Call::Aligned { size, .. } => size,
+            Call::Realloc { size } => size,
+            Call::Free => 0,
+        };
+        live = live - size.swap(new, Ordering::Relaxed) + new;
+        if live > peak {
+            (peak, peak_at) = (live, index + 1);
+        }
+    }
+    slots
+        .iter()
+        .for_each(|slot| slot.size.store(0, Ordering::Relaxed));
+    peak_at
 }
