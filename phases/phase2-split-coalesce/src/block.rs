@@ -56,8 +56,8 @@
 //! their bytes but the header word; the price is that allocating or freeing a block
 //! rewrites the `PREV_FREE` bit in the next block's header.
 //!
-//! A free block needs 32 bytes: header, two links and a footer. The smallest block
-//! ([`MIN_BLOCK`]) is 48, for the reason given there.
+//! The smallest block ([`MIN_BLOCK`], 32 bytes) is what a free block needs: header,
+//! two links and a footer.
 //!
 //! The third flag, `QUICK`, is for a later phase's index that keeps some freed blocks
 //! unmerged ("deferred coalescing", see [`crate::free_list::FreeIndex::defer`]); phase
@@ -83,17 +83,9 @@ pub const HEADER_SIZE: usize = 8;
 /// The footer of a free block: one word, its size.
 pub const FOOTER_SIZE: usize = 8;
 
-/// What a free block needs: a header, two free-list links and a footer.
-pub const FREE_BLOCK_NEEDS: usize = HEADER_SIZE + 2 * 8 + FOOTER_SIZE;
-
-/// The smallest block, 16 bytes more than a free block needs ([`FREE_BLOCK_NEEDS`]), so
-/// that a split never leaves a 32-byte rest: such rests go to the smallest requests,
-/// which then sit right after the block they were cut from. Measured with phase 4 on
-/// `harness/traces/realloc.rep` (`bench_alloc --trace`, utilization): 35.5% with
-/// 32-byte blocks, 37.6% with 48 (glibc 36.2%); `gcc.trc` 94.8% and 94.1% (glibc
-/// 89.7%); the other traces within 0.2 points.
-pub const MIN_BLOCK: usize = 48;
-const _: () = assert!(MIN_BLOCK >= FREE_BLOCK_NEEDS && MIN_BLOCK.is_multiple_of(BLOCK_ALIGN));
+/// The smallest block: a header, two free-list links and a footer (glibc's `MINSIZE`
+/// is the same 32 bytes).
+pub const MIN_BLOCK: usize = HEADER_SIZE + 2 * 8 + FOOTER_SIZE;
 
 /// Every block size is a multiple of this, and so is every payload address.
 pub const BLOCK_ALIGN: usize = 16;
@@ -439,8 +431,8 @@ mod tests {
     #[test]
     fn sizes_stop_below_the_tag() {
         assert_eq!(block_size_for(0), Some(MIN_BLOCK));
-        assert_eq!(block_size_for(40), Some(48));
-        assert_eq!(block_size_for(41), Some(64));
+        assert_eq!(block_size_for(24), Some(32));
+        assert_eq!(block_size_for(25), Some(48));
         assert_eq!(
             block_size_for(MAX_BLOCK_SIZE - 24),
             Some(MAX_BLOCK_SIZE - 16)

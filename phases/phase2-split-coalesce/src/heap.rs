@@ -1391,7 +1391,7 @@ mod tests {
         let mut text = std::string::String::new();
         file.rewind().unwrap();
         file.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "[BLOCK 0x8 112 FREE]\n[BLOCK 0x78 48 USED]\n");
+        assert_eq!(text, "[BLOCK 0x8 112 FREE]\n[BLOCK 0x78 32 USED]\n");
         assert_eq!(heap.stats().fragmentation_percent(), 0);
     }
 
