@@ -247,14 +247,33 @@ impl ThreadHeap {
 
     /// The owner freed a block of `page`, which was full: bring it to the front of its
     /// queue, where `malloc` looks first.
+    ///
+    /// The front page is the only page of a queue that may be empty (an emptied page
+    /// elsewhere goes back to the pool at once: [`ThreadHeap::page_emptied`]), so the
+    /// front this page displaces goes back too if it is empty. Without that, a program
+    /// that frees its blocks in the order it allocated them (`xmalloc`'s batches,
+    /// the `coalescing` trace) empties each page while it is the front and leaves it
+    /// behind, empty and resident, for good: up to all the pages the class ever had.
     pub fn page_has_room(&self, page: &'static Page) {
         let class = page.class.load(Ordering::Relaxed) as usize;
         let Some(queue) = self.queues.get(class) else {
             return;
         };
-        if !ptr::eq(queue.get(), page) {
-            self.unlink(class, page);
-            self.push_front(class, page);
+        let front = queue.get();
+        if ptr::eq(front, page) {
+            return;
+        }
+        self.unlink(class, page);
+        self.push_front(class, page);
+        if !front.is_null() {
+            // SAFETY: as in `alloc`.
+            let displaced: &'static Page = unsafe { &*front };
+            // `used` counts blocks on `thread_free` too: 0 means none is out anywhere.
+            if displaced.used.get() == 0 {
+                self.unlink(class, displaced);
+                displaced.retire();
+                POOL.give_back(displaced);
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use std::vec::Vec;
 use preload_kit::{Config, Fault, Heap, Location, Out, SharedAllocator, Stats, WhyInvalid};
 
 use super::*;
+use crate::size_class::class_size;
 
 /// A fallback for tests: every block its own mapping, remembered in a small table so
 /// that a pointer it never gave out is refused.
@@ -418,6 +419,36 @@ fn a_thread_that_exits_with_live_blocks_leaves_them_freeable_and_its_heap_adopta
 /// The count of segments is the whole process's, and libtest runs this crate's other
 /// tests on parallel threads that make segments too (about one run in fifteen failed
 /// that way). So the churn runs in a child process of this test binary, alone.
+/// Blocks freed in the order they were allocated empty each page while it is the front
+/// of its queue (its first free brought it there): each goes back to the pool once the
+/// next page takes the front, so the heap keeps one empty page of the class, not all.
+#[test]
+fn pages_emptied_in_allocation_order_go_back_to_the_pool() {
+    const SIZE: usize = 700;
+    let class = class_of(SIZE);
+    let per_page = PAGE_SIZE / class_size(class);
+    let blocks: Vec<_> = (0..4 * per_page).map(|_| alloc(SIZE)).collect();
+    for block in blocks {
+        HEAPS.free(block).unwrap();
+    }
+    HEAPS.check().unwrap();
+    let mut empty = 0;
+    heap::current()
+        .expect("this thread's heap")
+        .for_each_page(|page| {
+            if page.block_size.load(Ordering::Relaxed) as usize == class_size(class)
+                && page.used.get() == 0
+            {
+                empty += 1;
+            }
+        });
+    assert!(
+        empty <= 1,
+        "{empty} empty pages of {} bytes kept",
+        class_size(class)
+    );
+}
+
 #[test]
 fn thousands_of_short_lived_threads_reuse_the_same_pages() {
     let me = std::env::current_exe().expect("the test binary's path");
