@@ -273,6 +273,24 @@ impl Pool {
         Some(taken)
     }
 
+    /// A page from `warm` only; `None` when it is empty.
+    pub fn take_resident(&self) -> Option<&'static Page> {
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        let state = unsafe { &mut *self.state.get() };
+        if state.warm.is_null() {
+            return None;
+        }
+        state.committed -= 1;
+        // SAFETY: pages on the pool's lists are descriptors in our segments' headers.
+        let taken: &'static Page = unsafe { &*state.warm };
+        state.warm = taken.next.get();
+        state.pages -= 1;
+        taken.next.set(ptr::null_mut());
+        taken.prev.set(ptr::null_mut());
+        Some(taken)
+    }
+
     /// A page never handed out, from the newest segment that has one; its descriptor
     /// is written now, for the first time. The pool's lock is held.
     fn take_fresh(state: &mut PoolState) -> Option<&'static Page> {

@@ -420,33 +420,34 @@ fn a_thread_that_exits_with_live_blocks_leaves_them_freeable_and_its_heap_adopta
 /// tests on parallel threads that make segments too (about one run in fifteen failed
 /// that way). So the churn runs in a child process of this test binary, alone.
 /// Blocks freed in the order they were allocated empty each page while it is the front
-/// of its queue (its first free brought it there): each goes back to the pool once the
-/// next page takes the front, so the heap keeps one empty page of the class, not all.
+/// of its queue (its first free brought it there), and the next page's first free
+/// pushes it down: it stays in the queue, empty, and a class that needs a page when the
+/// pool has no resident one takes it from there.
 #[test]
-fn pages_emptied_in_allocation_order_go_back_to_the_pool() {
+fn an_empty_page_left_in_a_queue_serves_another_class() {
     const SIZE: usize = 700;
     let class = class_of(SIZE);
     let per_page = PAGE_SIZE / class_size(class);
-    let blocks: Vec<_> = (0..4 * per_page).map(|_| alloc(SIZE)).collect();
+    let blocks: Vec<_> = (0..3 * per_page).map(|_| alloc(SIZE)).collect();
+    let pages: Vec<_> = blocks
+        .iter()
+        .map(|&block| page_of(block) as *const Page)
+        .collect();
     for block in blocks {
         HEAPS.free(block).unwrap();
     }
     HEAPS.check().unwrap();
-    let mut empty = 0;
-    heap::current()
-        .expect("this thread's heap")
-        .for_each_page(|page| {
-            if page.block_size.load(Ordering::Relaxed) as usize == class_size(class)
-                && page.used.get() == 0
-            {
-                empty += 1;
-            }
-        });
+    let heap = heap::current().expect("this thread's heap");
+    let page = heap
+        .take_empty_page()
+        .expect("an emptied page still in its queue");
     assert!(
-        empty <= 1,
-        "{empty} empty pages of {} bytes kept",
-        class_size(class)
+        pages.contains(&(page as *const Page)),
+        "a page of the blocks just freed"
     );
+    assert_eq!(page.block_size.load(Ordering::Relaxed), 0, "retired");
+    heap::POOL.give_back(page);
+    HEAPS.check().unwrap();
 }
 
 #[test]
