@@ -336,9 +336,9 @@ impl<F: Heap> ThreadHeaps<F> {
         let Some(heap) = heap::current() else {
             return;
         };
-        // Either may give a page back, which may call madvise: keep errno.
-        let _errno = preload_kit::os::KeepErrno::new();
         if emptied {
+            // Giving a page back may call madvise: keep errno.
+            let _errno = preload_kit::os::KeepErrno::new();
             heap.page_emptied(page);
         } else {
             heap.page_has_room(page);
