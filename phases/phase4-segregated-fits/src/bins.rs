@@ -123,7 +123,9 @@ pub struct Bins {
     /// its own class cannot serve is cut from it, and what is left takes its place
     /// here, with no class to compute, no list to relink and no bitmap to search. A
     /// program allocating a run of blocks of mixed sizes so carves them one after the
-    /// other from one free block. Counted in its class in the dump and the stats.
+    /// other from one free block. A free block below [`EXACT_LIMIT`] that a merge moves
+    /// to another class becomes the victim too (see [`FreeIndex::grew`]). Counted in
+    /// its class in the dump and the stats.
     victim: Option<Block>,
 }
 
@@ -421,6 +423,13 @@ impl FreeIndex for Bins {
         }
     }
 
+    /// A block that moves to another class goes to the front of its new one, unless
+    /// it is still below [`EXACT_LIMIT`]: then it becomes the victim, and the victim
+    /// it displaces goes to its class. A program freeing a run of small blocks in
+    /// address order merges each with the one before, whose class changes every time
+    /// (16 bytes a class below 1 KiB); as the victim, it moves no more (two list
+    /// operations and their cache misses each time), and small requests are cut from
+    /// it, in the memory just freed.
     fn grew(&mut self, block: Block, old_size: usize) {
         if self.victim == Some(block) {
             return;
@@ -429,7 +438,14 @@ impl FreeIndex for Bins {
         let new_class = class_of(block.size());
         if old_class != new_class {
             self.unlink(old_class, block);
-            self.push(new_class, block);
+            if block.size() < EXACT_LIMIT {
+                // Still small: the victim, which the next merges leave in place.
+                if let Some(victim) = self.victim.replace(block) {
+                    self.push(class_of(victim.size()), victim);
+                }
+            } else {
+                self.push(new_class, block);
+            }
         }
     }
 
@@ -635,6 +651,37 @@ mod tests {
         assert_eq!(
             indexed(&bins),
             [rest.addr(), blocks[1].addr(), blocks[3].addr()]
+        );
+    }
+
+    #[test]
+    fn a_small_block_that_grows_becomes_the_victim() {
+        let (_memory, blocks) = Blocks::new(&[64, 64, 512, 48, 48, 1024, 64]);
+        let mut bins = Bins::new();
+        bins.insert(blocks[0]);
+        // Block 0 absorbs block 1 (64 + 64 bytes): class 4 to class 8, and the victim.
+        blocks[0].init_free(128);
+        bins.grew(blocks[0], 64);
+        assert_eq!(bins.victim, Some(blocks[0]));
+        // It absorbs block 2: still the victim, no class to change.
+        blocks[0].init_free(640);
+        bins.grew(blocks[0], 128);
+        assert_eq!(bins.victim, Some(blocks[0]));
+        // Block 3 absorbs block 4: it takes the victim's place, which goes to its class.
+        bins.insert(blocks[3]);
+        blocks[3].init_free(96);
+        bins.grew(blocks[3], 48);
+        assert_eq!(bins.victim, Some(blocks[3]));
+        assert_eq!(bins.head(class_of(640)), Some(blocks[0]));
+        // Block 5 absorbs block 6, to 1 KiB or more: to its class; the victim stays.
+        bins.insert(blocks[5]);
+        blocks[5].init_free(1088);
+        bins.grew(blocks[5], 1024);
+        assert_eq!(bins.victim, Some(blocks[3]));
+        assert_eq!(bins.head(class_of(1088)), Some(blocks[5]));
+        assert_eq!(
+            indexed(&bins),
+            [blocks[0].addr(), blocks[3].addr(), blocks[5].addr()]
         );
     }
 

@@ -47,8 +47,9 @@ pub use bins::Bins;
 
 /// How far the free room at the top of the brk heap may exceed the trim threshold
 /// before the break moves down (see `SplitCoalesceHeap::set_trim_slack`): freeing a
-/// heap from the top down then costs one `brk` per 64 KiB, not one per page.
-pub const TRIM_SLACK: usize = 64 * 1024;
+/// heap from the top down then costs one `brk` per 512 KiB, not one per page
+/// (chapter 4, "Trimming in steps": each costs a TLB flush and unmapping too).
+pub const TRIM_SLACK: usize = 512 * 1024;
 
 /// Phase 4's heap: phase 3's, whose brk heap keeps its free blocks in [`Bins`].
 /// Every call goes straight to it; only the name and the dump are phase 4's own.

@@ -78,6 +78,49 @@ static EXIT: ThreadKey = ThreadKey::new(on_thread_exit);
 /// Pages without an owner.
 pub static POOL: Pool = Pool::new();
 
+/// The first thread to get a heap, and that heap: in most programs the main thread,
+/// which allocates before it starts any other (and a single-threaded program's only
+/// one). `malloc`'s common case asks this first: two loads on one line and a compare,
+/// where the thread table's home slot costs a hash (a multiply) and two loads on a
+/// line found from it; any other thread pays the compare. Set once, under
+/// [`HEAP_LOCK`]; when that thread exits, or a fork leaves a child without it,
+/// `thread` becomes [`FIRST_GONE`], which no thread pointer equals, for good (a new
+/// thread may get the same thread pointer, and must not find this heap). A cache line
+/// of its own: every thread reads it on every `malloc`, so nothing written often may
+/// share it.
+#[repr(C, align(64))]
+struct FirstThread {
+    thread: AtomicUsize,
+    /// The address of its heap, an element of [`HEAPS`]; read only by that thread.
+    heap: AtomicUsize,
+}
+
+static FIRST: FirstThread = FirstThread {
+    thread: AtomicUsize::new(FIRST_UNSET),
+    heap: AtomicUsize::new(0),
+};
+/// [`FIRST`] has not been given a thread yet.
+const FIRST_UNSET: usize = 0;
+/// [`FIRST`]'s thread is gone: no thread pointer is 1 (they are aligned).
+const FIRST_GONE: usize = 1;
+
+/// Takes the calling thread out of [`FIRST`], if it is that thread (it is exiting, or
+/// giving up its heap).
+fn leave_first(me: usize) {
+    if FIRST.thread.load(Ordering::Relaxed) == me {
+        FIRST.thread.store(FIRST_GONE, Ordering::Relaxed);
+    }
+}
+
+/// In a `fork` child, whose only thread is `me`: [`FIRST`]'s thread is gone unless it
+/// is `me`.
+fn leave_first_unless(me: usize) {
+    let first = FIRST.thread.load(Ordering::Relaxed);
+    if first != me && first != FIRST_UNSET {
+        FIRST.thread.store(FIRST_GONE, Ordering::Relaxed);
+    }
+}
+
 /// The calling thread's heap, if it has one: the fast path's only lookup.
 #[inline(always)]
 pub fn current() -> Option<&'static ThreadHeap> {
@@ -86,6 +129,28 @@ pub fn current() -> Option<&'static ThreadHeap> {
         // (stored by `acquire`, the only writer), which live as long as the process.
         unsafe { &*(heap as *const ThreadHeap) }
     })
+}
+
+/// [`current`] for `malloc`'s common case: found with no call ([`FIRST`], else the
+/// thread table's home slot), or `None` (no heap, or its table entry is not in its
+/// home slot: then the full path looks again).
+#[inline(always)]
+pub fn current_at_home() -> Option<&'static ThreadHeap> {
+    let me = thread_pointer();
+    // Relaxed: only the thread itself stores its own pointer in FIRST (after the heap,
+    // in program order), and no other thread's pointer equals it.
+    let heap = if FIRST.thread.load(Ordering::Relaxed) == me {
+        FIRST.heap.load(Ordering::Relaxed)
+    } else {
+        THREADS.find_at_home(me)?
+    };
+    // SAFETY: FIRST's heap and the table's values are addresses of elements of the
+    // static HEAPS (stored by `acquire`), which live as long as the process; so the
+    // address is not 0 either (which spares the compiler a test).
+    unsafe {
+        core::hint::assert_unchecked(heap != 0);
+        Some(&*(heap as *const ThreadHeap))
+    }
 }
 
 /// The calling thread's heap, giving it one if it has none; `None` when no heap or
@@ -120,9 +185,17 @@ fn acquire() -> Option<&'static ThreadHeap> {
         heap.for_each_page(|page| page.owner_thread.store(me, Ordering::Relaxed));
         index
     };
-    if !THREADS.set(&HEAPS[index] as *const ThreadHeap as usize) {
+    let address = &HEAPS[index] as *const ThreadHeap as usize;
+    if !THREADS.set(address) {
         release(&HEAPS[index]);
         return None;
+    }
+    {
+        let _guard = HEAP_LOCK.acquire();
+        if FIRST.thread.load(Ordering::Relaxed) == FIRST_UNSET {
+            FIRST.heap.store(address, Ordering::Relaxed);
+            FIRST.thread.store(me, Ordering::Relaxed);
+        }
     }
     // If the key cannot be used (a program that created 32 keys before our first
     // malloc), the heap is not given back at exit; it stays with the thread pointer,
@@ -136,9 +209,11 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     let Some(heap) = (value as usize).checked_sub(1).and_then(|i| HEAPS.get(i)) else {
         return;
     };
-    if heap.owner.load(Ordering::Relaxed) != thread_pointer() {
+    let me = thread_pointer();
+    if heap.owner.load(Ordering::Relaxed) != me {
         return;
     }
+    leave_first(me);
     THREADS.remove();
     if let Err(fault) = heap.give_back_empty_pages() {
         crate::report_in_pages(fault, "free");
@@ -483,6 +558,7 @@ impl ThreadHeap {
 pub fn forget_current_heap() {
     if let Some(heap) = current() {
         let _guard = HEAP_LOCK.acquire();
+        leave_first(thread_pointer());
         THREADS.remove();
         heap.owner.store(0, Ordering::Relaxed);
         heap.state.store(LOST_IN_FORK, Ordering::Relaxed);
@@ -512,6 +588,7 @@ pub fn after_fork_in_child() {
     POOL.after_fork_in_child();
     HEAP_LOCK.reset_in_child();
     let me = thread_pointer();
+    leave_first_unless(me);
     THREADS.for_each(|thread, _| {
         if thread != me {
             THREADS.remove_thread(thread);

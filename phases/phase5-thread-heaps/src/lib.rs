@@ -57,7 +57,7 @@ use preload_kit::{
 
 use page::{BlockOf, PAGE_SIZE, Page};
 use segment::{Owner, SEGMENT_SIZE};
-use size_class::{SMALL_LIMIT, class_of};
+use size_class::{SMALL_LIMIT, class_of, class_of_nonzero};
 
 /// Where an address is, printed the same in every run: inside our segments, as an
 /// offset in the segments laid end to end in order of creation (segment `n` covers
@@ -180,21 +180,58 @@ impl<F: Heap> ThreadHeaps<F> {
     }
 
     /// A block of at least `size` bytes aligned to `align`. The common case, a small
-    /// request that the front page of its class can serve, is done here with no call;
-    /// everything else goes to [`ThreadHeaps::alloc_in_full`].
+    /// request that the current page of its class can serve, is done here with no
+    /// call ([`ThreadHeaps::alloc_from_current`]); everything else goes to
+    /// [`ThreadHeaps::alloc_in_full`].
     #[inline(always)]
     pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         // `DEBUG_OFF` alone: before the first call has read the setting, the full path
         // reads it.
-        if size <= SMALL_LIMIT
-            && align <= MIN_ALIGN
+        if align <= MIN_ALIGN
             && DEBUG.load(Ordering::Relaxed) == DEBUG_OFF
-            && let Some(heap) = heap::current()
-            && let Some(block) = heap.pop_current(class_of(size))
+            && let Some(block) = Self::alloc_from_current(size)
         {
             return NonNull::new(block);
         }
         self.alloc_in_full(size, align)
+    }
+
+    /// `malloc` as the kit calls it when it has nothing to add: then debug mode is off
+    /// (the kit's flag says so), and the common case is [`ThreadHeaps::alloc`]'s
+    /// without the test of [`DEBUG`]. The rest, `errno` included, is one out-of-line
+    /// call, so the common case needs no stack frame.
+    #[inline(always)]
+    pub fn malloc_plain(&self, size: usize) -> *mut u8 {
+        if let Some(block) = Self::alloc_from_current(size) {
+            return block;
+        }
+        self.malloc_in_full(size)
+    }
+
+    /// A small block from the calling thread's current page of its class, if it has
+    /// one with room: the whole of `malloc`'s common case. `malloc(0)` is left to the
+    /// full path, so that one compare of `size - 1` tests both ends of the range.
+    #[inline(always)]
+    fn alloc_from_current(size: usize) -> Option<*mut u8> {
+        if size.wrapping_sub(1) < SMALL_LIMIT
+            && let Some(heap) = heap::current_at_home()
+        {
+            return heap.pop_current(class_of_nonzero(size));
+        }
+        None
+    }
+
+    /// [`ThreadHeaps::malloc_plain`]'s way out: `malloc`'s answer, null with `errno`
+    /// set when there is no memory.
+    #[inline(never)]
+    fn malloc_in_full(&self, size: usize) -> *mut u8 {
+        match self.alloc_in_full(size, MIN_ALIGN) {
+            Some(block) => block.as_ptr(),
+            None => {
+                preload_kit::os::set_errno(preload_kit::libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        }
     }
 
     /// [`ThreadHeaps::alloc`] in every case: small requests come from the calling
@@ -278,21 +315,53 @@ impl<F: Heap> ThreadHeaps<F> {
         self.fallback.alloc_zeroed(size)
     }
 
-    /// Frees `ptr`. The common case, the owner freeing a block of its own page while
-    /// no other thread's frees wait on that page, is decided and done here, with no
-    /// call: the checks are those of [`ThreadHeaps::free_in_full`] for that case (the
-    /// block's bit set, so not a double free). Everything else goes there.
+    /// Frees `ptr`: the common case ([`ThreadHeaps::free_common`]) with no call,
+    /// everything else in [`ThreadHeaps::free_in_full`].
     #[inline(always)]
     pub fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        let addr = ptr.as_ptr() as usize;
-        if let Owner::Page(page) = segment::page_of(addr)
-            && let BlockOf::Start(index) = page.block_of(addr)
+        if Self::free_common(ptr.as_ptr()) {
+            return Ok(());
+        }
+        self.free_in_full(ptr)
+    }
+
+    /// `free` as the kit calls it when it has nothing to add: like
+    /// [`ThreadHeaps::free`], but the rest reports its own faults
+    /// ([`ThreadHeaps::free_in_full_or_fail`]), so the common case needs no stack
+    /// frame for a `Result`.
+    ///
+    /// A null pointer is in no segment, so it fails the common case's first test and
+    /// `free(NULL)` is the way out's business: the common case tests nothing for it.
+    #[inline(always)]
+    pub fn free_plain(&self, ptr: *mut u8) {
+        if Self::free_common(ptr) {
+            return;
+        }
+        self.free_in_full_or_fail(ptr)
+    }
+
+    /// `free`'s common case, the owner freeing a block of its own page while no other
+    /// thread's frees wait on that page, decided and done; false for anything else
+    /// (nothing done). The checks are those of [`ThreadHeaps::free_in_full`] for that
+    /// case: a set bit says at once that `ptr` starts a block (no other bit is ever
+    /// set) and that the block is out, so not a double free.
+    #[inline(always)]
+    fn free_common(ptr: *mut u8) -> bool {
+        let addr = ptr as usize;
+        // One test for two ways out that the tests below make again: an address above
+        // every segment, and one off the 16-byte grid where blocks start. Testing them
+        // together first lets the compiler drop both later tests (one instruction
+        // and a branch instead of five).
+        if addr & (!(segment::ADDRESS_LIMIT - 1) | (page::GRANULE - 1)) != 0 {
+            return false;
+        }
+        if let Some(page) = segment::descriptor_of(addr)
+            && let Some(bit) = page.out_bit(addr)
             && page.owner_thread.load(Ordering::Relaxed) == thread_pointer()
             && page.thread_free.load(Ordering::Relaxed).is_null()
-            && page.is_allocated(index)
         {
             let was_full = page.used.get() == page.capacity.get();
-            let emptied = page.free_owned(addr, index);
+            let emptied = page.free_owned(addr, bit);
             page.become_current();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this
@@ -300,16 +369,35 @@ impl<F: Heap> ThreadHeaps<F> {
             if (emptied || was_full) && !page.is_front() {
                 Self::page_changed(page, emptied);
             }
-            return Ok(());
+            return true;
         }
-        self.free_in_full(ptr)
+        false
     }
 
-    /// [`ThreadHeaps::free`] in every case: the owner's path (no lock, no atomic),
-    /// another thread's path (one compare-and-swap), the fallback heap's, and the
-    /// faults. Out of line, so that `free`'s own path saves no registers for it.
+    /// [`ThreadHeaps::free_in_full`], reporting its fault (and exiting): `free`'s way
+    /// out when the kit leaves the reporting to the allocator.
+    #[inline(never)]
+    fn free_in_full_or_fail(&self, ptr: *mut u8) {
+        if let Some(ptr) = NonNull::new(ptr)
+            && let Err(fault) = self.free_everywhere(ptr)
+        {
+            report::fail(self, "free", fault);
+        }
+    }
+
+    /// [`ThreadHeaps::free`] in every case; see [`ThreadHeaps::free_everywhere`].
+    /// Out of line, so that `free`'s own path saves no registers for it.
     #[inline(never)]
     fn free_in_full(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
+        self.free_everywhere(ptr)
+    }
+
+    /// Every case of `free`: the owner's path (no lock, no atomic), another thread's
+    /// path (one compare-and-swap), the fallback heap's, and the faults. Inlined into
+    /// the two out-of-line ways to it, [`ThreadHeaps::free_in_full`] and
+    /// [`ThreadHeaps::free_in_full_or_fail`].
+    #[inline(always)]
+    fn free_everywhere(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
         let addr = ptr.as_ptr() as usize;
         match Self::block_at(addr)? {
             Block::Fallback => self.free_fallback(ptr),
@@ -351,7 +439,7 @@ impl<F: Heap> ThreadHeaps<F> {
         match Self::block_at(addr)? {
             Block::Fallback => self.fallback.usable_size(ptr),
             Block::Small(page, index) => {
-                if !page.is_out(addr, index) {
+                if !page.is_out(addr) {
                     return Err(match page.fault_for_freed(addr, index) {
                         Fault::DoubleFree { .. } => Fault::InvalidPointer {
                             addr,
@@ -620,8 +708,16 @@ impl<F: Heap> SharedAllocator for ThreadHeaps<F> {
         ThreadHeaps::alloc_zeroed(self, size)
     }
     #[inline(always)]
+    fn malloc_plain(&self, size: usize) -> *mut u8 {
+        ThreadHeaps::malloc_plain(self, size)
+    }
+    #[inline(always)]
     fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
         ThreadHeaps::free(self, ptr)
+    }
+    #[inline(always)]
+    fn free_plain(&self, ptr: *mut u8) {
+        ThreadHeaps::free_plain(self, ptr)
     }
     fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault> {
         ThreadHeaps::usable_size(self, ptr)

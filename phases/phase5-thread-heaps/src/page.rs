@@ -4,7 +4,7 @@
 //!   page (64 KiB, in a segment)              its descriptor (in the segment's header)
 //!   +------+------+------+------+----        +--------------------------------------+
 //!   | blk0 | blk1 | blk2 | blk3 |...         | owner_thread  block_size  class      |
-//!   +------+------+------+------+----        | allocated: 1 0 0 1 0 0 ... 1 1 (pad) |  owner writes
+//!   +------+------+------+------+----        | allocated: 1 0 0 1 0 0 ...           |  owner writes
 //!     used   free   free   used              | free --> blk2 --> null               |  owner only
 //!                                            | local_free --> blk1 --> null         |  owner only
 //!                                            | used = 2  bump = 4  high_water = 4   |  owner only
@@ -25,12 +25,15 @@
 //!   are empty. A page whose last block comes back starts again from block 0, so a
 //!   program that fills and empties it gets blocks in address order again, not in
 //!   the random order it freed them.
-//! - `allocated`: one bit per block, set while the block is out, written by the owner
-//!   with plain loads and stores; other threads only read it. It is what catches misuse:
-//!   `free` checks the bit before anything else, so a double free (a bit already 0) is
-//!   caught with no lock, and `malloc` checks that a block it pops is a free block of
-//!   the page before it reads its link (a link overwritten after the free is heap
-//!   corruption, reported, not followed).
+//! - `allocated`: one bit per 16 bytes of the page (every block starts on a multiple
+//!   of 16), set while the block starting there is out, written by the owner with plain
+//!   loads and stores; other threads only read it. A bit is found from the address
+//!   alone (its low 16 bits), with no division by the block size, and only a block's
+//!   start ever has its bit set. It is what catches misuse: `free` checks the bit
+//!   before anything else, so a double free (a bit already 0) is caught with no lock,
+//!   and a set bit also says the address starts a block; `malloc` checks that a block
+//!   it pops is a free block of the page before it reads its link (a link overwritten
+//!   after the free is heap corruption, reported, not followed).
 //! - `thread_free`: blocks freed by other threads, linked through their first word,
 //!   pushed with one compare-and-swap; the owner takes the whole list with one swap
 //!   ([`Page::collect`]) when the page looks full, clears their bits and moves them to
@@ -42,24 +45,25 @@
 //!   the owner's free looks for it (only while the page has remote frees waiting).
 //!   The descriptor has no room for a second bitmap (63 descriptors share the
 //!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
-//! - `high_water`: one more than the highest block index handed out since the page
-//!   took its class (`bump` at its highest). A free of a block-aligned address at or
-//!   above it is a pointer this heap never gave out (exit 2), not a double free (exit 3).
+//! - `high_water`: `bump` at its highest since the page took its class, as of the
+//!   page's last start-over (raised then, not on every block `bump` hands out). The
+//!   larger of the two is one more than the highest block index ever handed out: a
+//!   free of a block-aligned address at or above it is a pointer this heap never gave
+//!   out (exit 2), not a double free (exit 3).
 //!
 //! The first version of this page had the lists; the second replaced them with the
 //! bitmap alone (the lowest free block first, then a ring of the last eight frees),
 //! and the lists came back measured: see chapter 5.
 //!
-//! The invariant, with `|list|` the length of a list and `padding` the bits past the
-//! last block (always set, so they are never handed out):
+//! The invariant, with `|list|` the length of a list:
 //!
 //! ```text
-//!   popcount(allocated) == used + padding
+//!   popcount(allocated) == used
+//!   a bit is set only at the start of a block below bump
 //!   a block is on free or local_free (once)  <=>  it is below bump and its bit is clear
-//!   every block from bump up has its bit clear
 //!   every block on thread_free is marked allocated, so |thread_free| <= used
 //!   every block on thread_free carries its tag; no other block does
-//!   bump <= high_water <= capacity
+//!   bump <= capacity, high_water <= capacity
 //!   the program holds used - |thread_free| blocks
 //! ```
 //!
@@ -76,9 +80,10 @@ use crate::size_class::{CLASSES, class_size};
 
 /// The size of a page: every block of a page has the same size class.
 pub const PAGE_SIZE: usize = 64 * 1024;
-/// The smallest block, so the most blocks a page can hold.
-const MAX_BLOCKS: usize = PAGE_SIZE / 16;
-const BITMAP_WORDS: usize = MAX_BLOCKS / 64;
+/// Every block starts on a multiple of this many bytes from its page's start (every
+/// class is a multiple of 16): the bitmap has one bit per granule.
+pub const GRANULE: usize = 16;
+const BITMAP_WORDS: usize = PAGE_SIZE / GRANULE / 64;
 
 /// A free block on one of a page's lists: its first word links it to the next one; on
 /// `thread_free`, its second holds its tag (every block is at least 16 bytes).
@@ -146,26 +151,31 @@ pub struct Page {
     pub heap: AtomicU32,
     /// Where the page's memory starts (set once, when its segment is made).
     pub start: Cell<usize>,
-    /// `ceil(2^32 / block_size)`: turns an offset into a block index with a multiply
-    /// and a shift instead of a division (exact for offsets below 2^16 and block sizes
-    /// up to 2^13: the error, below `offset * block_size / 2^32`, stays under one).
-    pub reciprocal: AtomicU32,
+    /// `floor((2^64 - 1) / block_size) + 1`: with it, one multiply tells whether an
+    /// offset is a multiple of the block size (the low 64 bits of the product are below
+    /// it) and which block it is in (the high 64 bits), instead of a division (exact
+    /// for every offset below 2^32: Lemire, Kaser and Kurz, "Faster remainder by
+    /// direct computation", 2019).
+    pub magic: AtomicU64,
     /// Blocks in the page (`PAGE_SIZE / block_size`).
     pub capacity: Cell<u32>,
-    /// Bitmap words covering the blocks (`ceil(capacity / 64)`).
-    pub words: Cell<u32>,
     /// Blocks handed out and not seen back by the owner.
     pub used: Cell<u32>,
     /// Blocks from `bump` up have not been handed out since the page was last empty.
-    pub bump: Cell<u32>,
+    /// Owner writes (plain stores); other threads read it only to word an error
+    /// ([`Page::handed_out_limit`]).
+    pub bump: AtomicU32,
     /// Free blocks `malloc` pops, linked through their first word.
     pub free: Cell<*mut FreeBlock>,
     /// Blocks the owner freed, linked through their first word: `free` when it runs out.
     pub local_free: Cell<*mut FreeBlock>,
-    /// One more than the highest block index handed out since [`Page::init`] (kept
-    /// when the page goes to the pool, so a free into a page that is back in the pool
-    /// can still tell a block it gave out from one it never did). Owner writes; other
-    /// threads read it only to word an error.
+    /// The highest `bump` reached since [`Page::init`] before the page last started
+    /// over: raised when it starts over, not on every block `bump` hands out (which
+    /// cost 2-3% of `bench_alloc --small`). With `bump`, it says which blocks have been
+    /// handed out ([`Page::handed_out_limit`]). Kept when the page goes to the pool, so
+    /// a free into a page that is back in the pool can still tell a block it gave out
+    /// from one it never did. Owner writes; other threads read it only to word an
+    /// error.
     pub high_water: AtomicU32,
     /// The owning heap's slot for this class's current page (`ThreadHeap::current`),
     /// set with the class: the owner's `free` stores the page there, with no lookup
@@ -178,8 +188,24 @@ pub struct Page {
     pub committed: Cell<bool>,
     /// Blocks freed by other threads, not yet collected by the owner.
     pub thread_free: AtomicPtr<FreeBlock>,
-    /// One bit per block: set while the program holds the block.
+    /// One bit per 16 bytes: set while the program holds the block that starts there.
     pub allocated: [AtomicU64; BITMAP_WORDS],
+}
+
+/// A set bit of a page's bitmap, as [`Page::out_bit`] read it.
+pub struct OutBit<'a> {
+    cell: &'a AtomicU64,
+    /// The word as it was read, the bit cleared.
+    cleared: u64,
+}
+
+impl OutBit<'_> {
+    /// Clears the bit. Owner only: nobody else writes the word, so it still holds what
+    /// was read.
+    #[inline(always)]
+    fn clear(self) {
+        self.cell.store(self.cleared, Ordering::Relaxed);
+    }
 }
 
 /// What a pointer is to its page: the index of the block it starts.
@@ -205,7 +231,7 @@ impl Page {
         }
         debug_assert!(addr.wrapping_sub(self.start.get()) < PAGE_SIZE);
         let offset = addr % PAGE_SIZE;
-        let index = Self::divide(offset, self.reciprocal.load(Ordering::Relaxed));
+        let index = Self::divide(offset, self.magic.load(Ordering::Relaxed));
         // Not at a block's start, or in the tail too short for a whole block.
         if index * size != offset || offset + size > PAGE_SIZE {
             return BlockOf::Inside;
@@ -213,47 +239,63 @@ impl Page {
         BlockOf::Start(index)
     }
 
-    /// `offset / block_size`, given the page's `reciprocal` (`offset < PAGE_SIZE`).
+    /// `offset / block_size`, given the page's `magic` (`offset < 2^32`).
     #[inline(always)]
-    fn divide(offset: usize, reciprocal: u32) -> usize {
-        ((offset as u64 * reciprocal as u64) >> 32) as usize
+    fn divide(offset: usize, magic: u64) -> usize {
+        ((offset as u128 * magic as u128) >> 64) as usize
     }
 
-    /// Block `index`'s word in the bitmap and its bit in the word. The word index is
-    /// masked to the bitmap's length, which it never exceeds (an index is below
-    /// `MAX_BLOCKS`): indexing with it needs no bounds check on the fast paths.
+    /// Whether `offset` is a multiple of the block size, given the page's `magic`
+    /// (`offset < 2^32`): one multiply and one compare.
     #[inline(always)]
-    fn bit(index: usize) -> (usize, u64) {
-        ((index / 64) % BITMAP_WORDS, 1u64 << (index % 64))
+    fn is_multiple(offset: usize, magic: u64) -> bool {
+        (offset as u64).wrapping_mul(magic) < magic
     }
 
-    /// Whether block `index` is the program's. Any thread may ask; the answer is exact
-    /// for a block the asker was legitimately given (the owner's store that set the bit
-    /// happened before the block was handed over).
+    /// The word in the bitmap of the block starting at `addr`, an address in this page,
+    /// and its bit in the word. A page starts at a multiple of `PAGE_SIZE`, so the
+    /// address's low bits are its offset: no load of `start`, and a word index below
+    /// the bitmap's length (no bounds check on the fast paths).
     #[inline(always)]
-    pub fn is_allocated(&self, index: usize) -> bool {
-        let (word, bit) = Self::bit(index);
-        self.allocated[word].load(Ordering::Relaxed) & bit != 0
+    fn bit(addr: usize) -> (usize, u64) {
+        let granule = addr % PAGE_SIZE / GRANULE;
+        (granule / 64, 1u64 << (granule % 64))
     }
 
-    /// Sets or clears block `index`'s bit. Owner only: a plain load and store, no
-    /// read-modify-write (nobody else writes the word).
+    /// Whether the program holds a block starting at `addr` (an address in this page).
+    /// Any thread may ask; the answer is exact for a block the asker was legitimately
+    /// given (the owner's store that set the bit happened before the block was handed
+    /// over). True only at a block's start: no other bit is ever set, and an address
+    /// inside a granule (`addr + 8`) shares its granule's bit, so it is refused first.
     #[inline(always)]
-    fn mark(&self, index: usize, allocated: bool) {
-        let (word, bit) = Self::bit(index);
+    pub fn is_allocated(&self, addr: usize) -> bool {
+        let (word, bit) = Self::bit(addr);
+        addr.is_multiple_of(GRANULE) && self.allocated[word].load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// The bit of the block at `addr` if it is set (as [`Page::is_allocated`]), read
+    /// once: the owner's `free` then clears it with one store, where
+    /// [`Page::mark`] would read the word again.
+    #[inline(always)]
+    pub fn out_bit(&self, addr: usize) -> Option<OutBit<'_>> {
+        let (word, bit) = Self::bit(addr);
+        let cell = &self.allocated[word];
+        let value = cell.load(Ordering::Relaxed);
+        let cleared = value & !bit;
+        (addr.is_multiple_of(GRANULE) && cleared != value).then_some(OutBit { cell, cleared })
+    }
+
+    /// Sets or clears the bit of the block at `addr`. Owner only: a plain load and
+    /// store, no read-modify-write (nobody else writes the word).
+    #[inline(always)]
+    fn mark(&self, addr: usize, allocated: bool) {
+        let (word, bit) = Self::bit(addr);
         let cell = &self.allocated[word];
         let old = cell.load(Ordering::Relaxed);
         cell.store(
             if allocated { old | bit } else { old & !bit },
             Ordering::Relaxed,
         );
-    }
-
-    fn index_of(&self, block: *mut FreeBlock) -> usize {
-        Self::divide(
-            block as usize - self.start.get(),
-            self.reciprocal.load(Ordering::Relaxed),
-        )
     }
 
     /// Prepares a page from the pool to hold blocks of `class` for heap `heap`, owned by
@@ -265,25 +307,15 @@ impl Page {
                 .iter()
                 .all(|w| w.load(Ordering::Relaxed) == 0)
         );
-        let capacity = PAGE_SIZE / block_size;
-        let words = capacity.div_ceil(64);
-        self.capacity.set(capacity as u32);
-        self.words.set(words as u32);
+        debug_assert!(block_size.is_multiple_of(GRANULE));
+        self.capacity.set((PAGE_SIZE / block_size) as u32);
         self.used.set(0);
         self.start_over();
         self.high_water.store(0, Ordering::Relaxed);
-        // The bits past the last block are set for good: never handed out.
-        if !capacity.is_multiple_of(64)
-            && let Some(last) = self.allocated.get(words - 1)
-        {
-            last.store(!0u64 << (capacity % 64), Ordering::Relaxed);
-        }
         self.class.store(class as u32, Ordering::Relaxed);
         self.heap.store(heap as u32, Ordering::Relaxed);
-        self.reciprocal.store(
-            ((1u64 << 32).div_ceil(block_size as u64)) as u32,
-            Ordering::Relaxed,
-        );
+        self.magic
+            .store(u64::MAX / block_size as u64 + 1, Ordering::Relaxed);
         self.block_size.store(block_size as u32, Ordering::Relaxed);
         self.owner_thread.store(owner, Ordering::Relaxed);
     }
@@ -306,17 +338,18 @@ impl Page {
             }
         }
         let offset = (block as usize).wrapping_sub(self.start.get());
-        let index = Self::divide(offset % PAGE_SIZE, self.reciprocal.load(Ordering::Relaxed));
-        let (word_index, bit) = Self::bit(index);
+        let (word_index, bit) = Self::bit(block as usize);
         let cell = &self.allocated[word_index];
         let word = cell.load(Ordering::Relaxed);
-        if offset >= PAGE_SIZE
-            || word & bit != 0
-            || index * self.block_size.load(Ordering::Relaxed) as usize != offset
+        // Its bit set: `marked == word` if it was set already.
+        let marked = word | bit;
+        if marked == word
+            || offset >= PAGE_SIZE
+            || !Self::is_multiple(offset, self.magic.load(Ordering::Relaxed))
         {
             Self::corrupt_link(block as usize);
         }
-        cell.store(word | bit, Ordering::Relaxed);
+        cell.store(marked, Ordering::Relaxed);
         self.used.set(self.used.get() + 1);
         // SAFETY: checked just above: a free block of this page, so its first word is
         // the link its free wrote (a program's write after the free may have changed
@@ -329,19 +362,16 @@ impl Page {
     /// last empty; `None` when there is none.
     #[inline(always)]
     fn pop_fresh(&self) -> Option<*mut u8> {
-        let index = self.bump.get();
+        let index = self.bump.load(Ordering::Relaxed);
         if index >= self.capacity.get() {
             return None;
         }
-        self.bump.set(index + 1);
-        let index = index as usize;
-        self.mark(index, true);
+        self.bump.store(index + 1, Ordering::Relaxed);
+        let block =
+            self.start.get() + index as usize * self.block_size.load(Ordering::Relaxed) as usize;
+        self.mark(block, true);
         self.used.set(self.used.get() + 1);
-        self.note_handed_out(index);
-        Some(
-            (self.start.get() + index * self.block_size.load(Ordering::Relaxed) as usize)
-                as *mut u8,
-        )
+        Some(block as *mut u8)
     }
 
     /// A link on `free` names no free block of the page: the program wrote into a block
@@ -364,23 +394,31 @@ impl Page {
     fn start_over(&self) {
         self.free.set(ptr::null_mut());
         self.local_free.set(ptr::null_mut());
-        self.bump.set(0);
+        let bump = self.bump.load(Ordering::Relaxed);
+        if bump > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.store(bump, Ordering::Relaxed);
+        }
+        // Release: a thread that reads this 0 in `handed_out_limit` sees the raised
+        // `high_water` too.
+        self.bump.store(0, Ordering::Release);
     }
 
-    /// Raises `high_water` past block `index`, just handed out (owner only).
-    #[inline(always)]
-    fn note_handed_out(&self, index: usize) {
-        let high = self.high_water.load(Ordering::Relaxed);
-        self.high_water
-            .store(high.max(index as u32 + 1), Ordering::Relaxed);
+    /// One more than the highest block index handed out since [`Page::init`]: every
+    /// block below it has been handed out at least once, none above it ever (blocks
+    /// are first handed out in address order, from `bump`). Any thread may ask, to
+    /// word an error; for a block the asker was given, the answer is above its index.
+    pub fn handed_out_limit(&self) -> usize {
+        // Acquire: pairs with the Release in `start_over`.
+        let bump = self.bump.load(Ordering::Acquire);
+        self.high_water.load(Ordering::Relaxed).max(bump) as usize
     }
 
-    /// Whether the program holds block `index` at `addr`, as the owner sees it: its bit
-    /// is set and it is not waiting on `thread_free` (looked for only while remote
-    /// frees wait, so the owner reads the block only then).
+    /// Whether the program holds the block at `addr`, as the owner sees it: its bit is
+    /// set and it is not waiting on `thread_free` (looked for only while remote frees
+    /// wait, so the owner reads the block only then).
     #[inline(always)]
-    pub fn is_out(&self, addr: usize, index: usize) -> bool {
-        self.is_allocated(index)
+    pub fn is_out(&self, addr: usize) -> bool {
+        self.is_allocated(addr)
             && (self.thread_free.load(Ordering::Relaxed).is_null()
                 || !Self::is_on_thread_free(addr))
     }
@@ -400,7 +438,7 @@ impl Page {
     /// its class was freed twice; one above `high_water` was never handed out.
     #[cold]
     pub fn fault_for_freed(&self, addr: usize, index: usize) -> Fault {
-        if index >= self.high_water.load(Ordering::Relaxed) as usize {
+        if index >= self.handed_out_limit() {
             return Fault::InvalidPointer {
                 addr,
                 why: WhyInvalid::NotABlockStart,
@@ -419,7 +457,7 @@ impl Page {
             addr,
             why: WhyInvalid::NotABlockStart,
         };
-        let high_water = self.high_water.load(Ordering::Relaxed) as usize;
+        let high_water = self.handed_out_limit();
         let class = self.class.load(Ordering::Relaxed) as usize;
         if class >= CLASSES {
             return invalid;
@@ -449,16 +487,25 @@ impl Page {
         unsafe { (*slot).set(self) };
     }
 
-    /// Block `index` at `block` is free again (owner only): its bit cleared, on
-    /// `local_free`.
+    /// The block at `block` is free again (owner only): its bit cleared, on
+    /// `local_free`. Returns `used`, now one less.
     #[inline(always)]
-    fn release(&self, index: usize, block: *mut FreeBlock) {
-        self.mark(index, false);
-        self.used.set(self.used.get() - 1);
+    fn release(&self, block: *mut FreeBlock) -> u32 {
+        self.mark(block as usize, false);
+        self.push_local(block)
+    }
+
+    /// The block at `block`, its bit cleared, goes on `local_free` (owner only).
+    /// Returns `used`, now one less.
+    #[inline(always)]
+    fn push_local(&self, block: *mut FreeBlock) -> u32 {
+        let used = self.used.get() - 1;
+        self.used.set(used);
         // SAFETY: the block is free now, and a block of this page: its first word is
         // the owner's to use as the link.
         unsafe { (*block).next = self.local_free.get() };
         self.local_free.set(block);
+        used
     }
 
     /// The owner frees block `index` at `addr`: checked against the bitmap, then its bit
@@ -466,20 +513,25 @@ impl Page {
     /// whether the page is now empty.
     #[inline(always)]
     pub fn free_local(&self, addr: usize, index: usize) -> Result<bool, Fault> {
-        if !self.is_out(addr, index) {
-            return Err(self.fault_for_freed(addr, index));
+        match self.out_bit(addr) {
+            Some(bit)
+                if self.thread_free.load(Ordering::Relaxed).is_null()
+                    || !Self::is_on_thread_free(addr) =>
+            {
+                Ok(self.free_owned(addr, bit))
+            }
+            _ => Err(self.fault_for_freed(addr, index)),
         }
-        Ok(self.free_owned(addr, index))
     }
 
-    /// The owner frees block `index` at `addr`, which it has checked is out
+    /// The owner frees the block at `addr`, which it has checked is out
     /// ([`Page::is_out`]): its bit cleared, the block on `local_free`. Returns whether
     /// the page is now empty (then its lists start over).
     #[inline(always)]
-    pub fn free_owned(&self, addr: usize, index: usize) -> bool {
-        debug_assert!(self.is_allocated(index));
-        self.release(index, addr as *mut FreeBlock);
-        if self.used.get() == 0 {
+    pub fn free_owned(&self, addr: usize, bit: OutBit) -> bool {
+        debug_assert!(self.is_allocated(addr));
+        bit.clear();
+        if self.push_local(addr as *mut FreeBlock) == 0 {
             self.start_over();
             return true;
         }
@@ -494,10 +546,10 @@ impl Page {
     /// and restore six of them (measured on `cache-thrash`, where no free is remote).
     #[inline(never)]
     pub fn free_remote(&self, addr: usize, index: usize) -> Result<(), Fault> {
-        if !self.is_allocated(index) {
+        if !self.is_allocated(addr) {
             return Err(self.fault_for_freed(addr, index));
         }
-        self.tag_remote_free(addr, index)?;
+        self.tag_remote_free(addr)?;
         let block = addr as *mut FreeBlock;
         let mut head = self.thread_free.load(Ordering::Relaxed);
         loop {
@@ -525,7 +577,7 @@ impl Page {
     /// push the block, and `collect` finds it twice on its list, before it can be
     /// handed out again, and reports it.
     #[inline]
-    fn tag_remote_free(&self, addr: usize, index: usize) -> Result<(), Fault> {
+    fn tag_remote_free(&self, addr: usize) -> Result<(), Fault> {
         let block = addr as *const FreeBlock;
         let tag = remote_tag(addr);
         // SAFETY: the block's bit is set, so it is a block of this page that is out;
@@ -533,7 +585,7 @@ impl Page {
         let word = unsafe { &(*block).tag };
         // Acquire pairs with the Release in `collect`: reading the wiped tag, we see the
         // bit the owner cleared before it (checked just below).
-        if word.load(Ordering::Acquire) == tag || !self.is_allocated(index) {
+        if word.load(Ordering::Acquire) == tag || !self.is_allocated(addr) {
             return Err(Fault::DoubleFree { addr });
         }
         // Relaxed: published to the owner by the Release of the push that follows.
@@ -551,15 +603,14 @@ impl Page {
         // Acquire: pairs with the Release of each push in `free_remote`.
         let mut block = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
         while !block.is_null() {
-            let index = self.index_of(block);
-            if !self.is_allocated(index) {
+            if !self.is_allocated(block as usize) {
                 return Err(Fault::DoubleFree {
                     addr: block as usize,
                 });
             }
             // SAFETY: pushed by `free_remote`, so its first word is the link.
             let next = unsafe { (*block).next };
-            self.release(index, block);
+            self.release(block);
             // Release, after the bit is cleared: a free that reads the wiped tag (with
             // Acquire, in `tag_remote_free`) finds the bit clear.
             // SAFETY: as above; the block is ours until `pop` hands it out again.
@@ -580,15 +631,12 @@ impl Page {
             return None;
         }
         let capacity = PAGE_SIZE / size;
-        let words = capacity.div_ceil(64).min(BITMAP_WORDS);
         let marked: usize = self
             .allocated
             .iter()
-            .take(words)
             .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
             .sum();
-        let padding = words * 64 - capacity;
-        Some((size, capacity, marked.saturating_sub(padding).min(capacity)))
+        Some((size, capacity, marked.min(capacity)))
     }
 
     /// Whether the page is the first of its owner's queue (the one `malloc` takes
@@ -606,10 +654,12 @@ impl Page {
     /// Marks a page that has no blocks out as unused (before it goes to the pool).
     pub fn retire(&self) {
         debug_assert_eq!(self.used.get(), 0);
-        // Only the padding bits are left: clear them for the next class.
-        for word in &self.allocated {
-            word.store(0, Ordering::Relaxed);
-        }
+        // No block is out, so no bit is set: the next class starts from a clear bitmap.
+        debug_assert!(
+            self.allocated
+                .iter()
+                .all(|w| w.load(Ordering::Relaxed) == 0)
+        );
         self.owner_thread.store(0, Ordering::Relaxed);
         self.block_size.store(0, Ordering::Relaxed);
         self.current_slot.set(ptr::null());
@@ -624,28 +674,37 @@ impl Page {
                 what,
             })
         };
-        let (capacity, words) = (self.capacity.get() as usize, self.words.get() as usize);
-        if words != capacity.div_ceil(64) || words > BITMAP_WORDS {
-            return corrupt("a page's bitmap does not match its capacity");
+        let capacity = self.capacity.get() as usize;
+        let size = self.block_size.load(Ordering::Relaxed) as usize;
+        if size == 0 || capacity != PAGE_SIZE / size {
+            return corrupt("a page's capacity does not match its block size");
         }
         let marked: usize = self
             .allocated
             .iter()
             .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
             .sum();
-        let padding = words * 64 - capacity;
-        if marked != self.used.get() as usize + padding {
-            return corrupt("a page's popcount(allocated) != used + padding");
+        if marked != self.used.get() as usize {
+            return corrupt("a page's popcount(allocated) != used");
         }
         // Every free block is on `free` or `local_free` once, or from `bump` up: the
         // lists hold `capacity - used - (capacity - bump)` blocks, each below `bump`
         // with its bit clear (a list longer than that, a loop included, fails).
-        let bump = self.bump.get() as usize;
-        if bump > capacity || bump > self.high_water.load(Ordering::Relaxed) as usize {
-            return corrupt("a page's bump is past its capacity or its high-water mark");
+        let bump = self.bump.load(Ordering::Relaxed) as usize;
+        if bump > capacity || self.high_water.load(Ordering::Relaxed) as usize > capacity {
+            return corrupt("a page's bump or high-water mark is past its capacity");
         }
-        if (bump..capacity).any(|index| self.is_allocated(index)) {
-            return corrupt("a page's block from bump up is marked allocated");
+        let set_bits = self.allocated.iter().enumerate().flat_map(|(word, bits)| {
+            let bits = bits.load(Ordering::Relaxed);
+            (0..64)
+                .filter(move |bit| bits & (1 << bit) != 0)
+                .map(move |bit| word * 64 + bit)
+        });
+        for granule in set_bits {
+            let offset = granule * GRANULE;
+            if !offset.is_multiple_of(size) || offset / size >= bump {
+                return corrupt("a page's bit is set where no block below bump starts");
+            }
         }
         let Some(listed) = bump.checked_sub(self.used.get() as usize) else {
             return corrupt("a page has more blocks out than it handed out");
@@ -658,7 +717,7 @@ impl Page {
                 let in_page = (block as usize).wrapping_sub(self.start.get()) < PAGE_SIZE;
                 let free_below_bump = in_page
                     && matches!(self.block_of(block as usize),
-                        BlockOf::Start(i) if i < bump && !self.is_allocated(i));
+                        BlockOf::Start(i) if i < bump && !self.is_allocated(block as usize));
                 if !free_below_bump || on_lists > listed {
                     return corrupt("a page's free lists hold a block that is not free");
                 }
@@ -675,7 +734,8 @@ impl Page {
             on_thread_free += 1;
             let in_page = (block as usize).wrapping_sub(self.start.get()) < PAGE_SIZE;
             let listed = in_page
-                && matches!(self.block_of(block as usize), BlockOf::Start(i) if self.is_allocated(i));
+                && matches!(self.block_of(block as usize), BlockOf::Start(_))
+                && self.is_allocated(block as usize);
             if !listed
                 || on_thread_free > self.used.get()
                 || !Self::is_on_thread_free(block as usize)
@@ -694,15 +754,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_reciprocal_divides_exactly_for_every_class_and_offset() {
+    fn the_magic_divides_and_tests_multiples_exactly_for_every_class_and_offset() {
         for class in 0..CLASSES {
             let size = class_size(class);
-            let reciprocal = ((1u64 << 32).div_ceil(size as u64)) as u32;
+            let magic = u64::MAX / size as u64 + 1;
             for offset in 0..PAGE_SIZE {
                 assert_eq!(
-                    Page::divide(offset, reciprocal),
+                    Page::divide(offset, magic),
                     offset / size,
                     "{offset} / {size}"
+                );
+                assert_eq!(
+                    Page::is_multiple(offset, magic),
+                    offset.is_multiple_of(size),
+                    "{offset} % {size}"
                 );
             }
         }

@@ -43,7 +43,7 @@ const _: () = assert!(PAGES_PER_SEGMENT * core::mem::size_of::<Page>() <= PAGE_S
 
 /// User-space addresses below this (47 bits on x86-64 and on aarch64 with 48-bit
 /// addresses) can be segments; anything above is not ours.
-const ADDRESS_LIMIT: usize = 1 << 47;
+pub const ADDRESS_LIMIT: usize = 1 << 47;
 const MAP_WORDS: usize = ADDRESS_LIMIT / SEGMENT_SIZE / 64;
 
 /// One bit per 4 MiB of address space: set when a segment of ours starts there.
@@ -122,6 +122,23 @@ pub fn page_of(addr: usize) -> Owner {
     // SAFETY: the segment map says a segment of ours, with its header, starts here;
     // headers live as long as the process; `index` < PAGES_PER_SEGMENT by construction.
     Owner::Page(unsafe { &(*header).pages[index] })
+}
+
+/// The descriptor of the page `addr` lies in, for `free`'s common case: like
+/// [`page_of`], without telling the header from a page. For an address in the header
+/// it is the descriptor of page 0, which is never used (the header fills that page) and
+/// stays as the segment was made, all zeros: no owner and no bit set, so every check
+/// of its bits fails and the caller takes [`page_of`]'s way.
+#[inline(always)]
+pub fn descriptor_of(addr: usize) -> Option<&'static Page> {
+    let segment = addr & !(SEGMENT_SIZE - 1);
+    if !is_segment(segment) {
+        return None;
+    }
+    let index = (addr - segment) / PAGE_SIZE;
+    let header = segment as *const Header;
+    // SAFETY: as in `page_of`; page 0's descriptor is part of the header too.
+    Some(unsafe { &(*header).pages[index] })
 }
 
 /// A segment's number (1-based, in order of creation) and `addr`'s offset in it, for
@@ -387,6 +404,9 @@ impl Pool {
         state.pages += PAGES_PER_SEGMENT - FIRST_PAGE;
         // Release: the header written above is visible to any thread that sees the bit
         // (pointers into the segment are handed out only after this, in any case).
+        // Never the bit of address 0 (neither the break nor a mapping starts there):
+        // `free(NULL)` finds no segment ([`descriptor_of`]).
+        debug_assert_ne!(segment, 0);
         SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
     }
 

@@ -38,7 +38,19 @@ pub const fn class_of(size: usize) -> usize {
         // compiles to a conditional move, where `div_ceil` tests the remainder.
         size.saturating_sub(1) / LINEAR_STEP
     } else {
-        let last = size - 1;
+        class_of_nonzero(size)
+    }
+}
+
+/// [`class_of`] for `1 <= size <= SMALL_LIMIT`, for a caller that has tested
+/// `size - 1 < SMALL_LIMIT` (which sends 0 elsewhere): then `size - 1` is at hand and
+/// the linear classes need no more than a shift.
+#[inline(always)]
+pub const fn class_of_nonzero(size: usize) -> usize {
+    let last = size - 1;
+    if last < LINEAR_LIMIT {
+        last / LINEAR_STEP
+    } else {
         // The doubling `last` is in: [2^power, 2^(power+1)), power >= 7.
         let power = (usize::BITS - 1 - last.leading_zeros()) as usize;
         let quarter = (last >> (power - 2)) & (CLASSES_PER_DOUBLING - 1);
@@ -72,6 +84,7 @@ mod tests {
                 assert!(class_size(class - 1) < size, "size {size}");
             }
             assert_eq!(class_size(class) % 16, 0);
+            assert_eq!(class_of_nonzero(size), class, "size {size}");
         }
         assert_eq!(class_of(0), 0);
         assert_eq!(class_size(CLASSES - 1), SMALL_LIMIT);

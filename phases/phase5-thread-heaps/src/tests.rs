@@ -371,7 +371,7 @@ fn a_free_into_a_page_never_used_is_a_pointer_never_given_out() {
         Owner::Page(page) => page,
         _ => panic!("not in a page"),
     };
-    if page.high_water.load(Ordering::Relaxed) == 0 {
+    if page.handed_out_limit() == 0 {
         assert_eq!(
             HEAPS.free(NonNull::new(last as *mut u8).unwrap()),
             Err(Fault::InvalidPointer {

@@ -98,34 +98,29 @@ fn allocate<A: SharedAllocator>(allocator: &A, name: &str, size: usize, align: u
 }
 
 /// `malloc`. With no log, no checks and no perturbing to do ([`config::plain_calls`]),
-/// the allocator's answer is all there is: the call goes straight to it, and the
-/// allocator's own fast path is the whole cost of the call.
+/// the allocator's answer is all there is: the call goes straight to it
+/// ([`SharedAllocator::malloc_plain`]), and the allocator's own fast path is the whole
+/// cost of the call.
 #[inline(always)]
 pub fn malloc<A: SharedAllocator>(allocator: &A, size: usize) -> Ptr {
     if config::plain_calls() {
-        let block = raw(allocator.alloc(size, MIN_ALIGN));
-        if block.is_null() {
-            set_errno(libc::ENOMEM);
-        }
-        return block;
+        return allocator.malloc_plain(size).cast();
     }
     allocate(allocator, "alloc", size, MIN_ALIGN)
 }
 
 /// `free`: like [`malloc`], straight to the allocator when there is nothing else to
 /// do, and when the allocator keeps `errno` itself
-/// ([`SharedAllocator::FREE_KEEPS_ERRNO`]).
+/// ([`SharedAllocator::FREE_KEEPS_ERRNO`]; [`SharedAllocator::free_plain`]).
 #[inline(always)]
 pub fn free<A: SharedAllocator>(allocator: &A, p: Ptr) {
+    if A::FREE_KEEPS_ERRNO && config::plain_calls() {
+        allocator.free_plain(p.cast());
+        return;
+    }
     let Some(block) = NonNull::new(p.cast::<u8>()) else {
         return;
     };
-    if A::FREE_KEEPS_ERRNO && config::plain_calls() {
-        if let Err(fault) = allocator.free(block) {
-            fail(allocator, "free", fault);
-        }
-        return;
-    }
     free_in_full(allocator, block);
 }
 

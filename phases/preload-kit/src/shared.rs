@@ -45,11 +45,46 @@ pub trait SharedAllocator: Sync {
     /// See [`crate::Heap::alloc`].
     fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>>;
 
+    /// `malloc(size)` when the kit has nothing to add ([`crate::config::plain_calls`]:
+    /// the settings read, no debug mode, no `M_PERTURB`): a block aligned to
+    /// [`crate::MIN_ALIGN`], or null with `errno` set to `ENOMEM`. The default asks
+    /// [`SharedAllocator::alloc`]. An allocator overrides it to skip tests that the
+    /// kit's flag has already made (its own debug setting), or to give its slow path
+    /// the whole call, `errno` included, so that the fast one needs no stack frame.
+    #[inline(always)]
+    fn malloc_plain(&self, size: usize) -> *mut u8 {
+        match self.alloc(size, crate::MIN_ALIGN) {
+            Some(block) => block.as_ptr(),
+            None => {
+                crate::os::set_errno(libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        }
+    }
+
     /// See [`crate::Heap::alloc_zeroed`].
     fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>>;
 
     /// See [`crate::Heap::free`].
     fn free(&self, ptr: NonNull<u8>) -> Result<(), Fault>;
+
+    /// `free(ptr)` when the kit has nothing to add ([`crate::config::plain_calls`])
+    /// and [`SharedAllocator::FREE_KEEPS_ERRNO`]: nothing for null, else frees, or
+    /// reports the fault with [`crate::report::fail`] and exits. The default calls
+    /// [`SharedAllocator::free`]; an allocator overrides it so that its slow path
+    /// reports by itself and the fast one needs no stack frame for a `Result`, or to
+    /// leave null to its slow path (a null pointer is in none of its blocks).
+    #[inline(always)]
+    fn free_plain(&self, ptr: *mut u8)
+    where
+        Self: Sized,
+    {
+        if let Some(ptr) = NonNull::new(ptr)
+            && let Err(fault) = self.free(ptr)
+        {
+            crate::report::fail(self, "free", fault);
+        }
+    }
 
     /// See [`crate::Heap::usable_size`].
     fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Fault>;

@@ -148,6 +148,20 @@ impl<const N: usize> ThreadTable<N> {
         self.find(thread_pointer())
     }
 
+    /// The value of `thread` (the caller's own thread pointer, already read) if its
+    /// entry is in its home slot, as it usually is; `None` says nothing more (ask
+    /// [`ThreadTable::get`]). For a fast path that must not call anything:
+    /// [`ThreadTable::get`] may search the table.
+    #[inline(always)]
+    pub fn find_at_home(&self, thread: usize) -> Option<usize> {
+        let home = &self.slots[Self::home(thread)];
+        // Relaxed: as in `slot_of`.
+        if home.thread.load(Ordering::Relaxed) == thread {
+            return Some(home.value.load(Ordering::Relaxed));
+        }
+        None
+    }
+
     /// `thread`'s value, if it has one. Meaningful for the calling thread; for another
     /// thread the answer may be stale as soon as it is returned.
     #[inline(always)]
