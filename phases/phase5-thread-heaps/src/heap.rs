@@ -302,10 +302,19 @@ impl ThreadHeap {
         // A fresh page is needed: first give back the empty pages other classes kept
         // at the front of their queues, so the pool can hand one of them out.
         self.give_back_empty_fronts();
-        // No page left: the caller makes a segment (it holds the lock that guards the
-        // program break) and asks again.
-        let Some(page) = POOL.take() else {
-            return Ok(None);
+        // A resident page from the pool, else an empty page of another class of this
+        // heap (resident too), else one the kernel has to fault in.
+        let page = match POOL.take_resident() {
+            Some(page) => page,
+            None => match self.take_empty_page() {
+                Some(page) => page,
+                // No page left: the caller makes a segment (it holds the lock that
+                // guards the program break) and asks again.
+                None => match POOL.take() {
+                    Some(page) => page,
+                    None => return Ok(None),
+                },
+            },
         };
         let index = self.index();
         page.init(class, class_size(class), index, thread_pointer());
@@ -371,6 +380,32 @@ impl ThreadHeap {
                 POOL.give_back(page);
             }
         }
+    }
+
+    /// An empty page from any of this heap's queues, taken out of it (retired), for a
+    /// class that needs a page when the pool has no resident one. Pages stay in their
+    /// queue when they empty (only the pool's 16 resident pages are kept when they go
+    /// there, the rest returned to the kernel), so a program that empties pages of one
+    /// class and then needs pages of another (the `coalescing` trace's runs of sizes)
+    /// reuses them here, resident, instead of faulting in new ones; and a program
+    /// that empties and refills pages of the same classes (`xmalloc`'s batches) finds
+    /// them in its queues without going through the pool at all.
+    pub(crate) fn take_empty_page(&self) -> Option<&'static Page> {
+        for class in 0..CLASSES {
+            let mut page = self.queues[class].get();
+            while !page.is_null() {
+                // SAFETY: as in `alloc`.
+                let candidate: &'static Page = unsafe { &*page };
+                page = candidate.next.get();
+                // `used` counts blocks on `thread_free` too: 0 means none is out.
+                if candidate.used.get() == 0 {
+                    self.unlink(class, candidate);
+                    candidate.retire();
+                    return Some(candidate);
+                }
+            }
+        }
+        None
     }
 
     /// At thread exit: collect every page, and give back those with no block out.

@@ -214,17 +214,21 @@ pub struct Pool {
 }
 
 struct PoolState {
-    /// Unowned pages that have been in use, linked through `Page::next`; the most
-    /// recently returned first.
-    free: *mut Page,
+    /// Unowned pages that have been in use and may still be resident (at most
+    /// [`RETAINED_EMPTY_PAGES`]), linked through `Page::next`; the most recently
+    /// returned first. `take` hands these out before any other.
+    warm: *mut Page,
+    /// Unowned pages that have been in use and were given back to the kernel, linked
+    /// the same way: handed out once `warm` is empty.
+    cold: *mut Page,
     /// The newest segment with pages never handed out, which `take` hands out in
-    /// order once `free` is empty. Their descriptors are not written before that, so
+    /// order once `warm` and `cold` are empty. Their descriptors are not written before that, so
     /// the header's memory becomes resident only as pages are used (a segment's 63
     /// descriptors are 40 KiB).
     fresh: *mut Header,
-    /// How many pages on `free` may still be resident.
+    /// How many pages on `warm`.
     committed: usize,
-    /// How many pages on `free`.
+    /// How many pages in the pool: on `warm`, on `cold`, and never handed out.
     pages: usize,
     /// The newest segment: every segment of the pool, linked through `older`, for the
     /// stats' walk ([`Pool::for_each_page_used`]).
@@ -246,7 +250,8 @@ impl Pool {
         Pool {
             lock: Lock::new(),
             state: UnsafeCell::new(PoolState {
-                free: ptr::null_mut(),
+                warm: ptr::null_mut(),
+                cold: ptr::null_mut(),
                 fresh: ptr::null_mut(),
                 committed: 0,
                 pages: 0,
@@ -257,24 +262,50 @@ impl Pool {
 
     /// An empty page from the pool; `None` when the pool is empty (then the caller
     /// makes a segment: [`make_segment`], and [`Pool::add_segment`]).
+    ///
+    /// Resident pages first: a class that takes a page for its last few blocks uses
+    /// only the start of it, and a page given back to the kernel becomes resident only
+    /// as far as those blocks reach, where a resident one stays resident whole. A
+    /// program that empties and refills its pages (`xmalloc`'s batches) takes the
+    /// resident ones first, and its classes' last, partly used pages are the others.
     pub fn take(&self) -> Option<&'static Page> {
         let _guard = self.lock.acquire();
         // SAFETY: the lock is held.
         let state = unsafe { &mut *self.state.get() };
-        if state.free.is_null() {
-            return Self::take_fresh(state);
-        }
-        // SAFETY: pages on the free list are descriptors in our segments' headers.
-        let page: &'static Page = unsafe { &*state.free };
-        state.free = page.next.get();
-        state.pages -= 1;
-        if page.committed.get() {
+        let page = if !state.warm.is_null() {
             state.committed -= 1;
+            &mut state.warm
+        } else if !state.cold.is_null() {
+            &mut state.cold
+        } else {
+            return Self::take_fresh(state);
+        };
+        // SAFETY: pages on the pool's lists are descriptors in our segments' headers.
+        let taken: &'static Page = unsafe { &**page };
+        *page = taken.next.get();
+        state.pages -= 1;
+        taken.committed.set(true);
+        taken.next.set(ptr::null_mut());
+        taken.prev.set(ptr::null_mut());
+        Some(taken)
+    }
+
+    /// A page from `warm` only; `None` when it is empty.
+    pub fn take_resident(&self) -> Option<&'static Page> {
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        let state = unsafe { &mut *self.state.get() };
+        if state.warm.is_null() {
+            return None;
         }
-        page.committed.set(true);
-        page.next.set(ptr::null_mut());
-        page.prev.set(ptr::null_mut());
-        Some(page)
+        state.committed -= 1;
+        // SAFETY: pages on the pool's lists are descriptors in our segments' headers.
+        let taken: &'static Page = unsafe { &*state.warm };
+        state.warm = taken.next.get();
+        state.pages -= 1;
+        taken.next.set(ptr::null_mut());
+        taken.prev.set(ptr::null_mut());
+        Some(taken)
     }
 
     /// A page never handed out, from the newest segment that has one; its descriptor
@@ -312,22 +343,28 @@ impl Pool {
         let _guard = self.lock.acquire();
         // SAFETY: the lock is held.
         let state = unsafe { &mut *self.state.get() };
-        if state.committed >= RETAINED_EMPTY_PAGES {
-            // SAFETY: the page's memory is ours and holds no block (it is empty): the
-            // kernel may drop it and give zeroes back on the next touch.
-            unsafe {
-                libc::madvise(
-                    page.start.get() as *mut libc::c_void,
-                    PAGE_SIZE,
-                    libc::MADV_DONTNEED,
-                )
-            };
-            page.committed.set(false);
-        } else if page.committed.get() {
+        let list = if state.committed < RETAINED_EMPTY_PAGES {
             state.committed += 1;
-        }
-        page.next.set(state.free);
-        state.free = page as *const Page as *mut Page;
+            &mut state.warm
+        } else {
+            if page.committed.get() {
+                // `free` keeps errno, and this may be inside one.
+                let _errno = os::KeepErrno::new();
+                // SAFETY: the page's memory is ours and holds no block (it is empty):
+                // the kernel may drop it and give zeroes back on the next touch.
+                unsafe {
+                    libc::madvise(
+                        page.start.get() as *mut libc::c_void,
+                        PAGE_SIZE,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                page.committed.set(false);
+            }
+            &mut state.cold
+        };
+        page.next.set(*list);
+        *list = page as *const Page as *mut Page;
         state.pages += 1;
     }
 
@@ -462,7 +499,8 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_a_few_empty_pages_resident_and_returns_the_rest() {
+    fn the_pool_keeps_a_few_empty_pages_resident_returns_the_rest_and_hands_out_resident_ones_first()
+     {
         static POOL: Pool = Pool::new();
         POOL.add_segment(mapped().expect("memory"));
         let pages: std::vec::Vec<_> = (0..RETAINED_EMPTY_PAGES + 8)
@@ -477,5 +515,10 @@ mod tests {
         }
         let (_, committed) = POOL.counts();
         assert_eq!(committed, RETAINED_EMPTY_PAGES);
+        // The resident ones go out first, though the others came back last.
+        for taken in 1..=RETAINED_EMPTY_PAGES {
+            POOL.take().expect("a page");
+            assert_eq!(POOL.counts().1, RETAINED_EMPTY_PAGES - taken);
+        }
     }
 }

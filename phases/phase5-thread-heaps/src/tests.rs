@@ -10,6 +10,7 @@ use std::vec::Vec;
 use preload_kit::{Config, Fault, Heap, Location, Out, SharedAllocator, Stats, WhyInvalid};
 
 use super::*;
+use crate::size_class::class_size;
 
 /// A fallback for tests: every block its own mapping, remembered in a small table so
 /// that a pointer it never gave out is refused.
@@ -418,6 +419,37 @@ fn a_thread_that_exits_with_live_blocks_leaves_them_freeable_and_its_heap_adopta
 /// The count of segments is the whole process's, and libtest runs this crate's other
 /// tests on parallel threads that make segments too (about one run in fifteen failed
 /// that way). So the churn runs in a child process of this test binary, alone.
+/// Blocks freed in the order they were allocated empty each page while it is the front
+/// of its queue (its first free brought it there), and the next page's first free
+/// pushes it down: it stays in the queue, empty, and a class that needs a page when the
+/// pool has no resident one takes it from there.
+#[test]
+fn an_empty_page_left_in_a_queue_serves_another_class() {
+    const SIZE: usize = 700;
+    let class = class_of(SIZE);
+    let per_page = PAGE_SIZE / class_size(class);
+    let blocks: Vec<_> = (0..3 * per_page).map(|_| alloc(SIZE)).collect();
+    let pages: Vec<_> = blocks
+        .iter()
+        .map(|&block| page_of(block) as *const Page)
+        .collect();
+    for block in blocks {
+        HEAPS.free(block).unwrap();
+    }
+    HEAPS.check().unwrap();
+    let heap = heap::current().expect("this thread's heap");
+    let page = heap
+        .take_empty_page()
+        .expect("an emptied page still in its queue");
+    assert!(
+        pages.contains(&(page as *const Page)),
+        "a page of the blocks just freed"
+    );
+    assert_eq!(page.block_size.load(Ordering::Relaxed), 0, "retired");
+    heap::POOL.give_back(page);
+    HEAPS.check().unwrap();
+}
+
 #[test]
 fn thousands_of_short_lived_threads_reuse_the_same_pages() {
     let me = std::env::current_exe().expect("the test binary's path");
