@@ -50,6 +50,9 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// How far the room at the top may exceed the trim threshold before a trim: 0 in
     /// phase 2 (see [`SplitCoalesceHeap::set_trim_slack`]).
     trim_slack: usize,
+    /// Only a free of a block larger than this looks at the top for a trim: 0 in
+    /// phase 2 (see [`SplitCoalesceHeap::set_trim_free_above`]).
+    trim_free_above: usize,
     /// The last thing that happened at the top was a trim: memory went back to the OS
     /// and has not been asked for again.
     just_trimmed: bool,
@@ -75,6 +78,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
             trim_threshold_fixed: config.trim_threshold.is_some(),
             trim_slack: 0,
+            trim_free_above: 0,
             just_trimmed: false,
             last_freed_end: 0,
             totals: Totals::ZERO,
@@ -98,6 +102,16 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// 64 KiB or more, which has the same effect as a slack. Phase 4 sets one.
     pub fn set_trim_slack(&mut self, bytes: usize) {
         self.trim_slack = bytes;
+    }
+
+    /// A free of a block of at most `bytes` (its size with the header) still merges
+    /// into the top, but never moves the break down: the next free of a larger block
+    /// that reaches the top, or `malloc_trim`, gives the room back. In glibc, freed
+    /// blocks up to about 1 KiB go to its per-thread cache or fast bins and do not
+    /// reach the top, so freeing many small blocks moves its break down rarely too.
+    /// Phase 4 sets this.
+    pub fn set_trim_free_above(&mut self, bytes: usize) {
+        self.trim_free_above = bytes;
     }
 
     /// The free index, for a later phase's reports (phase 4 dumps its bins).
@@ -270,7 +284,9 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
                 self.totals.free.remove(prev.size());
             }
             self.arena.uncarve(start.addr());
-            self.trim_top();
+            if freed > self.trim_free_above {
+                self.trim_top();
+            }
             return Ok(());
         }
 
@@ -1410,8 +1426,28 @@ mod tests {
         if heap.free(p).is_err() || heap.arena.newest().is_none_or(|r| r.room() >= page_size()) {
             return 10; // with a threshold of 0, every whole page goes back
         }
-        if heap.check().is_err() {
+        heap.set_trim_free_above(1024);
+        let (Some(large), Some(small)) = (
+            heap.alloc(600 * 1024, MIN_ALIGN),
+            heap.alloc(100, MIN_ALIGN),
+        ) else {
             return 11;
+        };
+        if heap.free(large).is_err() || heap.free(small).is_err() {
+            return 12;
+        }
+        if heap.arena.newest().is_none_or(|r| r.room() < 600 * 1024) {
+            return 13; // a small block's free reached the top but kept the room
+        }
+        let Some(medium) = heap.alloc(2000, MIN_ALIGN) else {
+            return 14;
+        };
+        if heap.free(medium).is_err() || heap.arena.newest().is_none_or(|r| r.room() >= page_size())
+        {
+            return 15; // a larger block's free gave it all back
+        }
+        if heap.check().is_err() {
+            return 16;
         }
         0
     }
