@@ -53,6 +53,9 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// Only a free of a block larger than this looks at the top for a trim: 0 in
     /// phase 2 (see [`SplitCoalesceHeap::set_trim_free_above`]).
     trim_free_above: usize,
+    /// The threshold doubles when the break moves up right after a trim: true in
+    /// phase 2 (see [`SplitCoalesceHeap::set_threshold_doubling`]).
+    threshold_doubling: bool,
     /// The last thing that happened at the top was a trim: memory went back to the OS
     /// and has not been asked for again.
     just_trimmed: bool,
@@ -79,6 +82,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             trim_threshold_fixed: config.trim_threshold.is_some(),
             trim_slack: 0,
             trim_free_above: 0,
+            threshold_doubling: true,
             just_trimmed: false,
             last_freed_end: 0,
             totals: Totals::ZERO,
@@ -112,6 +116,14 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// Phase 4 sets this.
     pub fn set_trim_free_above(&mut self, bytes: usize) {
         self.trim_free_above = bytes;
+    }
+
+    /// Whether the trim threshold doubles when the break moves up right after a trim
+    /// (see [`SplitCoalesceHeap::grow`]). Phase 4 turns it off: once small frees no
+    /// longer trim, the swings it guards against are rarer, and the doubled threshold
+    /// kept memory idle at the top at a recorded program's peak.
+    pub fn set_threshold_doubling(&mut self, enabled: bool) {
+        self.threshold_doubling = enabled;
     }
 
     /// The free index, for a later phase's reports (phase 4 dumps its bins).
@@ -200,7 +212,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         }
         let addr = self.arena.carve(size)?.as_ptr() as usize;
         if moves_break {
-            if self.just_trimmed && !self.trim_threshold_fixed {
+            if self.just_trimmed && self.threshold_doubling && !self.trim_threshold_fixed {
                 self.trim_threshold = (self.trim_threshold * 2).min(MAX_DYNAMIC_TRIM_THRESHOLD);
             }
             self.just_trimmed = false;

@@ -47,9 +47,9 @@ pub use bins::Bins;
 
 /// How far the free room at the top of the brk heap may exceed the trim threshold
 /// before the break moves down (see `SplitCoalesceHeap::set_trim_slack`): freeing a
-/// heap from the top down then costs one `brk` per 512 KiB, not one per page
+/// heap from the top down then costs one `brk` per 64 KiB, not one per page
 /// (chapter 4, "Trimming in steps": each costs a TLB flush and unmapping too).
-pub const TRIM_SLACK: usize = 512 * 1024;
+pub const TRIM_SLACK: usize = 64 * 1024;
 
 /// A free of a block of at most this many bytes never moves the break down (see
 /// `SplitCoalesceHeap::set_trim_free_above`): giving pages back costs the kernel time
@@ -72,6 +72,7 @@ impl SegregatedFitsHeap {
         let mut heap = MmapHeap::with_growth(config, growth);
         heap.brk_mut().set_trim_slack(TRIM_SLACK);
         heap.brk_mut().set_trim_free_above(TRIM_FREE_ABOVE);
+        heap.brk_mut().set_threshold_doubling(false);
         SegregatedFitsHeap {
             heap: Debugged::around(config, heap),
         }
