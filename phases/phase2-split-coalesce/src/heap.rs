@@ -1464,14 +1464,48 @@ mod tests {
         0
     }
 
-    #[test]
-    fn memory_at_the_top_of_the_brk_heap_goes_back_to_the_os() {
-        // SAFETY: the child runs only `trim_scenario`, which neither allocates nor takes
+    /// Growing the brk heap right after trimming it (a swing): the trim threshold
+    /// doubles, or not when doubling is off. In a forked child, as `trim_scenario`.
+    fn doubling_scenario(doubling: bool) -> i32 {
+        let mut heap: SplitCoalesceHeap =
+            SplitCoalesceHeap::with_growth(&Config::DEFAULT, Growth::BrkOnly);
+        heap.set_threshold_doubling(doubling);
+        let Some(big) = heap.alloc(1 << 20, MIN_ALIGN) else {
+            return 1;
+        };
+        if heap.free(big).is_err() || !heap.just_trimmed {
+            return 2; // freeing the top megabyte trims
+        }
+        if heap.trim_threshold != DEFAULT_TRIM_THRESHOLD {
+            return 3;
+        }
+        // The same megabyte again: the top is too small, so the break moves up.
+        let Some(again) = heap.alloc(1 << 20, MIN_ALIGN) else {
+            return 4;
+        };
+        let expected = if doubling {
+            2 * DEFAULT_TRIM_THRESHOLD
+        } else {
+            DEFAULT_TRIM_THRESHOLD
+        };
+        if heap.trim_threshold != expected {
+            return 5;
+        }
+        if heap.free(again).is_err() || heap.check().is_err() {
+            return 6;
+        }
+        0
+    }
+
+    /// Runs `scenario` in a forked child and returns its exit status: the brk heap's
+    /// tests need to be the only thread moving the break.
+    fn in_forked_child(scenario: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child runs only the scenario, which neither allocates nor takes
         // locks another thread may hold, and leaves with `_exit`.
         let pid = unsafe { preload_kit::libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let step = trim_scenario();
+            let step = scenario();
             // SAFETY: `_exit` has no preconditions.
             unsafe { preload_kit::libc::_exit(step) };
         }
@@ -1480,11 +1514,27 @@ mod tests {
         let waited = unsafe { preload_kit::libc::waitpid(pid, &mut status, 0) };
         assert_eq!(waited, pid);
         assert!(preload_kit::libc::WIFEXITED(status));
+        preload_kit::libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn memory_at_the_top_of_the_brk_heap_goes_back_to_the_os() {
         assert_eq!(
-            preload_kit::libc::WEXITSTATUS(status),
+            in_forked_child(trim_scenario),
             0,
             "trim scenario failed at that step"
         );
+    }
+
+    #[test]
+    fn the_trim_threshold_doubles_on_a_swing_unless_turned_off() {
+        for doubling in [true, false] {
+            assert_eq!(
+                in_forked_child(|| doubling_scenario(doubling)),
+                0,
+                "doubling {doubling}: failed at that step"
+            );
+        }
     }
 
     /// A seeded workload of malloc, calloc, memalign, free and realloc, mostly small
