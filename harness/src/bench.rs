@@ -707,17 +707,7 @@ impl Results {
                 .collect();
             let _ = writeln!(md, "| {} | {} |", workload.label(), cells.join(" | "));
         }
-        for threads in [Threads::Any, Threads::One, Threads::More] {
-            let means: Vec<String> = (0..self.contenders.len())
-                .map(|c| self.show_geomean_of(c, threads))
-                .collect();
-            let _ = writeln!(
-                md,
-                "| **{}** | {} |",
-                threads.mean_label(),
-                means.join(" | ")
-            );
-        }
+        self.render_mean_rows(md, |c, threads| self.show_geomean_of(c, threads));
         let _ = writeln!(md);
         self.render_rss_summary(md, &names);
     }
@@ -743,12 +733,19 @@ impl Results {
             let label = self.workloads[w].label();
             let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
         }
+        self.render_mean_rows(md, |c, threads| match self.rss_geomean_of(c, threads) {
+            Some((mean, _)) => format!("{mean:.2}x"),
+            None => "n/a".into(),
+        });
+        let _ = writeln!(md);
+    }
+
+    /// A summary table's last rows: one per [`Threads`] selection, each cell the mean
+    /// that `cell(contender, threads)` shows.
+    fn render_mean_rows(&self, md: &mut String, cell: impl Fn(usize, Threads) -> String) {
         for threads in [Threads::Any, Threads::One, Threads::More] {
             let means: Vec<String> = (0..self.contenders.len())
-                .map(|c| match self.rss_geomean_of(c, threads) {
-                    Some((mean, _)) => format!("{mean:.2}x"),
-                    None => "n/a".into(),
-                })
+                .map(|c| cell(c, threads))
                 .collect();
             let _ = writeln!(
                 md,
@@ -757,7 +754,6 @@ impl Results {
                 means.join(" | ")
             );
         }
-        let _ = writeln!(md);
     }
 
     fn render_workload(&self, md: &mut String, w: usize, workload: &Workload) {

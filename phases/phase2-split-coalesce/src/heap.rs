@@ -53,6 +53,12 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// How far the room at the top may exceed the trim threshold before a trim: 0 in
     /// phase 2 (see [`SplitCoalesceHeap::set_trim_slack`]).
     trim_slack: usize,
+    /// Only a free of a block larger than this looks at the top for a trim: 0 in
+    /// phase 2 (see [`SplitCoalesceHeap::set_trim_free_above`]).
+    trim_free_above: usize,
+    /// The threshold doubles when the break moves up right after a trim: true in
+    /// phase 2 (see [`SplitCoalesceHeap::set_threshold_doubling`]).
+    threshold_doubling: bool,
     /// The last thing that happened at the top was a trim: memory went back to the OS
     /// and has not been asked for again.
     just_trimmed: bool,
@@ -78,6 +84,8 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
             trim_threshold_fixed: config.trim_threshold.is_some(),
             trim_slack: 0,
+            trim_free_above: 0,
+            threshold_doubling: true,
             just_trimmed: false,
             last_freed_end: 0,
             totals: Totals::ZERO,
@@ -101,6 +109,24 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// 64 KiB or more, which has the same effect as a slack. Phase 4 sets one.
     pub fn set_trim_slack(&mut self, bytes: usize) {
         self.trim_slack = bytes;
+    }
+
+    /// A free of a block of at most `bytes` (its size with the header) still merges
+    /// into the top, but never moves the break down: the next free of a larger block
+    /// that reaches the top, or `malloc_trim`, gives the room back. In glibc, freed
+    /// blocks up to about 1 KiB go to its per-thread cache or fast bins and do not
+    /// reach the top, so freeing many small blocks moves its break down rarely too.
+    /// Phase 4 sets this.
+    pub fn set_trim_free_above(&mut self, bytes: usize) {
+        self.trim_free_above = bytes;
+    }
+
+    /// Whether the trim threshold doubles when the break moves up right after a trim
+    /// (see [`SplitCoalesceHeap::grow`]). Phase 4 turns it off: once small frees no
+    /// longer trim, the swings it guards against are rarer, and the doubled threshold
+    /// kept memory idle at the top at a recorded program's peak.
+    pub fn set_threshold_doubling(&mut self, enabled: bool) {
+        self.threshold_doubling = enabled;
     }
 
     /// The free index, for a later phase's reports (phase 4 dumps its bins).
@@ -190,7 +216,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         }
         let addr = self.carve(size)?;
         if moves_break {
-            if self.just_trimmed && !self.trim_threshold_fixed {
+            if self.just_trimmed && self.threshold_doubling && !self.trim_threshold_fixed {
                 self.trim_threshold = (self.trim_threshold * 2).min(MAX_DYNAMIC_TRIM_THRESHOLD);
             }
             self.just_trimmed = false;
@@ -305,7 +331,9 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
                 self.totals.free.remove(prev.size());
             }
             self.arena.uncarve(start.addr());
-            self.trim_top();
+            if freed > self.trim_free_above {
+                self.trim_top();
+            }
             return Ok(());
         }
 
@@ -1453,20 +1481,74 @@ mod tests {
         if heap.free(p).is_err() || heap.arena.newest().is_none_or(|r| r.room() >= page_size()) {
             return 10; // with a threshold of 0, every whole page goes back
         }
-        if heap.check().is_err() {
+        heap.set_trim_free_above(1024);
+        let (Some(large), Some(small)) = (
+            heap.alloc(600 * 1024, MIN_ALIGN),
+            heap.alloc(100, MIN_ALIGN),
+        ) else {
             return 11;
+        };
+        if heap.free(large).is_err() || heap.free(small).is_err() {
+            return 12;
+        }
+        if heap.arena.newest().is_none_or(|r| r.room() < 600 * 1024) {
+            return 13; // a small block's free reached the top but kept the room
+        }
+        let Some(medium) = heap.alloc(2000, MIN_ALIGN) else {
+            return 14;
+        };
+        if heap.free(medium).is_err() || heap.arena.newest().is_none_or(|r| r.room() >= page_size())
+        {
+            return 15; // a larger block's free gave it all back
+        }
+        if heap.check().is_err() {
+            return 16;
         }
         0
     }
 
-    #[test]
-    fn memory_at_the_top_of_the_brk_heap_goes_back_to_the_os() {
-        // SAFETY: the child runs only `trim_scenario`, which neither allocates nor takes
+    /// Growing the brk heap right after trimming it (a swing): the trim threshold
+    /// doubles, or not when doubling is off. In a forked child, as `trim_scenario`.
+    fn doubling_scenario(doubling: bool) -> i32 {
+        let mut heap: SplitCoalesceHeap =
+            SplitCoalesceHeap::with_growth(&Config::DEFAULT, Growth::BrkOnly);
+        heap.set_threshold_doubling(doubling);
+        let Some(big) = heap.alloc(1 << 20, MIN_ALIGN) else {
+            return 1;
+        };
+        if heap.free(big).is_err() || !heap.just_trimmed {
+            return 2; // freeing the top megabyte trims
+        }
+        if heap.trim_threshold != DEFAULT_TRIM_THRESHOLD {
+            return 3;
+        }
+        // The same megabyte again: the top is too small, so the break moves up.
+        let Some(again) = heap.alloc(1 << 20, MIN_ALIGN) else {
+            return 4;
+        };
+        let expected = if doubling {
+            2 * DEFAULT_TRIM_THRESHOLD
+        } else {
+            DEFAULT_TRIM_THRESHOLD
+        };
+        if heap.trim_threshold != expected {
+            return 5;
+        }
+        if heap.free(again).is_err() || heap.check().is_err() {
+            return 6;
+        }
+        0
+    }
+
+    /// Runs `scenario` in a forked child and returns its exit status: the brk heap's
+    /// tests need to be the only thread moving the break.
+    fn in_forked_child(scenario: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child runs only the scenario, which neither allocates nor takes
         // locks another thread may hold, and leaves with `_exit`.
         let pid = unsafe { preload_kit::libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let step = trim_scenario();
+            let step = scenario();
             // SAFETY: `_exit` has no preconditions.
             unsafe { preload_kit::libc::_exit(step) };
         }
@@ -1475,11 +1557,27 @@ mod tests {
         let waited = unsafe { preload_kit::libc::waitpid(pid, &mut status, 0) };
         assert_eq!(waited, pid);
         assert!(preload_kit::libc::WIFEXITED(status));
+        preload_kit::libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn memory_at_the_top_of_the_brk_heap_goes_back_to_the_os() {
         assert_eq!(
-            preload_kit::libc::WEXITSTATUS(status),
+            in_forked_child(trim_scenario),
             0,
             "trim scenario failed at that step"
         );
+    }
+
+    #[test]
+    fn the_trim_threshold_doubles_on_a_swing_unless_turned_off() {
+        for doubling in [true, false] {
+            assert_eq!(
+                in_forked_child(|| doubling_scenario(doubling)),
+                0,
+                "doubling {doubling}: failed at that step"
+            );
+        }
     }
 
     /// A seeded workload of malloc, calloc, memalign, free and realloc, mostly small

@@ -47,9 +47,16 @@ pub use bins::Bins;
 
 /// How far the free room at the top of the brk heap may exceed the trim threshold
 /// before the break moves down (see `SplitCoalesceHeap::set_trim_slack`): freeing a
-/// heap from the top down then costs one `brk` per 512 KiB, not one per page
+/// heap from the top down then costs one `brk` per 64 KiB, not one per page
 /// (chapter 4, "Trimming in steps": each costs a TLB flush and unmapping too).
-pub const TRIM_SLACK: usize = 512 * 1024;
+pub const TRIM_SLACK: usize = 64 * 1024;
+
+/// A free of a block of at most this many bytes never moves the break down (see
+/// `SplitCoalesceHeap::set_trim_free_above`): giving pages back costs the kernel time
+/// per page, and a program freeing its small blocks from the top down paid it where
+/// glibc, whose per-thread cache holds those blocks, does not (chapter 4, "Trimming in
+/// steps").
+pub const TRIM_FREE_ABOVE: usize = 1024;
 
 /// Phase 4's heap: phase 3's, whose brk heap keeps its free blocks in [`Bins`].
 /// Every call goes straight to it; only the name and the dump are phase 4's own.
@@ -64,6 +71,8 @@ impl SegregatedFitsHeap {
     pub fn with_growth(config: &Config, growth: Growth) -> Self {
         let mut heap = MmapHeap::with_growth(config, growth);
         heap.brk_mut().set_trim_slack(TRIM_SLACK);
+        heap.brk_mut().set_trim_free_above(TRIM_FREE_ABOVE);
+        heap.brk_mut().set_threshold_doubling(false);
         SegregatedFitsHeap {
             heap: Debugged::around(config, heap),
         }
