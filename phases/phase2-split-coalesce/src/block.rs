@@ -32,9 +32,9 @@
 //!   finds there a word whose tag does not match and is reported instead of followed.
 //!   Changing the size rewrites the tag; the flags are outside it, so that marking a
 //!   block used, free or quick, or its neighbour free, is one bit operation (computing
-//!   tags for those took a tenth of phase 4's time on xmalloc). A stray write that
+//!   tags for those took a twentieth of phase 4's instructions on xmalloc). A stray write that
 //!   changes only flag bits is left to the heap check, which compares every block's
-//!   flags with its neighbours.
+//!   flags with its neighbours and with the free lists.
 //!
 //! How sure the tag is: a word the allocator did not write passes with a chance of
 //! 2^-24 (one in 16.7 million), and only if its size also stays inside its region
