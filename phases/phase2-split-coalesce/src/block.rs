@@ -27,12 +27,12 @@
 //!   The heap never carves a region past that bound (its `carve` and `grow_in_place`
 //!   check it), and every block lies inside one region, so no block can outgrow the
 //!   field.
-//! - bits 40-63, the tag: 24 bits of a hash of the block's address, its size and a
-//!   key. A pointer into the middle of a block, or to memory that was never a block,
+//! - bits 40-63, the tag: 24 bits of a hash of the block's address and its size.
+//!   A pointer into the middle of a block, or to memory that was never a block,
 //!   finds there a word whose tag does not match and is reported instead of followed.
 //!   Changing the size rewrites the tag; the flags are outside it, so that marking a
-//!   block used, free or quick, or its neighbour free, is one bit operation (computing
-//!   tags for those took a twentieth of phase 4's instructions on xmalloc). A stray write that
+//!   block used, free or quick, or its neighbour free, is one bit operation (hashing
+//!   there cost a twentieth of phase 4's instructions on xmalloc). A stray write that
 //!   changes only flag bits is left to the heap check, which compares every block's
 //!   flags with its neighbours and with the free lists.
 //!
@@ -121,22 +121,22 @@ const SIZE_MASK: usize = SIZE_AND_FLAGS & !FLAGS;
 /// Blocks are smaller than this (1 TiB): their size must fit below the tag.
 pub const MAX_BLOCK_SIZE: usize = 1 << TAG_SHIFT;
 
-/// Mixed into every tag ("mymalloc" in ASCII), so that a zeroed or program-written
-/// word is never a valid header by construction.
-const HEADER_KEY: usize = 0x6d79_6d61_6c6c_6f63;
-
 /// What [`Block::erase`] leaves: size 0, which no intact header has.
 const ERASED: usize = 0;
 
-/// The header a block at `addr` with these size and flags carries: the tag is the top
-/// 24 bits of a multiplicative hash (Fibonacci hashing) of the address and the size,
-/// keyed. The top bits of a product depend on every bit of its operand. The flags stay
-/// out of it (see the module's notes).
+/// The tag of a block at `addr` of `size` bytes: the top 24 bits of a multiplicative
+/// hash (Fibonacci hashing) of the two. The top bits of a product depend on every bit
+/// of its operand. The flags stay out of it (see the module's notes); a zeroed word
+/// has size 0, which no intact header has, so no key is needed to tell it apart.
+#[inline]
+fn tag(addr: usize, size: usize) -> usize {
+    (size ^ addr).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> TAG_SHIFT
+}
+
+/// The header a block at `addr` with these size and flags carries: its tag above them.
 #[inline]
 fn header_word(addr: usize, size_and_flags: usize) -> usize {
-    let keyed = (size_and_flags & SIZE_MASK) ^ addr ^ HEADER_KEY;
-    let mixed = keyed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed & !SIZE_AND_FLAGS) | size_and_flags
+    tag(addr, size_and_flags & SIZE_MASK) << TAG_SHIFT | size_and_flags
 }
 
 /// A handle to a block header.
@@ -269,8 +269,8 @@ impl Block {
     pub fn header_is_intact(self) -> bool {
         // SAFETY: the type invariant: the header's word is mapped.
         let word = unsafe { self.0.read() };
-        let size_and_flags = word & SIZE_AND_FLAGS;
-        word == header_word(self.addr(), size_and_flags) && size_and_flags & SIZE_MASK != 0
+        let size = word & SIZE_MASK;
+        word >> TAG_SHIFT == tag(self.addr(), size) && size != 0
     }
 
     /// What `malloc` hands out: the first byte after the header, 16-byte aligned.
