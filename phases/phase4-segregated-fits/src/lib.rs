@@ -42,6 +42,7 @@ use mmap_debug::MmapHeap;
 use preload_kit::arena::Growth;
 use preload_kit::debug::Debugged;
 use preload_kit::{Config, Fault, Heap, Location, MallInfo, Out, Stats};
+use split_coalesce::block::MIN_BLOCK;
 
 pub use bins::Bins;
 
@@ -73,6 +74,7 @@ impl SegregatedFitsHeap {
         heap.brk_mut().set_trim_slack(TRIM_SLACK);
         heap.brk_mut().set_trim_free_above(TRIM_FREE_ABOVE);
         heap.brk_mut().set_threshold_doubling(false);
+        heap.brk_mut().set_min_leftover(MIN_BLOCK);
         SegregatedFitsHeap {
             heap: Debugged::around(config, heap),
         }
