@@ -384,7 +384,7 @@ impl ThreadHeap {
 
     /// An empty page from any of this heap's queues, taken out of it (retired), for a
     /// class that needs a page when the pool has no resident one. Pages stay in their
-    /// queue when they empty (only the pool's 1 MiB of resident pages is kept when they go
+    /// queue when they empty (only the pool's 16 resident pages are kept when they go
     /// there, the rest returned to the kernel), so a program that empties pages of one
     /// class and then needs pages of another (the `coalescing` trace's runs of sizes)
     /// reuses them here, resident, instead of faulting in new ones; and a program

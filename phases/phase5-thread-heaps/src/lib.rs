@@ -3,7 +3,7 @@
 //! Phases 1-4 keep one heap behind one lock: threads queue on it, and every call pays
 //! for a header, a search and the lock. Phase 5 serves small requests the way
 //! production allocators do (mimalloc's "free list sharding" is the model): blocks of
-//! one size class live together in a 32 KiB page that knows their size, and each page
+//! one size class live together in a 64 KiB page that knows their size, and each page
 //! belongs to one thread's heap, so the common `malloc` and `free` take no lock and no
 //! atomic instruction. A block freed by another thread goes onto its page's
 //! `thread_free` list with one compare-and-swap; the owner collects it later.
@@ -13,10 +13,10 @@
 //!                                            queues[class] --> Page --> Page ...
 //!   Segment, 4 MiB aligned (segment.rs)                         |
 //!   +---------------------+---------+---------+----            v
-//!   | descriptors of the  | page 2  | page 3  |  ...   Page (page.rs): blocks of one
-//!   | 126 pages           | 32 KiB  | 32 KiB  |        class; free / thread_free lists;
+//!   | descriptors of the  | page 1  | page 2  |  ...   Page (page.rs): blocks of one
+//!   | 63 pages            | 64 KiB  | 64 KiB  |        class; free / thread_free lists;
 //!   +---------------------+---------+---------+----    a bitmap of allocated blocks
-//!   pointer & !(4 MiB - 1) = segment; (pointer - segment) / 32 KiB = page
+//!   pointer & !(4 MiB - 1) = segment; (pointer - segment) / 64 KiB = page
 //!
 //!   larger than SMALL_LIMIT, or aligned beyond 16: the fallback heap (phase 4's
 //!   phase 4's policy), under its lock, as it was.
@@ -563,8 +563,8 @@ impl<F: Heap> ThreadHeaps<F> {
 
     /// `mallinfo2`: the fallback heap's figures (its arena, top and mappings) with
     /// every segment added to the arena: blocks in pages as used and free blocks,
-    /// empty pages as free blocks of 32 KiB, and what holds no block (the descriptors'
-    /// pages, the tail of a page too short for a block) as used, like a header. So
+    /// empty pages as free blocks of 64 KiB, and what holds no block (the descriptors'
+    /// page, the tail of a page too short for a block) as used, like a header. So
     /// `arena == uordblks + fordblks` holds for the segments as for phases 1-4's heap.
     pub fn mallinfo(&self) -> MallInfo {
         let census = Census::take();
@@ -669,8 +669,8 @@ impl Census {
         });
         census.segments = segments;
         // Pages not in use: in the pool, or never handed out yet.
-        census.empty_pages = (segments * (segment::PAGES_PER_SEGMENT - segment::FIRST_PAGE))
-            .saturating_sub(pages_in_use);
+        census.empty_pages =
+            (segments * (segment::PAGES_PER_SEGMENT - 1)).saturating_sub(pages_in_use);
         census
     }
 

@@ -1,7 +1,7 @@
-//! A page: 32 KiB of blocks of one size class, owned by one thread's heap.
+//! A page: 64 KiB of blocks of one size class, owned by one thread's heap.
 //!
 //! ```text
-//!   page (32 KiB, in a segment)              its descriptor (in the segment's header)
+//!   page (64 KiB, in a segment)              its descriptor (in the segment's header)
 //!   +------+------+------+------+----        +--------------------------------------+
 //!   | blk0 | blk1 | blk2 | blk3 |...         | owner_thread  block_size  class      |
 //!   +------+------+------+------+----        | allocated: 1 0 0 1 0 0 ...           |  owner writes
@@ -43,7 +43,7 @@
 //!   it collects the block. It is how a second free of a block that waits on the list
 //!   is caught, whichever thread makes it: a remote free finds the tag already there;
 //!   the owner's free looks for it (only while the page has remote frees waiting).
-//!   The descriptor has no room for a second bitmap (126 descriptors share the
+//!   The descriptor has no room for a second bitmap (63 descriptors share the
 //!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
 //! - `high_water`: `bump` at its highest since the page took its class, as of the
 //!   page's last start-over (raised then, not on every block `bump` hands out). The
@@ -79,14 +79,7 @@ use preload_kit::{Fault, WhyInvalid};
 use crate::size_class::{CLASSES, class_size};
 
 /// The size of a page: every block of a page has the same size class.
-///
-/// 32 KiB rather than mimalloc's 64: a heap's last page of each class is partly used,
-/// and a page once filled stays resident whole when it is emptied and reused, so at a
-/// program's peak each class it uses costs on average half a page beyond its blocks
-/// (`xmalloc`'s 16 classes: 326 KiB of such room with 64 KiB pages, measured from the
-/// pages' descriptors at the peak). Smaller pages cost more trips to the slow paths
-/// (a page fills and empties sooner): 16 KiB pages made `larson` 10-30% slower.
-pub const PAGE_SIZE: usize = 32 * 1024;
+pub const PAGE_SIZE: usize = 64 * 1024;
 /// Every block starts on a multiple of this many bytes from its page's start (every
 /// class is a multiple of 16): the bitmap has one bit per granule.
 pub const GRANULE: usize = 16;

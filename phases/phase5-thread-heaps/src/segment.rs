@@ -2,11 +2,10 @@
 //!
 //! ```text
 //!   segment (4 MiB, aligned to 4 MiB)
-//!   +-----------------+--------+--------+-----   ---------+
-//!   | header: the 128 | page 2 | page 3 |  ...   page 127 |
-//!   | descriptors     | 32 KiB | 32 KiB |                 |
-//!   | (pages 0 and 1) |        |        |                 |
-//!   +-----------------+--------+--------+-----   ---------+
+//!   +-----------------+--------+--------+-----   --------+
+//!   | header: 63 page | page 1 | page 2 |  ...   page 63 |
+//!   | descriptors     | 64 KiB | 64 KiB |                |
+//!   +-----------------+--------+--------+-----   --------+
 //!   ^ addr & !(SEGMENT_SIZE - 1)          page index = (addr - segment) / PAGE_SIZE
 //! ```
 //!
@@ -38,10 +37,9 @@ use crate::page::{PAGE_SIZE, Page};
 
 pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
 pub const PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / PAGE_SIZE;
-/// The first page that holds blocks: the pages before it hold the header, the
-/// descriptors of every page of the segment (those of the header's own pages are never
-/// written, and stay zero: no block starts there). 128 descriptors of 384 bytes: 2 pages.
-pub const FIRST_PAGE: usize = core::mem::size_of::<Header>().div_ceil(PAGE_SIZE);
+/// Page 0's room holds the descriptors of pages 1..63.
+const FIRST_PAGE: usize = 1;
+const _: () = assert!(PAGES_PER_SEGMENT * core::mem::size_of::<Page>() <= PAGE_SIZE);
 
 /// User-space addresses below this (47 bits on x86-64 and on aarch64 with 48-bit
 /// addresses) can be segments; anything above is not ours.
@@ -216,8 +214,8 @@ struct PoolState {
     cold: *mut Page,
     /// The newest segment with pages never handed out, which `take` hands out in
     /// order once `warm` and `cold` are empty. Their descriptors are not written before that, so
-    /// the header's memory becomes resident only as pages are used (a segment's 126
-    /// descriptors are 47 KiB).
+    /// the header's memory becomes resident only as pages are used (a segment's 63
+    /// descriptors are 40 KiB).
     fresh: *mut Header,
     /// How many pages on `warm`.
     committed: usize,
@@ -234,11 +232,9 @@ struct PoolState {
 
 /// Empty pages the pool keeps resident (1 MiB) for the next thread that needs one;
 /// a page returned beyond that goes back to the kernel at once. So the delay before
-/// memory returns is "1 MiB more of pages freed", not a clock, and a burst of
-/// short-lived threads reuses warm pages while a program that shrinks gives memory
-/// back. (Counted in bytes: with 64 KiB pages it was 16 pages; 16 pages of 32 KiB made
-/// `bench_alloc --small` call `madvise` and fault pages back in on every batch.)
-pub const RETAINED_EMPTY_PAGES: usize = 1024 * 1024 / PAGE_SIZE;
+/// memory returns is "16 more pages freed", not a clock, and a burst of short-lived
+/// threads reuses warm pages while a program that shrinks gives memory back.
+pub const RETAINED_EMPTY_PAGES: usize = 16;
 
 // SAFETY: `state` is only touched with `lock` held (and in a fork child, by its only
 // thread).

@@ -13,7 +13,7 @@
 /// The largest request served from pages; anything larger goes to the fallback heap.
 ///
 /// Most allocations are far smaller (on `bench_alloc --small`, all; in the workloads of
-/// `harness bench`, the large majority), and a 32 KiB page holds 32 blocks of 1 KiB.
+/// `harness bench`, the large majority), and a 64 KiB page holds 64 blocks of 1 KiB.
 /// Above it, blocks keep what the earlier phases gave them and their checks test:
 /// `realloc` that grows into a free neighbour, a break that comes down when the top
 /// of the heap is freed.
