@@ -39,7 +39,7 @@ pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
 pub const PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / PAGE_SIZE;
 /// Page 0's room holds the descriptors of pages 1..63.
 const FIRST_PAGE: usize = 1;
-const _: () = assert!(PAGES_PER_SEGMENT * core::mem::size_of::<Page>() <= PAGE_SIZE);
+const _: () = assert!(core::mem::size_of::<Header>() <= FIRST_PAGE * PAGE_SIZE);
 
 /// User-space addresses below this (47 bits on x86-64 and on aarch64 with 48-bit
 /// addresses) can be segments; anything above is not ours.
@@ -71,11 +71,15 @@ fn is_segment(segment: usize) -> bool {
     }
 }
 
-/// The segment header: the descriptors of its pages, the segment's number, and the
-/// pool's notes on the pages it has not handed out yet.
+/// The segment header: the segment's number, the pool's notes on the pages it has not
+/// handed out yet, and the descriptors of its pages.
+///
+/// The notes come first: they are written when the segment is made, and the first
+/// descriptors handed out lie in the same 4 KiB of memory, so a program that uses a
+/// few pages makes one page of the header resident, not two (after the 63 descriptors,
+/// 40 KiB in, the notes had a page of their own).
 #[repr(C)]
 struct Header {
-    pages: [Page; PAGES_PER_SEGMENT],
     number: UnsafeCell<usize>,
     /// The first page the pool has never handed out (pages from there on are
     /// untouched, descriptors included). Pool's lock.
@@ -85,6 +89,7 @@ struct Header {
     /// The segment the pool was given before this one (null for the first). Written
     /// once, under the pool's lock, before the segment is linked in.
     older: UnsafeCell<*mut Header>,
+    pages: [Page; PAGES_PER_SEGMENT],
 }
 
 /// Where a pointer is, as far as the pages are concerned.
