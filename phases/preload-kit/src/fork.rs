@@ -196,14 +196,47 @@ fn register_or_wait() {
     }
 }
 
-/// Registers the three handlers with `pthread_atfork`. Called once per process (and
-/// once more in a child that inherited an unfinished registration), never under an
-/// allocator lock: if `pthread_atfork` itself allocates, that allocation simply goes
-/// through `malloc`.
+/// Registers the three handlers, as `pthread_atfork` does. Called once per process
+/// (and once more in a child that inherited an unfinished registration), never under
+/// an allocator lock: if the registration itself allocates, that allocation simply
+/// goes through `malloc`.
+///
+/// In a shared library `pthread_atfork` is a stub linked in from `libc_nonshared.a`
+/// that calls glibc's `__register_atfork(prepare, parent, child, __dso_handle)` (the
+/// handle lets `dlclose` drop the handlers), through the library's PLT, which the
+/// linker puts after all of the code. Calling the stub would make the kernel map the
+/// 64 KiB block of our code around the PLT in every threaded run; the same call made
+/// through a pointer loaded from our data keeps the run's code in one block (see
+/// chapter 5, *What is left*).
 pub fn register(prepare: extern "C" fn(), in_parent: extern "C" fn(), in_child: extern "C" fn()) {
+    type Handler = Option<extern "C" fn()>;
+    type RegisterAtfork = unsafe extern "C" fn(Handler, Handler, Handler, *const u8) -> i32;
+    unsafe extern "C" {
+        /// glibc's registration behind `pthread_atfork` (exported since 2.3.2).
+        fn __register_atfork(
+            prepare: Handler,
+            parent: Handler,
+            child: Handler,
+            dso: *const u8,
+        ) -> i32;
+        /// This library's handle, defined by the C runtime's start files.
+        static __dso_handle: u8;
+    }
+    /// Read at run time (a data relocation), so the call is not made through the PLT.
+    static REGISTER_ATFORK: RegisterAtfork = __register_atfork;
+    // SAFETY: a volatile read of an initialised static, so the compiler cannot turn it
+    // back into a direct call; the function is glibc's, with the signature above.
+    let register_atfork = unsafe { core::ptr::read_volatile(&REGISTER_ATFORK) };
     // SAFETY: the handlers are plain functions that live as long as the library;
-    // pthread_atfork only records their addresses.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(in_parent), Some(in_child)) };
+    // glibc only records their addresses and the handle, whose address is all we pass.
+    unsafe {
+        register_atfork(
+            Some(prepare),
+            Some(in_parent),
+            Some(in_child),
+            &raw const __dso_handle,
+        )
+    };
 }
 
 #[cfg(test)]
