@@ -61,8 +61,8 @@ fn the_dump_shows_only_the_calls_blocks_phase2() {
     assert!(outcome.succeeded(), "{outcome}");
     assert_eq!(
         String::from_utf8_lossy(&outcome.stderr),
-        "[BLOCK 0x0 80 FREE]\n[BLOCK 0x50 48 USED]\n[BLOCK 0x80 48 USED]\n\
-         [BLOCK 0xb0 96 FREE]\n[BLOCK 0x110 48 USED]\n\
-         [stats] in_use=144 free=176 fragmentation=45%\n"
+        "[BLOCK 0x8 80 FREE]\n[BLOCK 0x58 32 USED]\n[BLOCK 0x78 48 USED]\n\
+         [BLOCK 0xa8 96 FREE]\n[BLOCK 0x108 32 USED]\n\
+         [stats] in_use=112 free=176 fragmentation=45%\n"
     );
 }

@@ -2,8 +2,11 @@
 //!
 //! Phase 1 handed out free blocks whole and never merged them, so a program that freed
 //! many small blocks could not reuse them for a larger one. Phase 2 keeps phase 1's
-//! header (and its check word) and its first-fit policy, and adds:
+//! first-fit policy, and adds:
 //!
+//! - **a one-word header**: phase 1's two words (size and flags, a check word) become
+//!   one, as in glibc, with a 24-bit tag in the bits above the size standing in for
+//!   the check word; a used block costs 8 bytes instead of 16;
 //! - **splitting**: a free block larger than the request is cut in two, the rest stays
 //!   free;
 //! - **coalescing in O(1)**: a freed block merges with free neighbours on both sides,
@@ -16,7 +19,7 @@
 //!
 //! Read the files in this order:
 //!
-//! 1. [`block`]: the header, the footer and the flag bits, drawn once.
+//! 1. [`block`]: the header word (tag, size, flags), the footer, drawn once.
 //! 2. [`free_list`]: the doubly linked list of free blocks, and [`FreeIndex`], what the
 //!    heap needs from any way of finding free blocks.
 //! 3. [`heap`]: `alloc` (first fit, split), `free` (coalesce, give back the top),

@@ -99,8 +99,8 @@ mod tests {
         let p = plain.alloc(20, MIN_ALIGN).unwrap();
         assert_eq!(
             plain.usable_size(p),
-            Ok(32),
-            "phase 2's rounding: 16 + 20 -> 48"
+            Ok(24),
+            "phase 2's rounding: 8 + 20 -> 32"
         );
         plain.free(p).unwrap();
         assert_eq!(dump(&plain), "");
@@ -115,7 +115,7 @@ mod tests {
         assert_eq!(debug.locate(p.as_ptr() as usize), Location::Heap(0x20));
         debug.free(p).unwrap();
         debug.check().unwrap();
-        assert_eq!(dump(&debug), "[BLOCK 0x0 64 USED]\n[QUARANTINE 0x20 20]\n");
+        assert_eq!(dump(&debug), "[BLOCK 0x8 64 USED]\n[QUARANTINE 0x20 20]\n");
         assert_eq!(
             debug.free(p),
             Err(Fault::DoubleFree {

@@ -1,8 +1,8 @@
 //! Large blocks: each one an anonymous mapping of its own, known by a registry.
 //!
 //! ```text
-//!   a large block: whole pages from mmap         the registry (kit table.rs), in its
-//!                                                own mapping, never in the heap
+//!   a large block: whole pages from mmap         the registry (kit table.rs): inline
+//!                                                slots, then a mapping; never the heap
 //!   start = the pointer malloc returns           +---------------------------------+
 //!   +-----------------------------+--------+     | start -> { len, number }        |
 //!   | the program's bytes         | rest of|     | ...                             |

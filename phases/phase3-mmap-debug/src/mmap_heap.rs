@@ -545,8 +545,8 @@ mod tests {
         let _a = heap.alloc(100, MIN_ALIGN).unwrap();
         let _b = heap.alloc(256 * 1024, MIN_ALIGN).unwrap();
         let text = crate::test_support::printed(|out| heap.dump_blocks(out));
-        assert_eq!(text, "[BLOCK 0x0 128 USED]\n[MMAP #1 262144 USED]\n");
-        assert_eq!(heap.stats().used_bytes, 128 + 262_144);
+        assert_eq!(text, "[BLOCK 0x8 112 USED]\n[MMAP #1 262144 USED]\n");
+        assert_eq!(heap.stats().used_bytes, 112 + 262_144);
     }
 
     /// A heap whose threshold is low (20 000 bytes), so that many blocks of a

@@ -42,6 +42,7 @@ use mmap_debug::MmapHeap;
 use preload_kit::arena::Growth;
 use preload_kit::debug::Debugged;
 use preload_kit::{Config, Fault, Heap, Location, MallInfo, Out, Stats};
+use split_coalesce::block::MIN_BLOCK;
 
 pub use bins::Bins;
 
@@ -73,6 +74,7 @@ impl SegregatedFitsHeap {
         heap.brk_mut().set_trim_slack(TRIM_SLACK);
         heap.brk_mut().set_trim_free_above(TRIM_FREE_ABOVE);
         heap.brk_mut().set_threshold_doubling(false);
+        heap.brk_mut().set_min_leftover(MIN_BLOCK);
         SegregatedFitsHeap {
             heap: Debugged::around(config, heap),
         }
@@ -238,7 +240,7 @@ mod tests {
         assert_eq!(heap.stats().free_blocks, 2, "neighbours, not merged");
         assert_eq!(
             printed(|out| heap.dump_bins(out)),
-            "[QUICK 64 blocks=2 bytes=128]\n"
+            "[QUICK 48 blocks=2 bytes=96]\n"
         );
         heap.check().unwrap();
         assert_eq!(heap.free(a), Err(Fault::DoubleFree { addr: addr(a) }));
@@ -269,9 +271,9 @@ mod tests {
         }
         assert_eq!(
             printed(|out| heap.dump_bins(out)),
-            "[QUICK 64 blocks=2 bytes=128]\n\
-             [BIN 224 blocks=1 bytes=224]\n\
-             [BIN 352 blocks=1 bytes=352]\n",
+            "[QUICK 48 blocks=2 bytes=96]\n\
+             [BIN 208 blocks=1 bytes=208]\n\
+             [BIN 304 blocks=1 bytes=304]\n",
             "big, a and b merged; x and d (freed after x) wait"
         );
         heap.check().unwrap();
@@ -374,9 +376,9 @@ mod tests {
         let text = printed(|out| heap.dump_bins(out));
         assert_eq!(
             text,
-            "[QUICK 64 blocks=2 bytes=128]\n\
+            "[QUICK 48 blocks=2 bytes=96]\n\
              [BIN 1024-1136 blocks=1 bytes=1120]\n\
-             [BIN 4608-5104 blocks=1 bytes=5024]\n"
+             [BIN 4608-5104 blocks=1 bytes=5008]\n"
         );
         assert_eq!(
             printed(|out| heap.stats_detail(out)),
@@ -384,10 +386,7 @@ mod tests {
             "malloc_stats too"
         );
         let stats = heap.stats();
-        assert_eq!(
-            (stats.free_blocks, stats.free_bytes),
-            (4, 128 + 1120 + 5024)
-        );
+        assert_eq!((stats.free_blocks, stats.free_bytes), (4, 96 + 1120 + 5008));
     }
 
     /// A seeded random workload of every call, small and large, aligned and not, with

@@ -28,7 +28,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use preload_kit::lock::Lock;
 use preload_kit::os;
@@ -50,15 +50,6 @@ const MAP_WORDS: usize = ADDRESS_LIMIT / SEGMENT_SIZE / 64;
 /// 4 MiB of zeroed static memory, of which the kernel makes resident only the pages a
 /// set bit lies in.
 static SEGMENT_MAP: [AtomicU64; MAP_WORDS] = [const { AtomicU64::new(0) }; MAP_WORDS];
-
-/// Segments made so far, in order: a segment's number, for addresses printed without
-/// ASLR. Also its own header records its number.
-static SEGMENT_COUNT: AtomicUsize = AtomicUsize::new(0);
-
-/// How many segments have been made since the process started.
-pub fn segments_made() -> usize {
-    SEGMENT_COUNT.load(Ordering::Relaxed)
-}
 
 fn map_position(segment: usize) -> Option<(usize, u64)> {
     if segment >= ADDRESS_LIMIT {
@@ -233,6 +224,10 @@ struct PoolState {
     /// The newest segment: every segment of the pool, linked through `older`, for the
     /// stats' walk ([`Pool::for_each_page_used`]).
     newest: *mut Header,
+    /// Segments made so far: a segment's number (in its header), for addresses printed
+    /// without ASLR. Here rather than in a static of its own, which the linker placed
+    /// after the 4 MiB segment map, on a page that only it kept resident.
+    segments: usize,
 }
 
 /// Empty pages the pool keeps resident (1 MiB) for the next thread that needs one;
@@ -256,6 +251,7 @@ impl Pool {
                 committed: 0,
                 pages: 0,
                 newest: ptr::null_mut(),
+                segments: 0,
             }),
         }
     }
@@ -376,6 +372,13 @@ impl Pool {
         (state.pages, state.committed)
     }
 
+    /// How many segments have been made since the process started.
+    pub fn segments_made(&self) -> usize {
+        let _guard = self.lock.acquire();
+        // SAFETY: the lock is held.
+        unsafe { (*self.state.get()).segments }
+    }
+
     /// Registers a segment made by [`make_segment`] and puts its pages in the pool.
     pub fn add_segment(&self, segment: usize) {
         let Some((word, bit)) = map_position(segment) else {
@@ -385,7 +388,8 @@ impl Pool {
         // SAFETY: the lock is held.
         let state = unsafe { &mut *self.state.get() };
         let header = segment as *mut Header;
-        let number = SEGMENT_COUNT.fetch_add(1, Ordering::Relaxed) + 1;
+        state.segments += 1;
+        let number = state.segments;
         // SAFETY: the header is the start of fresh zeroed memory of ours (a new mapping
         // or new break memory); zero bytes are a valid empty `Page` (no lists, clear
         // bitmap, no owner, block size 0: `free` of an address in it is refused). Only

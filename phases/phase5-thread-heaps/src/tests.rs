@@ -593,7 +593,7 @@ fn thread_churn_alone() {
 }
 
 fn segment_count() -> usize {
-    segment::segments_made()
+    heap::POOL.segments_made()
 }
 
 #[test]

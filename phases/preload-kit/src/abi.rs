@@ -581,10 +581,11 @@ macro_rules! export_malloc {
             extern "C" fn after_fork_in_child() {
                 $crate::fork::in_child(&GLOBAL)
             }
-            /// Registers the fork handlers when the library is loaded (an `.init_array`
-            /// constructor); see `preload_kit::fork`.
-            extern "C" fn register_fork_handlers() {
-                $crate::fork::register(before_fork, after_fork_in_parent, after_fork_in_child);
+            /// Hands the fork handlers to the kit when the library is loaded (an
+            /// `.init_array` constructor), which registers them once the process has
+            /// threads; see `preload_kit::fork`.
+            extern "C" fn install_fork_handlers() {
+                $crate::fork::install(before_fork, after_fork_in_parent, after_fork_in_child);
             }
             /// Debug mode's last full check, when the process exits (see
             /// [`abi::check_at_exit`]).
@@ -597,7 +598,7 @@ macro_rules! export_malloc {
 
             #[used]
             #[unsafe(link_section = ".init_array")]
-            static REGISTER_FORK_HANDLERS: extern "C" fn() = register_fork_handlers;
+            static INSTALL_FORK_HANDLERS: extern "C" fn() = install_fork_handlers;
 
             /// The precompiled `core` library is built for unwinding and names this
             /// symbol; with `panic = "abort"` nothing unwinds, so it is never called.

@@ -16,7 +16,9 @@
 //! regions stood end to end, so dumps and logs do not depend on where ASLR put the
 //! break. [`Arena::offset_of`] computes them.
 //!
-//! Invariants: `start <= top <= end`, all three multiples of [`HEAP_ALIGN`];
+//! Invariants: `start <= top <= end`; `start` and `end` multiples of [`HEAP_ALIGN`],
+//! `top` a multiple of 8 (a phase may carve one word first, so that its blocks' headers
+//! end where its payloads are aligned);
 //! `[start, end)` is mapped, readable and writable, and belongs to this arena.
 
 use core::mem::size_of;
@@ -24,7 +26,7 @@ use core::ptr::NonNull;
 
 use crate::os;
 
-/// Every region boundary, and so every block the phases carve, is aligned to this.
+/// Every region boundary is aligned to this.
 pub const HEAP_ALIGN: usize = 16;
 
 /// How many regions the arena can track. Reaching it is reported as out of memory.
@@ -163,10 +165,10 @@ impl Arena {
             .map(|r| r.offset + (addr - r.start))
     }
 
-    /// Takes `bytes` (a multiple of [`HEAP_ALIGN`]) from the top of the newest region,
+    /// Takes `bytes` (a multiple of 8) from the top of the newest region,
     /// growing the heap first if needed. `None` when the OS gives no more memory.
     pub fn carve(&mut self, bytes: usize) -> Option<NonNull<u8>> {
-        debug_assert!(bytes.is_multiple_of(HEAP_ALIGN));
+        debug_assert!(bytes.is_multiple_of(8));
         if !self.make_room(bytes) {
             return None;
         }

@@ -19,9 +19,11 @@
 //!
 //! Fork: only the forking thread survives in the child. If another thread held the
 //! lock at that instant, the child's lock would stay held forever and its first
-//! `malloc` would deadlock. The `pthread_atfork` handlers (registered by
+//! `malloc` would deadlock. The `pthread_atfork` handlers (installed by
 //! [`crate::export_malloc!`]) take the lock before the fork, so the heap is consistent
-//! when copied, and release it on both sides afterwards.
+//! when copied, and release it on both sides afterwards. They are registered by the
+//! first lock taken while the process has threads ([`crate::fork::ensure_registered`]):
+//! before that no other thread can hold a lock.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -52,12 +54,16 @@ impl Lock {
                 "the allocator re-entered itself"
             );
             self.state.store(HELD, Ordering::Relaxed);
-        } else if self
-            .state
-            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            self.acquire_contended();
+        } else {
+            // Before the lock is taken: registering may allocate.
+            crate::fork::ensure_registered();
+            if self
+                .state
+                .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                self.acquire_contended();
+            }
         }
         Guard { lock: self }
     }
@@ -133,7 +139,7 @@ unsafe extern "C" {
     static __libc_single_threaded: core::ffi::c_char;
 }
 
-fn single_threaded() -> bool {
+pub(crate) fn single_threaded() -> bool {
     // SAFETY: glibc defines the flag for the life of the process; it is a byte that only
     // this thread can change while no other thread exists. A volatile read, so the
     // compiler does not keep a stale copy across calls that may create threads.

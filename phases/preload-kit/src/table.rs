@@ -7,7 +7,8 @@
 //! not followed; and a buffer overflow in the heap cannot damage them.
 //!
 //! ```text
-//!   one anonymous mapping: `capacity` slots (a power of two), each a key and a value
+//!   `capacity` slots (a power of two), each a key and a value: the first few inside the
+//!   table itself, later ones in an anonymous mapping
 //!
 //!   slot:   0         1         2         3         4         5         6         7
 //!         +---------+---------+---------+---------+---------+---------+---------+---------+
@@ -29,32 +30,51 @@
 //! (Knuth's Algorithm R), so there are no "deleted" markers to clean up. Growing maps a
 //! table twice the size, re-inserts every entry and unmaps the old one: a linear-probing
 //! table cannot be re-hashed in place, and its memory is never the heap's.
+//!
+//! The first [`INLINE_CAPACITY`] slots are a field of the table, so a table that never
+//! holds more than half that many entries never maps anything: a program with a few
+//! large blocks live at a time (most programs) pays no page for phase 3's registry of
+//! them, where a mapping costs whole pages (two, for the first mapped table of phase 3's
+//! entries: its addresses hash all over it). The table lives wherever its owner does (a
+//! heap in the allocator's static data), still never in the heap it describes.
 
-use core::marker::PhantomData;
-use core::mem::size_of;
+use core::cell::UnsafeCell;
+use core::mem::{MaybeUninit, size_of};
 use core::ptr::NonNull;
 
 use crate::os;
 
-/// The first table's slots. Tables are made lazily, so a program with no large blocks
-/// (and no debug mode) never maps one.
-const FIRST_CAPACITY: usize = 256;
+/// The slots inside the table itself: room for half as many entries before the table
+/// maps memory of its own (see the module comment).
+pub const INLINE_CAPACITY: usize = 8;
+
+/// The first mapped table's slots, when the inline ones are outgrown.
+const FIRST_MAPPED_CAPACITY: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Slot<V> {
+struct Slot<V: Copy> {
     /// The address this entry is about; 0 when the slot is free.
     key: usize,
-    /// Only meaningful when `key != 0`: a free slot's value is zero bytes or stale.
-    value: V,
+    /// Initialised when `key != 0`: a free slot's value is stale or was never written.
+    value: MaybeUninit<V>,
+}
+
+impl<V: Copy> Slot<V> {
+    const FREE: Slot<V> = Slot {
+        key: 0,
+        value: MaybeUninit::uninit(),
+    };
 }
 
 pub struct AddrTable<V: Copy> {
-    /// `capacity` slots in a mapping of our own; `None` until the first insert.
-    slots: Option<NonNull<Slot<V>>>,
+    /// The slots while `mapping` is `None` (`capacity == INLINE_CAPACITY`). Written
+    /// through `&self` pointers (see `slot`), hence the cell.
+    inline: UnsafeCell<[Slot<V>; INLINE_CAPACITY]>,
+    /// `capacity` slots in a mapping of our own, once the inline ones were outgrown.
+    mapping: Option<NonNull<Slot<V>>>,
     capacity: usize,
     len: usize,
-    _values: PhantomData<V>,
 }
 
 // SAFETY: the table owns its mapping outright (no aliasing pointers leave it), so
@@ -70,10 +90,10 @@ impl<V: Copy> Default for AddrTable<V> {
 impl<V: Copy> AddrTable<V> {
     pub const fn new() -> Self {
         AddrTable {
-            slots: None,
-            capacity: 0,
+            inline: UnsafeCell::new([Slot::FREE; INLINE_CAPACITY]),
+            mapping: None,
+            capacity: INLINE_CAPACITY,
             len: 0,
-            _values: PhantomData,
         }
     }
 
@@ -85,9 +105,12 @@ impl<V: Copy> AddrTable<V> {
         self.len == 0
     }
 
-    /// Bytes of the table's own mapping (0 before the first insert).
+    /// Bytes of the table's own mapping (0 while its inline slots hold it).
     pub fn mapped_bytes(&self) -> usize {
-        bytes_for::<V>(self.capacity).unwrap_or(0)
+        match self.mapping {
+            Some(_) => bytes_for::<V>(self.capacity).unwrap_or(0),
+            None => 0,
+        }
     }
 
     /// Where the search for `key` starts: the top bits of `key * 2^64 / φ`, which
@@ -105,21 +128,28 @@ impl<V: Copy> AddrTable<V> {
     /// The slot at `index`.
     ///
     /// Only called with `index < capacity` (every index comes from `home` or `next`,
-    /// both masked to the capacity) and with `slots` present (capacity is 0 otherwise,
-    /// and every caller returns early on an empty table).
+    /// both masked to the capacity).
     fn slot(&self, index: usize) -> *mut Slot<V> {
         debug_assert!(index < self.capacity);
-        match self.slots {
+        match self.mapping {
             // SAFETY: `index < capacity` and the mapping holds `capacity` slots.
             Some(slots) => unsafe { slots.as_ptr().add(index) },
-            None => core::ptr::null_mut(),
+            // SAFETY: without a mapping `capacity == INLINE_CAPACITY`, the inline
+            // array's length, so `index` is inside it.
+            None => unsafe { self.inline.get().cast::<Slot<V>>().add(index) },
         }
     }
 
     fn key_at(&self, index: usize) -> usize {
-        // SAFETY: `slot` points into our mapping (see `slot`); keys are always
-        // initialised (zero from mmap, or written by `place`).
+        // SAFETY: `slot` points at one of our slots (see `slot`); keys are always
+        // initialised (zero from `new` or mmap, or written by `place`).
         unsafe { (*self.slot(index)).key }
+    }
+
+    /// The value of the slot at `index`, which is in use.
+    fn value_at(&self, index: usize) -> V {
+        // SAFETY: the slot is in use, so `place` wrote its value.
+        unsafe { (*self.slot(index)).value.assume_init() }
     }
 
     /// The slot holding `key`, if any.
@@ -142,8 +172,7 @@ impl<V: Copy> AddrTable<V> {
 
     pub fn get(&self, key: usize) -> Option<V> {
         let index = self.find(key)?;
-        // SAFETY: the slot is in use, so its value was written by `place`.
-        Some(unsafe { (*self.slot(index)).value })
+        Some(self.value_at(index))
     }
 
     pub fn contains(&self, key: usize) -> bool {
@@ -157,7 +186,7 @@ impl<V: Copy> AddrTable<V> {
         debug_assert!(key != 0);
         if let Some(index) = self.find(key) {
             // SAFETY: the slot is ours and in use.
-            unsafe { (*self.slot(index)).value = value };
+            unsafe { (*self.slot(index)).value = MaybeUninit::new(value) };
             return true;
         }
         let wanted = self.len.saturating_add(1).saturating_mul(2);
@@ -176,7 +205,12 @@ impl<V: Copy> AddrTable<V> {
             index = self.next(index);
         }
         // SAFETY: the slot is ours and free.
-        unsafe { self.slot(index).write(Slot { key, value }) };
+        unsafe {
+            self.slot(index).write(Slot {
+                key,
+                value: MaybeUninit::new(value),
+            })
+        };
         self.len += 1;
     }
 
@@ -196,8 +230,7 @@ impl<V: Copy> AddrTable<V> {
     /// Takes `key` out of the table, returning its value.
     pub fn remove(&mut self, key: usize) -> Option<V> {
         let index = self.find(key)?;
-        // SAFETY: the slot is in use, so its value was written by `place`.
-        let value = unsafe { (*self.slot(index)).value };
+        let value = self.value_at(index);
         // Algorithm R: walk the cluster after the hole; an entry may move back into the
         // hole unless its home lies (cyclically) after the hole, where moving it would
         // put it before its home and out of reach.
@@ -229,16 +262,16 @@ impl<V: Copy> AddrTable<V> {
         let used = if self.len == 0 { 0 } else { self.capacity };
         (0..used).filter_map(move |index| {
             let key = self.key_at(index);
-            // SAFETY: the slot is in use, so its value was written by `place`.
-            (key != 0).then(|| (key, unsafe { (*self.slot(index)).value }))
+            (key != 0).then(|| (key, self.value_at(index)))
         })
     }
 
-    /// Doubles the table (or makes the first one): a new mapping, every entry placed
-    /// again, the old mapping unmapped. False if the kernel gives no memory.
+    /// Moves the table to a new mapping: the first one when the inline slots are
+    /// outgrown, then one twice the size each time; every entry is placed again and the
+    /// old mapping unmapped. False if the kernel gives no memory.
     fn grow(&mut self) -> bool {
-        let capacity = if self.capacity == 0 {
-            FIRST_CAPACITY
+        let capacity = if self.mapping.is_none() {
+            FIRST_MAPPED_CAPACITY
         } else {
             match self.capacity.checked_mul(2) {
                 Some(capacity) => capacity,
@@ -252,10 +285,10 @@ impl<V: Copy> AddrTable<V> {
             return false;
         };
         let fresh = AddrTable {
-            slots: Some(mapping.cast::<Slot<V>>()),
+            inline: UnsafeCell::new([Slot::FREE; INLINE_CAPACITY]),
+            mapping: Some(mapping.cast::<Slot<V>>()),
             capacity,
             len: 0,
-            _values: PhantomData,
         };
         let old = core::mem::replace(self, fresh);
         for (key, value) in old.entries() {
@@ -268,7 +301,7 @@ impl<V: Copy> AddrTable<V> {
     /// Invariants 1-3 (see the module comment). On failure, the key at fault (0 for a
     /// count that disagrees) and what is wrong.
     pub fn check(&self) -> Result<(), (usize, &'static str)> {
-        if self.capacity != 0 && !self.capacity.is_power_of_two() {
+        if !self.capacity.is_power_of_two() {
             return Err((0, "registry capacity is not a power of two"));
         }
         if self.len.saturating_mul(2) > self.capacity {
@@ -295,7 +328,7 @@ impl<V: Copy> AddrTable<V> {
 
 impl<V: Copy> Drop for AddrTable<V> {
     fn drop(&mut self) {
-        if let (Some(slots), Some(bytes)) = (self.slots, bytes_for::<V>(self.capacity)) {
+        if let (Some(slots), Some(bytes)) = (self.mapping, bytes_for::<V>(self.capacity)) {
             // SAFETY: the slots are one mapping made by `grow` with this length, and the
             // table is going away, so nothing refers to them.
             unsafe { os::unmap(slots.cast(), bytes) };
@@ -303,7 +336,7 @@ impl<V: Copy> Drop for AddrTable<V> {
     }
 }
 
-fn bytes_for<V>(capacity: usize) -> Option<usize> {
+fn bytes_for<V: Copy>(capacity: usize) -> Option<usize> {
     capacity.checked_mul(size_of::<Slot<V>>())
 }
 
@@ -317,7 +350,6 @@ mod tests {
         let mut table = AddrTable::<usize>::new();
         assert_eq!(table.get(0x1000), None);
         assert_eq!(table.remove(0x1000), None);
-        assert_eq!(table.mapped_bytes(), 0, "no mapping until the first insert");
         assert!(table.insert(0x1000, 1));
         assert!(table.insert(0x2000, 2));
         assert!(
@@ -332,6 +364,32 @@ mod tests {
         assert!(table.rekey(0x2000, 0x3000, 4));
         assert_eq!((table.get(0x2000), table.get(0x3000)), (None, Some(4)));
         assert!(!table.rekey(0x2000, 0x5000, 5), "nothing to move");
+        table.check().unwrap();
+    }
+
+    /// Up to half the inline slots' worth of entries, the table maps nothing; one more
+    /// and it moves to a mapping, keeping every entry.
+    #[test]
+    fn a_few_entries_live_inline() {
+        let mut table = AddrTable::<usize>::new();
+        let keys = (1..=INLINE_CAPACITY / 2 + 1).map(|i| i * 0x1000);
+        for key in keys.clone().take(INLINE_CAPACITY / 2) {
+            assert!(table.insert(key, key + 1));
+        }
+        assert_eq!(table.mapped_bytes(), 0, "inline");
+        assert_eq!(table.remove(0x1000), Some(0x1001));
+        assert!(table.insert(0x1000, 0x1001));
+        table.check().unwrap();
+        assert_eq!(table.mapped_bytes(), 0, "still inline");
+        assert!(table.insert(0x100_0000, 7));
+        assert_eq!(
+            table.mapped_bytes(),
+            FIRST_MAPPED_CAPACITY * size_of::<Slot<usize>>()
+        );
+        for key in keys.take(INLINE_CAPACITY / 2) {
+            assert_eq!(table.get(key), Some(key + 1));
+        }
+        assert_eq!(table.get(0x100_0000), Some(7));
         table.check().unwrap();
     }
 
