@@ -36,6 +36,11 @@ const ABANDONED: u8 = 2;
 /// been half-way through a change when memory was copied, so nobody uses them again.
 const LOST_IN_FORK: u8 = 3;
 
+/// Aligned to a cache line, so that no two heaps (of two threads) share one, and no
+/// heap shares [`FIRST`]'s: the compiler may split `FIRST` into its two words and drop
+/// their alignment (LLVM's scalar replacement of globals), so the heaps keep their
+/// distance instead.
+#[repr(align(64))]
 pub struct ThreadHeap {
     /// The owning thread's pointer, or 0.
     owner: AtomicUsize,
