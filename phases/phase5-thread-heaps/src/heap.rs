@@ -22,7 +22,7 @@ use preload_kit::Fault;
 use preload_kit::lock::Lock;
 use preload_kit::thread::{ThreadKey, ThreadTable, thread_pointer};
 
-use crate::page::Page;
+use crate::page::{Page, REMOTE_FREES};
 use crate::segment::Pool;
 use crate::size_class::{CLASSES, class_size};
 
@@ -36,6 +36,11 @@ const ABANDONED: u8 = 2;
 /// been half-way through a change when memory was copied, so nobody uses them again.
 const LOST_IN_FORK: u8 = 3;
 
+/// Aligned to a cache line, so that no two heaps (of two threads) share one, and no
+/// heap shares [`FIRST`]'s: the compiler may split `FIRST` into its two words and drop
+/// their alignment (LLVM's scalar replacement of globals), so the heaps keep their
+/// distance instead.
+#[repr(align(64))]
 pub struct ThreadHeap {
     /// The owning thread's pointer, or 0.
     owner: AtomicUsize,
@@ -182,7 +187,12 @@ fn acquire() -> Option<&'static ThreadHeap> {
         let heap = &HEAPS[index];
         heap.owner.store(me, Ordering::Relaxed);
         heap.state.store(OWNED, Ordering::Relaxed);
-        heap.for_each_page(|page| page.owner_thread.store(me, Ordering::Relaxed));
+        // With the flag that remote frees may wait (they may: the pages had no owner
+        // to collect them); the owner's first `free` into each page clears it.
+        heap.for_each_page(|page| {
+            page.owner_thread
+                .store(me | REMOTE_FREES, Ordering::Relaxed)
+        });
         index
     };
     let address = &HEAPS[index] as *const ThreadHeap as usize;
@@ -277,6 +287,12 @@ impl ThreadHeap {
     /// frees are found here.
     #[cold]
     fn alloc_slow(&self, class: usize) -> Result<Option<*mut u8>, Fault> {
+        // The current page had no block: full, until its owner frees into it.
+        let current = self.current[class].get();
+        if !current.is_null() {
+            // SAFETY: as in `alloc`.
+            unsafe { (*current).mark_full() };
+        }
         let queue = &self.queues[class];
         let mut first_sent_back: *const Page = ptr::null();
         loop {
@@ -291,6 +307,7 @@ impl ThreadHeap {
                 self.current[class].set(page);
                 return Ok(Some(block));
             }
+            page.mark_full();
             if page.next.get().is_null() {
                 break;
             }

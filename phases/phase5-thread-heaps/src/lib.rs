@@ -344,7 +344,10 @@ impl<F: Heap> ThreadHeaps<F> {
     /// thread's frees wait on that page, decided and done; false for anything else
     /// (nothing done). The checks are those of [`ThreadHeaps::free_in_full`] for that
     /// case: a set bit says at once that `ptr` starts a block (no other bit is ever
-    /// set) and that the block is out, so not a double free.
+    /// set) and that the block is out, so not a double free; the owner word equal to
+    /// the thread pointer says the page is ours, with no flag: no other thread's frees
+    /// wait on it ([`page::REMOTE_FREES`]), so the block is not one of those, and
+    /// `malloc` has not found it full ([`page::FULL`]), so it need not move.
     #[inline(always)]
     fn free_common(ptr: *mut u8) -> bool {
         let addr = ptr as usize;
@@ -358,15 +361,13 @@ impl<F: Heap> ThreadHeaps<F> {
         if let Some(page) = segment::descriptor_of(addr)
             && let Some(bit) = page.out_bit(addr)
             && page.owner_thread.load(Ordering::Relaxed) == thread_pointer()
-            && page.thread_free.load(Ordering::Relaxed).is_null()
         {
-            let was_full = page.used.get() == page.capacity.get();
             let emptied = page.free_owned(addr, bit);
             page.become_current();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this
             // path (`ThreadHeap::give_back_empty_fronts` returns it to the pool later).
-            if (emptied || was_full) && !page.is_front() {
+            if emptied && !page.is_front() {
                 Self::page_changed(page, emptied);
             }
             return true;
@@ -402,8 +403,12 @@ impl<F: Heap> ThreadHeaps<F> {
         match Self::block_at(addr)? {
             Block::Fallback => self.free_fallback(ptr),
             Block::Small(page, index) => {
-                if page.owner_thread.load(Ordering::Relaxed) == thread_pointer() {
-                    let was_full = page.used.get() == page.capacity.get();
+                if page.owner() == thread_pointer() {
+                    let was_full = page.take_full();
+                    // Blocks other threads freed first (their bits cleared): a second
+                    // free of one of them then finds its bit clear, and the flag that
+                    // sent this `free` the long way is off.
+                    page.collect()?;
                     let emptied = page.free_local(addr, index)?;
                     page.become_current();
                     if (emptied || was_full) && !page.is_front() {

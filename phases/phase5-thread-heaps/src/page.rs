@@ -36,13 +36,15 @@
 //!   after the free is heap corruption, reported, not followed).
 //! - `thread_free`: blocks freed by other threads, linked through their first word,
 //!   pushed with one compare-and-swap; the owner takes the whole list with one swap
-//!   ([`Page::collect`]) when the page looks full, clears their bits and moves them to
+//!   ([`Page::collect`]) when the page looks full, or when its own `free` finds the
+//!   flag [`REMOTE_FREES`] in the owner word, clears their bits and moves them to
 //!   `local_free`.
 //! - The second word of a block on `thread_free` holds its *tag*, [`remote_tag`] of its
 //!   address, written by the remote free before its push and wiped by the owner when
 //!   it collects the block. It is how a second free of a block that waits on the list
 //!   is caught, whichever thread makes it: a remote free finds the tag already there;
-//!   the owner's free looks for it (only while the page has remote frees waiting).
+//!   the owner's free collects the list first (the flag sends it that way), and then
+//!   finds the block's bit clear.
 //!   The descriptor has no room for a second bitmap (63 descriptors share the
 //!   segment's first 64 KiB), and the block's own memory is free at that moment anyway.
 //! - `high_water`: `bump` at its highest since the page took its class, as of the
@@ -141,7 +143,11 @@ fn remote_tag_secret() -> usize {
 #[repr(C, align(64))]
 pub struct Page {
     /// The thread pointer of the owning thread, or 0 while nobody owns the page (in the
-    /// pool, or in an abandoned heap). `free` compares it with its own thread pointer.
+    /// pool, or in an abandoned heap), plus the flags [`REMOTE_FREES`] and [`FULL`]
+    /// (a thread pointer is aligned, to 64 bytes on x86-64, so its low bits are free).
+    /// The owner's `free` compares the whole word with its own thread pointer: one
+    /// compare says "my page, and nothing unusual" ([`Page::owner`] leaves the flags
+    /// out).
     pub owner_thread: AtomicUsize,
     /// 0 while the page is in the pool; the class's block size while in use.
     pub block_size: AtomicU32,
@@ -192,6 +198,21 @@ pub struct Page {
     pub allocated: [AtomicU64; BITMAP_WORDS],
 }
 
+/// In [`Page::owner_thread`]: other threads' frees may wait on `thread_free`. Set by a
+/// remote free that finds the list empty, after its push; cleared by the owner just
+/// before it takes the list ([`Page::collect`]). While it is set, the owner's `free`
+/// leaves its common case for the one that collects first, so a second free of a
+/// waiting block finds its bit already clear. It may be set with the list empty (a
+/// push collected before its flag landed, or a page adopted with it set): then one
+/// `free` takes the longer way and clears it.
+pub const REMOTE_FREES: usize = 1;
+/// In [`Page::owner_thread`]: `malloc` found the page full and moved on
+/// ([`crate::heap::ThreadHeap::alloc_slow`]). The owner's next `free` into it takes the
+/// longer way, which clears the flag and brings the page to the front of its queue.
+/// mimalloc's `in_full` flag, tested the same way.
+pub const FULL: usize = 2;
+const OWNER_FLAGS: usize = REMOTE_FREES | FULL;
+
 /// A set bit of a page's bitmap, as [`Page::out_bit`] read it.
 pub struct OutBit<'a> {
     cell: &'a AtomicU64,
@@ -219,6 +240,24 @@ pub enum BlockOf {
 }
 
 impl Page {
+    /// The owning thread's pointer (0 for none), without the flags.
+    #[inline(always)]
+    pub fn owner(&self) -> usize {
+        self.owner_thread.load(Ordering::Relaxed) & !OWNER_FLAGS
+    }
+
+    /// Sets [`FULL`] (owner only; an atomic OR, as remote frees set [`REMOTE_FREES`]
+    /// in the same word).
+    pub fn mark_full(&self) {
+        self.owner_thread.fetch_or(FULL, Ordering::Relaxed);
+    }
+
+    /// Clears [`FULL`] and says whether it was set (owner only).
+    pub fn take_full(&self) -> bool {
+        self.owner_thread.load(Ordering::Relaxed) & FULL != 0
+            && self.owner_thread.fetch_and(!FULL, Ordering::Relaxed) & FULL != 0
+    }
+
     /// The block index `addr` starts, judged from fields any thread may read. `addr`
     /// must lie in this page's `PAGE_SIZE` bytes (as [`crate::segment::page_of`] finds
     /// them): a page starts at a multiple of `PAGE_SIZE`, so the offset is the
@@ -564,10 +603,18 @@ impl Page {
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => break,
                 Err(now) => head = now,
             }
         }
+        // The first block to wait: tell the owner's `free` (a list that was not empty
+        // has the flag already, or its owner is about to take it whole). Release: an
+        // owner that clears the flag this sets (with Acquire, in `collect`) then sees
+        // the push above.
+        if head.is_null() {
+            self.owner_thread.fetch_or(REMOTE_FREES, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Marks the block at `addr` as waiting on `thread_free` with its tag: a tag
@@ -596,7 +643,16 @@ impl Page {
     /// The owner takes every block other threads freed and clears its bit. A block
     /// pushed twice is found with its bit already clear: a double free (and a list that
     /// may loop, which this check also ends).
+    ///
+    /// [`REMOTE_FREES`] comes off first, then the list: a block pushed after the swap
+    /// finds the list empty and sets the flag again; one pushed before it is taken by
+    /// the swap. Acquire: when the flag cleared here was set by a remote free, its push
+    /// happened before, and the list is not seen empty.
     pub fn collect(&self) -> Result<(), Fault> {
+        if self.owner_thread.load(Ordering::Relaxed) & REMOTE_FREES != 0 {
+            self.owner_thread
+                .fetch_and(!REMOTE_FREES, Ordering::Acquire);
+        }
         if self.thread_free.load(Ordering::Relaxed).is_null() {
             return Ok(());
         }

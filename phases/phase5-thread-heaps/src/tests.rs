@@ -295,7 +295,7 @@ fn a_block_pushed_twice_by_racing_frees_is_caught_when_collected() {
 }
 
 #[test]
-fn a_block_freed_by_another_thread_then_by_its_owner_is_caught_before_collection() {
+fn a_block_freed_by_another_thread_then_by_its_owner_is_caught_before_it_is_reused() {
     let block = alloc(112);
     let keep = alloc(112);
     let addr = block.as_ptr() as usize;
@@ -303,11 +303,28 @@ fn a_block_freed_by_another_thread_then_by_its_owner_is_caught_before_collection
         .join()
         .unwrap()
         .unwrap();
+    let page = page_of(block);
     assert!(
-        !page_of(block).thread_free.load(Ordering::Relaxed).is_null(),
+        !page.thread_free.load(Ordering::Relaxed).is_null(),
         "not collected yet"
     );
+    assert_ne!(
+        page.owner_thread.load(Ordering::Relaxed) & page::REMOTE_FREES,
+        0,
+        "the remote free told the owner"
+    );
+    // The flag sends the owner's free the long way, which collects first: the block's
+    // bit is then clear.
     assert_eq!(HEAPS.free(block), Err(Fault::DoubleFree { addr }));
+    assert!(
+        page.thread_free.load(Ordering::Relaxed).is_null(),
+        "collected"
+    );
+    assert_eq!(
+        page.owner_thread.load(Ordering::Relaxed),
+        thread_pointer(),
+        "and the flag is off"
+    );
     assert!(matches!(
         HEAPS.usable_size(block),
         Err(Fault::InvalidPointer {
@@ -317,6 +334,39 @@ fn a_block_freed_by_another_thread_then_by_its_owner_is_caught_before_collection
     ));
     // `keep` is on the same page and still out: its free is an ordinary one.
     HEAPS.free(keep).unwrap();
+}
+
+#[test]
+fn a_page_malloc_found_full_comes_to_the_front_on_its_owners_next_free() {
+    // 1024-byte blocks, 64 a page: 200 of them fill at least two pages, each found full
+    // by the `malloc` that moved on from it.
+    let blocks: Vec<_> = (0..200).map(|_| alloc(1000)).collect();
+    let full = blocks
+        .iter()
+        .copied()
+        .find(|&block| {
+            let page = page_of(block);
+            page.owner_thread.load(Ordering::Relaxed) & page::FULL != 0
+                && page.used.get() == page.capacity.get()
+                && !page.is_front()
+        })
+        .expect("a full page behind the front of its queue, flagged");
+    let page = page_of(full);
+    HEAPS.free(full).unwrap();
+    assert_eq!(
+        page.owner_thread.load(Ordering::Relaxed),
+        thread_pointer(),
+        "the flag is off"
+    );
+    assert!(
+        page.is_front(),
+        "the page has room: to the front of its queue"
+    );
+    HEAPS.check().unwrap();
+    for block in blocks.into_iter().filter(|&block| block != full) {
+        HEAPS.free(block).unwrap();
+    }
+    HEAPS.check().unwrap();
 }
 
 #[test]
