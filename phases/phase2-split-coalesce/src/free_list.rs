@@ -89,6 +89,14 @@ pub trait FreeIndex {
         None
     }
 
+    /// A quick block to merge before a request that [`FreeIndex::merge_first`] names,
+    /// taken out of its quick list: by default any ([`FreeIndex::take_any_deferred`]).
+    /// An index whose quick lists are bounded may keep those; they merge before the
+    /// heap grows.
+    fn take_deferred_to_merge_first(&mut self) -> Option<Block> {
+        self.take_any_deferred()
+    }
+
     /// Does any quick list hold a block?
     fn holds_deferred(&self) -> bool {
         false

@@ -416,7 +416,9 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// [`FreeIndex::merge_first`]) first merges them all, and gets `None`.
     fn take_deferred(&mut self, size: usize) -> Option<Block> {
         if self.free_list.merge_first(size) {
-            self.merge_deferred();
+            while let Some(block) = self.free_list.take_deferred_to_merge_first() {
+                self.merge_quick_block(block);
+            }
             return None;
         }
         let block = self.free_list.take_deferred(size)?;
@@ -430,11 +432,16 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// quick list: before the break moves up, and before `malloc_trim`.
     fn merge_deferred(&mut self) {
         while let Some(block) = self.free_list.take_any_deferred() {
-            block.set_quick(false);
-            self.totals.free.remove(block.size());
-            self.totals.used.add(block.size());
-            self.release_quietly(block);
+            self.merge_quick_block(block);
         }
+    }
+
+    /// Merges `block`, just taken off its quick list, with its free neighbours.
+    fn merge_quick_block(&mut self, block: Block) {
+        block.set_quick(false);
+        self.totals.free.remove(block.size());
+        self.totals.used.add(block.size());
+        self.release_quietly(block);
     }
 
     /// Records in the header of the block after `block` (if there is one in its region

@@ -38,12 +38,25 @@ use preload_kit::Fault;
 use split_coalesce::block::Block;
 use split_coalesce::free_list::{FreeIndex, LinkFaults, walk_links};
 
-/// Blocks freed by the program up to this size (128 bytes, glibc's fast-bin limit: a
-/// request of up to 120 bytes) wait unmerged in a quick list of their size.
-pub const QUICK_LIMIT: usize = 128;
+/// Blocks freed by the program up to this size (1 KiB: a request of up to 1016 bytes,
+/// about glibc's per-thread cache's limit) wait unmerged in a quick list of their size.
+pub const QUICK_LIMIT: usize = 1024;
 
-/// A request for a block of this size or more merges the quick blocks first (see
-/// `FreeIndex::merge_first`). glibc's limit is its small bins' (1 KiB); at 1 KiB here,
+/// The quick lists up to this size (128 bytes, glibc's fast-bin limit: a request of up
+/// to 120 bytes) are *fast lists*: they hold any number of blocks, and merge before a
+/// request of [`MERGE_BEFORE`] bytes or more, as glibc's fast bins do.
+pub const FAST_LIMIT: usize = 128;
+
+/// The quick lists above [`FAST_LIMIT`] hold at most this many blocks each (glibc's
+/// per-thread cache holds 7); a block freed when its list is full merges at once. They
+/// are left alone by a large request and merge only before the heap grows (and on
+/// `malloc_trim`): on `harness/traces/random.rep` (random sizes, one request in 12 from
+/// 1 to 16 KiB) merging them before every request of 2 KiB or more emptied them every
+/// few calls (chapter 4, "Quick lists: small blocks kept unmerged").
+pub const QUICK_CAP: u32 = 4;
+
+/// A request for a block of this size or more merges the fast lists' blocks first (see
+/// `FreeIndex::merge_first` and [`FAST_LIMIT`]). glibc's limit is its small bins' (1 KiB); at 1 KiB here,
 /// larson's largest requests (1000 bytes, 1024-byte blocks) merged the quick lists
 /// 2 940 times in one run, and `alloc-test`'s 2 523 times. At 2 KiB: once and three
 /// times, and the realloc trace's utilization rose from 32.7% to 37.6% (median of 5
@@ -53,6 +66,9 @@ pub const MERGE_BEFORE: usize = 2048;
 /// One quick list per block size from 32 to [`QUICK_LIMIT`], indexed by `size / 16`
 /// (0 and 1 unused, as for the classes).
 const QUICK_LISTS: usize = QUICK_LIMIT / 16 + 1;
+
+/// The fast lists: those of sizes up to [`FAST_LIMIT`].
+const FAST_LISTS: usize = FAST_LIMIT / 16 + 1;
 
 /// Block sizes below this have a class each.
 pub const EXACT_LIMIT: usize = 1024;
@@ -121,6 +137,9 @@ pub struct Bins {
     quick: [Option<Block>; QUICK_LISTS],
     /// How many quick blocks there are, all lists together.
     quick_blocks: usize,
+    /// How many blocks each quick list holds (those above [`FAST_LIMIT`] at most
+    /// [`QUICK_CAP`]).
+    quick_counts: [u32; QUICK_LISTS],
     /// The rest of the block last split to serve a request, kept out of the classes
     /// (dlmalloc's "designated victim", glibc's `last_remainder`): a small request that
     /// its own class cannot serve is cut from it, and what is left takes its place
@@ -287,32 +306,58 @@ impl FreeIndex for Bins {
             non_empty: [0; WORDS],
             quick: [None; QUICK_LISTS],
             quick_blocks: 0,
+            quick_counts: [0; QUICK_LISTS],
             victim: None,
         }
     }
 
-    /// Keeps every freed block up to [`QUICK_LIMIT`] unmerged, newest first.
+    /// Keeps every freed block up to [`QUICK_LIMIT`] unmerged, newest first, unless
+    /// its list is above [`FAST_LIMIT`] and full.
     fn defer(&mut self, block: Block) -> bool {
-        let Some(head) = self.quick.get_mut(block.size() / 16) else {
+        let index = block.size() / 16;
+        let (Some(head), Some(count)) =
+            (self.quick.get_mut(index), self.quick_counts.get_mut(index))
+        else {
             return false;
         };
+        if block.size() > FAST_LIMIT && *count >= QUICK_CAP {
+            return false;
+        }
         block.set_next_quick(*head);
         *head = Some(block);
+        *count += 1;
         self.quick_blocks += 1;
         true
     }
 
     /// Before a request of [`MERGE_BEFORE`] bytes or more, as glibc merges its fast
-    /// bins before a request beyond its small bins: the quick blocks, merged, may serve
-    /// it, rather than room at the top.
+    /// bins before a request beyond its small bins: the fast lists' blocks, merged, may
+    /// serve it, rather than room at the top.
     fn merge_first(&self, size: usize) -> bool {
-        size >= MERGE_BEFORE && self.quick_blocks > 0
+        size >= MERGE_BEFORE && self.quick.iter().take(FAST_LISTS).any(Option::is_some)
+    }
+
+    /// Only the fast lists' blocks: the others, a few of each size, stay for the
+    /// requests of their sizes (see [`QUICK_CAP`]).
+    fn take_deferred_to_merge_first(&mut self) -> Option<Block> {
+        let index = self
+            .quick
+            .iter()
+            .take(FAST_LISTS)
+            .position(Option::is_some)?;
+        self.take_deferred(index * 16)
     }
 
     fn take_deferred(&mut self, size: usize) -> Option<Block> {
-        let head = self.quick.get_mut(size / 16)?;
+        let index = size / 16;
+        let (Some(head), Some(count)) =
+            (self.quick.get_mut(index), self.quick_counts.get_mut(index))
+        else {
+            return None;
+        };
         let block = (*head)?;
         *head = block.next_quick();
+        *count -= 1;
         self.quick_blocks -= 1;
         Some(block)
     }
@@ -337,7 +382,8 @@ impl FreeIndex for Bins {
         mut is_quick_block: impl FnMut(Block) -> Result<(), Fault>,
     ) -> Result<(), Fault> {
         let mut listed = 0;
-        for (index, head) in self.quick.iter().enumerate() {
+        for (index, (head, &count)) in self.quick.iter().zip(&self.quick_counts).enumerate() {
+            let listed_before = listed;
             let mut entry = *head;
             while let Some(block) = entry {
                 is_quick_block(block)?;
@@ -355,6 +401,13 @@ impl FreeIndex for Bins {
                     });
                 }
                 entry = block.next_quick();
+            }
+            let in_list = listed - listed_before;
+            if in_list != count as usize || (index * 16 > FAST_LIMIT && count > QUICK_CAP) {
+                return Err(Fault::Corruption {
+                    addr: head.map_or(0, Block::addr),
+                    what: "a quick list holds other than its count of blocks, or too many",
+                });
             }
         }
         if listed != self.quick_blocks {
@@ -787,10 +840,10 @@ mod tests {
 
     #[test]
     fn quick_lists_keep_small_blocks_by_exact_size_newest_first() {
-        let (_memory, blocks) = Blocks::new(&[64, 48, 64, 128, 144]);
+        let (_memory, blocks) = Blocks::new(&[64, 48, 64, 128, 1040]);
         let mut bins = Bins::new();
         deferred(&mut bins, &blocks[..4]);
-        blocks[4].init_used(144, false);
+        blocks[4].init_used(1040, false);
         assert!(!bins.defer(blocks[4]), "above QUICK_LIMIT: merged at once");
         assert!(bins.holds_deferred());
         assert!(!bins.merge_first(MERGE_BEFORE - 16) && bins.merge_first(MERGE_BEFORE));
@@ -809,6 +862,27 @@ mod tests {
         assert_eq!(bins.take_any_deferred(), Some(blocks[3]));
         assert_eq!(bins.take_any_deferred(), None);
         assert!(!bins.holds_deferred());
+    }
+
+    /// A quick list above [`FAST_LIMIT`] holds [`QUICK_CAP`] blocks, and a large
+    /// request leaves them be: only the fast lists merge first.
+    #[test]
+    fn quick_lists_above_the_fast_limit_are_bounded_and_kept() {
+        let sizes = [[48].as_slice(), &[160; QUICK_CAP as usize + 1]].concat();
+        let (_memory, blocks) = Blocks::new(&sizes);
+        let mut bins = Bins::new();
+        deferred(&mut bins, &blocks[..=QUICK_CAP as usize]);
+        let over = blocks[QUICK_CAP as usize + 1];
+        over.init_used(160, false);
+        assert!(!bins.defer(over), "a full list: merged at once");
+        assert!(bins.merge_first(MERGE_BEFORE));
+        assert_eq!(bins.take_deferred_to_merge_first(), Some(blocks[0]));
+        assert_eq!(bins.take_deferred_to_merge_first(), None);
+        assert!(!bins.merge_first(MERGE_BEFORE), "no fast block left");
+        assert!(bins.holds_deferred());
+        bins.check_each_deferred(10, |_| Ok(())).unwrap();
+        assert_eq!(bins.take_deferred(160), Some(blocks[QUICK_CAP as usize]));
+        assert!(bins.defer(over), "room again");
     }
 
     #[test]

@@ -259,21 +259,21 @@ mod tests {
 
     /// A small block freed right after the free block before it (the program freeing
     /// in address order) merges at once; freed after some other block, it waits on its
-    /// quick list.
+    /// quick list. (The big blocks are above the quick lists' sizes: they merge at once.)
     #[test]
     fn blocks_freed_in_address_order_merge_at_once() {
         let mut heap = heap(false);
         let mut alloc = |size| heap.alloc(size, MIN_ALIGN).unwrap();
         let [big, a, b, _fence, big2, d, _fence2, x, _fence3] =
-            [200, 40, 40, 40, 200, 40, 40, 40, 40].map(&mut alloc);
+            [1100, 40, 40, 40, 1100, 40, 40, 40, 40].map(&mut alloc);
         for p in [big, a, b, big2, x, d] {
             heap.free(p).unwrap();
         }
         assert_eq!(
             printed(|out| heap.dump_bins(out)),
             "[QUICK 48 blocks=2 bytes=96]\n\
-             [BIN 208 blocks=1 bytes=208]\n\
-             [BIN 304 blocks=1 bytes=304]\n",
+             [BIN 1024-1136 blocks=1 bytes=1120]\n\
+             [BIN 1152-1264 blocks=1 bytes=1216]\n",
             "big, a and b merged; x and d (freed after x) wait"
         );
         heap.check().unwrap();
