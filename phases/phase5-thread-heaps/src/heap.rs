@@ -3,7 +3,8 @@
 //! ```text
 //!   HEAPS[i]  owner = thread pointer          THREADS (kit ThreadTable)
 //!             queues[class] --> page --> page --> page     thread pointer -> &HEAPS[i]
-//!             current[class] ----------------^  allocate here: the page last freed into
+//!             current[class] ----------------^  allocate here, until its lists are empty;
+//!             last_freed[class] ------^           then here: the page last freed into
 //! ```
 //!
 //! A thread finds its heap through the kit's [`ThreadTable`] (thread pointer -> heap),
@@ -50,12 +51,19 @@ pub struct ThreadHeap {
     /// For each class, the last page of its queue (null when empty), so a page can be
     /// sent to the back without a walk.
     lasts: [Cell<*const Page>; CLASSES],
-    /// For each class, the page `malloc` takes blocks from: the page the owner last
-    /// freed a block into (that block, still in cache, is the head of its `local_free`;
-    /// [`Page::become_current`]), else the page `alloc_slow` found room in. Null when
-    /// the queue is empty, else a page of the queue (`unlink` points it at the front
-    /// when its page leaves the queue).
+    /// For each class, the page `malloc` takes blocks from: until both its lists are
+    /// empty, then the page in `last_freed`, else the page `alloc_slow` found room in.
+    /// Null when the queue is empty, else a page of the queue (`unlink` points it at
+    /// the front when its page leaves the queue). Only `malloc` writes it, so `malloc`
+    /// never reads what the `free` just before it wrote (see `last_freed`).
     current: [Cell<*const Page>; CLASSES],
+    /// For each class, the page the owner last freed a block into
+    /// ([`Page::note_freed_into`]; that block, still in cache, is the head of its
+    /// `local_free`), where `malloc` goes when its current page's lists are empty.
+    /// Null when the queue is empty, else a page of the queue. A slot apart from
+    /// `current`: when `free` stored into `current` itself, the next `malloc`'s first
+    /// load waited for that store (3.8% of `bench_alloc --small`, chapter 5).
+    last_freed: [Cell<*const Page>; CLASSES],
 }
 
 // SAFETY: `queues` and the pages they hold are only touched by the owning thread, or
@@ -70,6 +78,7 @@ pub static HEAPS: [ThreadHeap; MAX_HEAPS] = [const {
         queues: [const { Cell::new(ptr::null()) }; CLASSES],
         lasts: [const { Cell::new(ptr::null()) }; CLASSES],
         current: [const { Cell::new(ptr::null()) }; CLASSES],
+        last_freed: [const { Cell::new(ptr::null()) }; CLASSES],
     }
 }; MAX_HEAPS];
 
@@ -258,7 +267,23 @@ impl ThreadHeap {
         }
         // SAFETY: pages in our queues are descriptors in our segments, which live as
         // long as the process.
-        unsafe { (*page).pop() }
+        let page = unsafe { &*page };
+        if let Some(block) = page.pop_listed() {
+            return Some(block);
+        }
+        // Both lists are empty: blocks freed into another page since come first
+        // (`alloc` moves there).
+        if !ptr::eq(self.last_freed.get(class)?.get(), page) {
+            return None;
+        }
+        page.pop_fresh()
+    }
+
+    /// Makes `page` the class's current page, and the last freed into (so that
+    /// `malloc` does not leave it for another page before its lists are empty).
+    fn set_current(&self, class: usize, page: *const Page) {
+        self.current[class].set(page);
+        self.last_freed[class].set(page);
     }
 
     /// The owner's path: a block of `class` from its current page.
@@ -272,7 +297,21 @@ impl ThreadHeap {
         if !page.is_null() {
             // SAFETY: pages in our queues are descriptors in our segments, which live
             // as long as the process.
-            if let Some(block) = unsafe { (*page).pop() } {
+            let page = unsafe { &*page };
+            if let Some(block) = page.pop_listed() {
+                return Ok(Some(block));
+            }
+            let freed = self.last_freed[class].get();
+            if !ptr::eq(freed, page) {
+                // SAFETY: as above (`last_freed` is a page of the queue).
+                let freed = unsafe { &*freed };
+                if let Some(block) = freed.pop_listed() {
+                    self.current[class].set(freed);
+                    return Ok(Some(block));
+                }
+                self.last_freed[class].set(page);
+            }
+            if let Some(block) = page.pop_fresh() {
                 return Ok(Some(block));
             }
         }
@@ -304,7 +343,7 @@ impl ThreadHeap {
             let page: &'static Page = unsafe { &*front };
             page.collect()?;
             if let Some(block) = page.pop() {
-                self.current[class].set(page);
+                self.set_current(class, page);
                 return Ok(Some(block));
             }
             page.mark_full();
@@ -335,9 +374,9 @@ impl ThreadHeap {
         };
         let index = self.index();
         page.init(class, class_size(class), index, thread_pointer());
-        page.current_slot.set(&self.current[class]);
+        page.freed_slot.set(&self.last_freed[class]);
         self.push_front(class, page);
-        self.current[class].set(page);
+        self.set_current(class, page);
         Ok(page.pop())
     }
 
@@ -477,6 +516,9 @@ impl ThreadHeap {
         if ptr::eq(self.current[class].get(), page) {
             self.current[class].set(self.queues[class].get());
         }
+        if ptr::eq(self.last_freed[class].get(), page) {
+            self.last_freed[class].set(self.current[class].get());
+        }
     }
 
     fn move_to_back(&self, class: usize, page: &'static Page) {
@@ -538,7 +580,7 @@ impl ThreadHeap {
                 if current.class.load(Ordering::Relaxed) as usize != class
                     || current.heap.load(Ordering::Relaxed) as usize != index
                     || !ptr::eq(current.prev.get(), prev)
-                    || !ptr::eq(current.current_slot.get(), &self.current[class])
+                    || !ptr::eq(current.freed_slot.get(), &self.last_freed[class])
                 {
                     result = Err(Fault::Corruption {
                         addr: current.start.get(),

@@ -363,7 +363,7 @@ impl<F: Heap> ThreadHeaps<F> {
             && page.owner_thread.load(Ordering::Relaxed) == thread_pointer()
         {
             let emptied = page.free_owned(addr, bit);
-            page.become_current();
+            page.note_freed_into();
             // The front page of its queue stays where it is, empty or not, so a
             // thread that allocates and frees one block in a loop never leaves this
             // path (`ThreadHeap::give_back_empty_fronts` returns it to the pool later).
@@ -410,7 +410,7 @@ impl<F: Heap> ThreadHeaps<F> {
                     // sent this `free` the long way is off.
                     page.collect()?;
                     let emptied = page.free_local(addr, index)?;
-                    page.become_current();
+                    page.note_freed_into();
                     if (emptied || was_full) && !page.is_front() {
                         Self::page_changed(page, emptied);
                     }

@@ -183,10 +183,10 @@ pub struct Page {
     /// from one it never did. Owner writes; other threads read it only to word an
     /// error.
     pub high_water: AtomicU32,
-    /// The owning heap's slot for this class's current page (`ThreadHeap::current`),
-    /// set with the class: the owner's `free` stores the page there, with no lookup
-    /// and no branch. Null while the page is in the pool.
-    pub current_slot: Cell<*const Cell<*const Page>>,
+    /// The owning heap's slot for this class's page last freed into
+    /// (`ThreadHeap::last_freed`), set with the class: the owner's `free` stores the
+    /// page there, with no lookup and no branch. Null while the page is in the pool.
+    pub freed_slot: Cell<*const Cell<*const Page>>,
     /// Links in the owner's queue of pages of this class, or in the pool's list.
     pub next: Cell<*mut Page>,
     pub prev: Cell<*mut Page>,
@@ -369,11 +369,20 @@ impl Page {
     /// fails that, and it is told so instead of being handed its own bad link.
     #[inline(always)]
     pub fn pop(&self) -> Option<*mut u8> {
+        match self.pop_listed() {
+            Some(block) => Some(block),
+            None => self.pop_fresh(),
+        }
+    }
+
+    /// [`Page::pop`] from the lists alone: `None` when both are empty.
+    #[inline(always)]
+    pub fn pop_listed(&self) -> Option<*mut u8> {
         let mut block = self.free.get();
         if block.is_null() {
             block = self.local_free.replace(ptr::null_mut());
             if block.is_null() {
-                return self.pop_fresh();
+                return None;
             }
         }
         let offset = (block as usize).wrapping_sub(self.start.get());
@@ -400,7 +409,7 @@ impl Page {
     /// Both lists are empty: the block at `bump`, never handed out since the page was
     /// last empty; `None` when there is none.
     #[inline(always)]
-    fn pop_fresh(&self) -> Option<*mut u8> {
+    pub fn pop_fresh(&self) -> Option<*mut u8> {
         let index = self.bump.load(Ordering::Relaxed);
         if index >= self.capacity.get() {
             return None;
@@ -512,17 +521,17 @@ impl Page {
         Fault::DoubleFree { addr }
     }
 
-    /// The owner freed a block here: `malloc` takes its next block of this class from
-    /// this page, the block just freed first (the head of `local_free`). A store with no
-    /// branch: a test (is the page current already? is it the front?) is
+    /// The owner freed a block here: when the current page's lists are empty, `malloc`
+    /// moves to this page, and takes the block just freed first (the head of
+    /// `local_free`). A store with no branch: a test (is it noted already? is it the front?) is
     /// mispredicted when frees land on a class's pages in random order, which cost
     /// `bench_alloc --small`'s batch half a quarter of its time (see chapter 5).
     #[inline(always)]
-    pub fn become_current(&self) {
-        let slot = self.current_slot.get();
-        // SAFETY: the caller owns the page, so it is in use and `current_slot` was set
+    pub fn note_freed_into(&self) {
+        let slot = self.freed_slot.get();
+        // SAFETY: the caller owns the page, so it is in use and `freed_slot` was set
         // by `ThreadHeap::alloc_slow` to an element of the static `HEAPS` (the owning
-        // heap's), which lives as long as the process.
+        // heap's `last_freed`), which lives as long as the process.
         unsafe { (*slot).set(self) };
     }
 
@@ -718,7 +727,7 @@ impl Page {
         );
         self.owner_thread.store(0, Ordering::Relaxed);
         self.block_size.store(0, Ordering::Relaxed);
-        self.current_slot.set(ptr::null());
+        self.freed_slot.set(ptr::null());
     }
 
     /// Checks the page's invariant (see the module documentation). Owner only, or a
