@@ -55,8 +55,18 @@ pub const M_TRIM_THRESHOLD: i32 = -1;
 pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     arena: Arena,
     free_list: L,
-    /// See [`DEFAULT_TRIM_THRESHOLD`]; `usize::MAX` never trims.
+    /// See [`DEFAULT_TRIM_THRESHOLD`]; `usize::MAX` never trims. At least
+    /// `base_trim_threshold`: more once swings have doubled it (see
+    /// [`SplitCoalesceHeap::grow`]).
     trim_threshold: usize,
+    /// The trim threshold before any doubling: the default, the user's, or what phase 3
+    /// raised it to with its mmap threshold. Room at the top between this and
+    /// `trim_threshold` is kept only for the heap's swings (see
+    /// [`SplitCoalesceHeap::give_back_swing_room`]).
+    base_trim_threshold: usize,
+    /// How far a swing may double the trim threshold: [`MAX_DYNAMIC_TRIM_THRESHOLD`]
+    /// in phase 2 (see [`SplitCoalesceHeap::set_doubling_limit`]).
+    doubling_limit: usize,
     /// Set by `MALLOC_TRIM_THRESHOLD_` or `mallopt`: then the threshold never moves.
     trim_threshold_fixed: bool,
     /// How far the room at the top may exceed the trim threshold before a trim: 0 in
@@ -65,9 +75,6 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// Only a free of a block larger than this looks at the top for a trim: 0 in
     /// phase 2 (see [`SplitCoalesceHeap::set_trim_free_above`]).
     trim_free_above: usize,
-    /// The threshold doubles when the break moves up right after a trim: true in
-    /// phase 2 (see [`SplitCoalesceHeap::set_threshold_doubling`]).
-    threshold_doubling: bool,
     /// A free block handed out for a smaller request is split only if at least this
     /// much is left: [`MIN_LEFTOVER`] in phase 2 (see
     /// [`SplitCoalesceHeap::set_min_leftover`]).
@@ -95,10 +102,11 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             arena: Arena::new(growth),
             free_list: L::new(),
             trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
+            base_trim_threshold: config.trim_threshold.unwrap_or(DEFAULT_TRIM_THRESHOLD),
             trim_threshold_fixed: config.trim_threshold.is_some(),
+            doubling_limit: MAX_DYNAMIC_TRIM_THRESHOLD,
             trim_slack: 0,
             trim_free_above: 0,
-            threshold_doubling: true,
             min_leftover: MIN_LEFTOVER,
             just_trimmed: false,
             last_freed_end: 0,
@@ -111,8 +119,32 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// serves would otherwise be given back at every free and faulted in again at the
     /// next malloc (glibc keeps its trim threshold at twice its mmap threshold).
     pub fn raise_trim_threshold(&mut self, bytes: usize) {
-        if !self.trim_threshold_fixed && self.trim_threshold < bytes {
-            self.trim_threshold = bytes;
+        if !self.trim_threshold_fixed {
+            self.base_trim_threshold = self.base_trim_threshold.max(bytes);
+            self.trim_threshold = self.trim_threshold.max(bytes);
+        }
+    }
+
+    /// A swing doubles the trim threshold only up to `bytes` (or leaves it where it is,
+    /// if something else raised it further). Phase 4 sets a limit: the room a large
+    /// threshold keeps for swings of megabytes sits idle at the peaks in between.
+    pub fn set_doubling_limit(&mut self, bytes: usize) {
+        self.doubling_limit = bytes.min(MAX_DYNAMIC_TRIM_THRESHOLD);
+    }
+
+    /// Gives back the room at the top of the heap beyond the base trim threshold: what
+    /// the doubled threshold kept for the heap's swings (see [`SplitCoalesceHeap::grow`]).
+    /// The threshold stays doubled, so the next swing keeps room again. Phase 3 calls
+    /// this before it maps a large block: the program's memory is then growing outside
+    /// the heap, and room kept idle at the top would only add to that peak (on the
+    /// recorded git trace, a few hundred KiB at the peak of its large blocks).
+    pub fn give_back_swing_room(&mut self) {
+        if self
+            .arena
+            .newest()
+            .is_some_and(|top| top.room() > self.base_trim_threshold)
+        {
+            self.arena.trim(self.base_trim_threshold);
         }
     }
 
@@ -133,14 +165,6 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// Phase 4 sets this.
     pub fn set_trim_free_above(&mut self, bytes: usize) {
         self.trim_free_above = bytes;
-    }
-
-    /// Whether the trim threshold doubles when the break moves up right after a trim
-    /// (see [`SplitCoalesceHeap::grow`]). Phase 4 turns it off: once small frees no
-    /// longer trim, the swings it guards against are rarer, and the doubled threshold
-    /// kept memory idle at the top at a recorded program's peak.
-    pub fn set_threshold_doubling(&mut self, enabled: bool) {
-        self.threshold_doubling = enabled;
     }
 
     /// Split a free block handed out for a smaller request only if at least `bytes`
@@ -225,8 +249,11 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// Moving the break up right after trimming it down means the program's use of
     /// memory swings by more than the trim threshold: giving memory back and faulting it
     /// in again on every swing costs far more than keeping it. So the threshold doubles
-    /// (up to [`MAX_DYNAMIC_TRIM_THRESHOLD`], and only if the user did not set it), as
-    /// glibc's dynamic thresholds do.
+    /// (up to [`MAX_DYNAMIC_TRIM_THRESHOLD`] or a later phase's limit, and only if the
+    /// user did not set it).
+    /// glibc has no such rule (its trim threshold moves only with its mmap threshold);
+    /// phase 3 gives the doubled part's room back when it maps a large block (see
+    /// [`SplitCoalesceHeap::give_back_swing_room`]).
     fn grow(&mut self, size: usize) -> Option<Block> {
         let mut moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
         if moves_break && self.free_list.holds_deferred() {
@@ -240,8 +267,9 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         }
         let addr = self.carve(size)?;
         if moves_break {
-            if self.just_trimmed && self.threshold_doubling && !self.trim_threshold_fixed {
-                self.trim_threshold = (self.trim_threshold * 2).min(MAX_DYNAMIC_TRIM_THRESHOLD);
+            if self.just_trimmed && !self.trim_threshold_fixed {
+                let doubled = self.trim_threshold.saturating_mul(2);
+                self.trim_threshold = doubled.min(self.doubling_limit).max(self.trim_threshold);
             }
             self.just_trimmed = false;
         }
@@ -948,6 +976,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             return false;
         }
         self.trim_threshold = usize::try_from(value).unwrap_or(usize::MAX);
+        self.base_trim_threshold = self.trim_threshold;
         self.trim_threshold_fixed = true;
         true
     }
@@ -1556,11 +1585,11 @@ mod tests {
     }
 
     /// Growing the brk heap right after trimming it (a swing): the trim threshold
-    /// doubles, or not when doubling is off. In a forked child, as `trim_scenario`.
-    fn doubling_scenario(doubling: bool) -> i32 {
+    /// doubles; `give_back_swing_room` then returns the room kept beyond the base
+    /// threshold and leaves the doubled threshold. In a forked child, as `trim_scenario`.
+    fn doubling_scenario() -> i32 {
         let mut heap: SplitCoalesceHeap =
             SplitCoalesceHeap::with_growth(&Config::DEFAULT, Growth::BrkOnly);
-        heap.set_threshold_doubling(doubling);
         let Some(big) = heap.alloc(1 << 20, MIN_ALIGN) else {
             return 1;
         };
@@ -1574,16 +1603,19 @@ mod tests {
         let Some(again) = heap.alloc(1 << 20, MIN_ALIGN) else {
             return 4;
         };
-        let expected = if doubling {
-            2 * DEFAULT_TRIM_THRESHOLD
-        } else {
-            DEFAULT_TRIM_THRESHOLD
-        };
-        if heap.trim_threshold != expected {
+        if heap.trim_threshold != 2 * DEFAULT_TRIM_THRESHOLD {
             return 5;
         }
-        if heap.free(again).is_err() || heap.check().is_err() {
-            return 6;
+        let room = |heap: &SplitCoalesceHeap| heap.arena.newest().map_or(0, |top| top.room());
+        if heap.free(again).is_err() || room(&heap) < 2 * DEFAULT_TRIM_THRESHOLD {
+            return 6; // the doubled threshold's worth stays at the top
+        }
+        heap.give_back_swing_room();
+        if room(&heap) >= DEFAULT_TRIM_THRESHOLD + preload_kit::os::page_size() {
+            return 7; // beyond the base threshold, the room went back (whole pages)
+        }
+        if heap.trim_threshold != 2 * DEFAULT_TRIM_THRESHOLD || heap.check().is_err() {
+            return 8;
         }
         0
     }
@@ -1618,14 +1650,12 @@ mod tests {
     }
 
     #[test]
-    fn the_trim_threshold_doubles_on_a_swing_unless_turned_off() {
-        for doubling in [true, false] {
-            assert_eq!(
-                in_forked_child(|| doubling_scenario(doubling)),
-                0,
-                "doubling {doubling}: failed at that step"
-            );
-        }
+    fn the_trim_threshold_doubles_on_a_swing_and_its_room_can_be_given_back() {
+        assert_eq!(
+            in_forked_child(doubling_scenario),
+            0,
+            "doubling scenario failed at that step"
+        );
     }
 
     /// A seeded workload of malloc, calloc, memalign, free and realloc, mostly small

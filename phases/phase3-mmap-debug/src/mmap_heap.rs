@@ -116,9 +116,18 @@ impl<L: FreeIndex> MmapHeap<L> {
     /// Slow path of [`Heap::alloc`] for a large request: a mapping, or the brk heap
     /// if the kernel will not map (as glibc falls back too).
     fn alloc_mapped(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.mapped
-            .map(size, align)
-            .or_else(|| self.brk.alloc(size, align))
+        self.map(size, align).or_else(|| self.brk.alloc(size, align))
+    }
+
+    /// Maps a block of its own for a large request, once the brk heap has given back
+    /// the room it kept at its top for swings (beyond its base trim threshold): a
+    /// large block means the program's memory grows outside the heap, and that room
+    /// would sit idle through the peak. On the recorded git trace, whose blocks of
+    /// 0.3-1.3 MiB come in one burst at its peak, the doubled threshold kept about
+    /// 300 KiB there: 97.5% utilization without this, 99.1% with it (glibc 98.5%).
+    fn map(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.brk.give_back_swing_room();
+        self.mapped.map(size, align)
     }
 
     /// The payload size of the used brk block at `ptr`, or the fault `free` would
@@ -139,7 +148,7 @@ impl<L: FreeIndex> MmapHeap<L> {
         size: usize,
     ) -> Result<Option<NonNull<u8>>, Fault> {
         let old_size = self.brk_block_size(ptr)?;
-        let Some(moved) = self.mapped.map(size, MIN_ALIGN) else {
+        let Some(moved) = self.map(size, MIN_ALIGN) else {
             // No mapping to be had: the brk heap may still manage.
             return self.brk.realloc(ptr, size);
         };
@@ -183,7 +192,7 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
     /// A fresh mapping is zero already: only brk blocks are cleared.
     fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
         if self.is_large(size)
-            && let Some(block) = self.mapped.map(size, MIN_ALIGN)
+            && let Some(block) = self.map(size, MIN_ALIGN)
         {
             return Some(block);
         }
