@@ -139,13 +139,63 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// the heap, and room kept idle at the top would only add to that peak (on the
     /// recorded git trace, a few hundred KiB at the peak of its large blocks).
     pub fn give_back_swing_room(&mut self) {
-        if self
-            .arena
-            .newest()
-            .is_some_and(|top| top.room() > self.base_trim_threshold)
-        {
-            self.arena.trim(self.base_trim_threshold);
+        self.give_back_room_beyond(self.base_trim_threshold);
+    }
+
+    /// Gives back the room at the top of the heap beyond the trim threshold the heap
+    /// started with (the default, or the user's): also what phase 3 kept there when it
+    /// raised the threshold for the large blocks the heap now serves. Phase 3 calls this
+    /// when it must map a large block all the same (the heap holds no room for it): the
+    /// room kept would sit idle beside the mapping.
+    pub fn give_back_room(&mut self) {
+        let initial = if self.trim_threshold_fixed {
+            self.base_trim_threshold
+        } else {
+            DEFAULT_TRIM_THRESHOLD
+        };
+        self.give_back_room_beyond(initial);
+    }
+
+    fn give_back_room_beyond(&mut self, keep: usize) {
+        if self.arena.newest().is_some_and(|top| top.room() > keep) {
+            self.arena.trim(keep);
         }
+    }
+
+    /// [`Heap::alloc`] (of 16-aligned memory) from what the heap already holds: a free
+    /// block that fits, or the room at the top of its newest region. `None` when it
+    /// would have to ask the OS for more. Phase 3 asks this first for a block at or
+    /// above its mmap threshold, as glibc's `malloc` serves such a request from its bins
+    /// and top and maps only when the heap would have to grow: a mapping beside idle
+    /// free memory adds to the peak.
+    pub fn alloc_without_growing(&mut self, size: usize) -> Option<NonNull<u8>> {
+        let size = block_size_for(size)?;
+        let block = match self.free_list.find_fit(size) {
+            Some(block) => self.take(block, size),
+            None if self.room_holds(size) => self.grow(size)?,
+            None => return None,
+        };
+        Some(block.payload())
+    }
+
+    /// [`Heap::realloc`] within what the heap already holds: in place (shrinking, or
+    /// growing into a free next block or the room at the top), else moved into a block
+    /// [`SplitCoalesceHeap::alloc_without_growing`] finds. `Ok(None)` when it would
+    /// have to ask the OS for more; a fault as `realloc` reports it.
+    pub fn realloc_without_growing(
+        &mut self,
+        ptr: NonNull<u8>,
+        size: usize,
+    ) -> Result<Option<NonNull<u8>>, Fault> {
+        self.realloc_within(ptr, size, false)
+    }
+
+    /// Does the room at the top of the newest region (already holding blocks) hold a
+    /// `size`-byte block without moving the break? (`carve`'s fast path.)
+    fn room_holds(&self, size: usize) -> bool {
+        self.arena.newest().is_some_and(|r| {
+            r.top != r.start && r.room() >= size && r.top - r.start + size < MAX_BLOCK_SIZE
+        })
     }
 
     /// Trim only once the room at the top exceeds the threshold by more than `bytes`
@@ -514,7 +564,13 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// Grows the used `block` to at least `size` bytes without moving it: into a free
     /// next block, or into the top of the heap if `block` is the last one. False when
     /// neither is possible.
-    fn grow_in_place(&mut self, block: Block, size: usize, region: &Region) -> Result<bool, Fault> {
+    fn grow_in_place(
+        &mut self,
+        block: Block,
+        size: usize,
+        region: &Region,
+        may_grow: bool,
+    ) -> Result<bool, Fault> {
         let extra = size - block.size();
         match next_neighbour(block, region)? {
             Some(next) if next.is_free() && next.size() >= extra => {
@@ -537,6 +593,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             None if self.is_newest(region) => {
                 // The bound of `carve`: no region's carved part reaches MAX_BLOCK_SIZE.
                 if region.top - region.start + extra >= MAX_BLOCK_SIZE
+                    || (!may_grow && region.room() < extra)
                     || !self.arena.make_room_in_place(extra)
                 {
                     return Ok(false);
@@ -551,6 +608,48 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             }
             _ => Ok(false),
         }
+    }
+
+    /// [`Heap::realloc`]; with `may_grow` false, only within what the heap already
+    /// holds (see [`SplitCoalesceHeap::realloc_without_growing`]).
+    fn realloc_within(
+        &mut self,
+        ptr: NonNull<u8>,
+        size: usize,
+        may_grow: bool,
+    ) -> Result<Option<NonNull<u8>>, Fault> {
+        let (block, region) = self.used_block_of(ptr)?;
+        let Some(needed) = block_size_for(size) else {
+            return Ok(None);
+        };
+        if needed <= block.size() {
+            self.shrink(block, needed, &region)?;
+            return Ok(Some(ptr));
+        }
+        if self.grow_in_place(block, needed, &region, may_grow)? {
+            return Ok(Some(ptr));
+        }
+        let moved = if may_grow {
+            self.alloc(size, MIN_ALIGN)
+        } else {
+            self.alloc_without_growing(size)
+        };
+        let Some(moved) = moved else {
+            return Ok(None);
+        };
+        // SAFETY: both blocks are used (distinct) and hold at least `payload_size`
+        // bytes of the old block, which is smaller than the new request.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), block.payload_size())
+        };
+        // Through `free`, not `release`: allocating may have changed the region. Not
+        // a `free` of the program's, so it leaves `last_freed_end` as it was: counted,
+        // the small blocks between the buffers of `harness/traces/realloc.rep` merged
+        // into the buffers' holes, and its heap grew from 2.63 to 2.89 MiB.
+        let last_freed_end = self.last_freed_end;
+        self.free(ptr)?;
+        self.last_freed_end = last_freed_end;
+        Ok(Some(moved))
     }
 
     /// Finds the used block whose payload starts at `ptr`, and its region, or says why
@@ -755,33 +854,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
     /// In place when it can be: shrinking splits, growing takes in the next free block
     /// or the top of the heap. Otherwise allocate, copy, free.
     fn realloc(&mut self, ptr: NonNull<u8>, size: usize) -> Result<Option<NonNull<u8>>, Fault> {
-        let (block, region) = self.used_block_of(ptr)?;
-        let Some(needed) = block_size_for(size) else {
-            return Ok(None);
-        };
-        if needed <= block.size() {
-            self.shrink(block, needed, &region)?;
-            return Ok(Some(ptr));
-        }
-        if self.grow_in_place(block, needed, &region)? {
-            return Ok(Some(ptr));
-        }
-        let Some(moved) = self.alloc(size, MIN_ALIGN) else {
-            return Ok(None);
-        };
-        // SAFETY: both blocks are used (distinct) and hold at least `payload_size`
-        // bytes of the old block, which is smaller than the new request.
-        unsafe {
-            core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), block.payload_size())
-        };
-        // Through `free`, not `release`: allocating may have changed the region. Not
-        // a `free` of the program's, so it leaves `last_freed_end` as it was: counted,
-        // the small blocks between the buffers of `harness/traces/realloc.rep` merged
-        // into the buffers' holes, and its heap grew from 2.63 to 2.89 MiB.
-        let last_freed_end = self.last_freed_end;
-        self.free(ptr)?;
-        self.last_freed_end = last_freed_end;
-        Ok(Some(moved))
+        self.realloc_within(ptr, size, true)
     }
 
     fn locate(&self, addr: usize) -> Location {
@@ -1247,6 +1320,32 @@ mod tests {
         assert_ne!(moved, a);
         assert!(holds(moved, 100, 0x77));
         assert!(matches!(heap.free(a), Err(Fault::DoubleFree { .. })));
+        heap.check().unwrap();
+    }
+
+    /// Without growing, a request is served from a free block or the room the newest
+    /// region holds (a unit test's region, mapped, holds 4 MiB), and refused beyond:
+    /// the heap's regions stay as they were.
+    #[test]
+    fn without_growing_the_heap_serves_only_from_what_it_holds() {
+        let mut heap = heap();
+        let a = alloc(&mut heap, 100);
+        let b = alloc(&mut heap, 5000);
+        let _guard = alloc(&mut heap, 16);
+        heap.free(b).unwrap();
+        let room = heap.arena.newest().unwrap().room();
+        let from_free = heap.alloc_without_growing(4000).unwrap();
+        assert_eq!(from_free, b, "the free block first");
+        assert!(heap.alloc_without_growing(room + 1).is_none());
+        fill(a, 100, 0x5a);
+        assert_eq!(heap.realloc_without_growing(a, room + 1), Ok(None));
+        let end = top(&heap);
+        let moved = heap.realloc_without_growing(a, 200_000).unwrap().unwrap();
+        assert_eq!(addr(moved), end + 8, "moved into the room");
+        assert!(holds(moved, 100, 0x5a));
+        let grown = heap.realloc_without_growing(moved, 300_000).unwrap().unwrap();
+        assert_eq!(grown, moved, "the last block grows into the room in place");
+        assert_eq!(heap.arena.regions().len(), 1);
         heap.check().unwrap();
     }
 
