@@ -1343,7 +1343,10 @@ mod tests {
         let moved = heap.realloc_without_growing(a, 200_000).unwrap().unwrap();
         assert_eq!(addr(moved), end + 8, "moved into the room");
         assert!(holds(moved, 100, 0x5a));
-        let grown = heap.realloc_without_growing(moved, 300_000).unwrap().unwrap();
+        let grown = heap
+            .realloc_without_growing(moved, 300_000)
+            .unwrap()
+            .unwrap();
         assert_eq!(grown, moved, "the last block grows into the room in place");
         assert_eq!(heap.arena.regions().len(), 1);
         heap.check().unwrap();

@@ -125,7 +125,8 @@ impl<L: FreeIndex> MmapHeap<L> {
         {
             return Some(block);
         }
-        self.map(size, align).or_else(|| self.brk.alloc(size, align))
+        self.map(size, align)
+            .or_else(|| self.brk.alloc(size, align))
     }
 
     /// Whether a large request may take memory the brk heap already holds, before a
