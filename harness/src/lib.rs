@@ -13,6 +13,8 @@
 //! - [`bench`]: `harness bench`, every phase against glibc and others on the same
 //!   workloads; the workloads are the `bench_alloc` binary's.
 //! - [`trace`]: malloc-lab traces: the generated suite, parsing and replay.
+//! - [`generate`]: twenty shapes of "unseen" traces the suite does not have, drawn
+//!   for any seed (`harness gen-traces`), to check that a result was not tuned to it.
 //! - [`threaded_trace`]: real programs' allocation calls with their threads, and
 //!   [`record`], which records them (`harness record`, through `malloc-recorder`).
 //! - [`rng`]: the seeded generator behind every workload, so runs repeat exactly.
@@ -41,6 +43,7 @@
 // The core.
 pub mod bench;
 pub mod checks;
+pub mod generate;
 pub mod phases;
 pub mod record;
 pub mod rng;

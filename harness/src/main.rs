@@ -86,6 +86,19 @@ usage: harness record --out FILE.trc -- CMD [ARGS...]
         main: traces,
     },
     Subcommand {
+        name: "gen-traces",
+        summary: "write generated traces of shapes the suite does not have, for any seeds",
+        usage: "\
+usage: harness gen-traces [--shapes A,B,...] [--seeds N] [--first-seed K] --out DIR
+  writes DIR/SHAPE_SEED.rep for every shape and seeds K..K+N-1: the same file for the
+  same shape and seed, on every machine (harness::generate says what each shape models)
+  --shapes A,B    only these shapes (default: all twenty; a wrong name lists them)
+  --seeds N       how many seeds (default 5)
+  --first-seed K  the first seed (default 1)
+  --out DIR       where to write them (created if missing)",
+        main: gen_traces,
+    },
+    Subcommand {
         name: "new",
         summary: "write a starter for your own allocator (a Rust crate, or C with --lang c)",
         usage: NEW_USAGE,
@@ -401,6 +414,79 @@ fn traces(args: &[String]) -> ExitCode {
             path.display(),
             trace.ops.len()
         );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes generated traces of the shapes of `harness::generate`, one file per shape and
+/// seed, with one line each on stderr (operations, ids, peak payload).
+fn gen_traces(args: &[String]) -> ExitCode {
+    let mut shapes: Vec<&harness::generate::Shape> = harness::generate::SHAPES.iter().collect();
+    let (mut seeds, mut first) = (5u64, 1u64);
+    let mut out: Option<PathBuf> = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--shapes" => {
+                let Some(list) = rest.next() else {
+                    return usage_error("gen-traces", "--shapes needs names, e.g. pow2,bimodal");
+                };
+                let chosen: Option<Vec<_>> =
+                    list.split(',').map(harness::generate::shape).collect();
+                let Some(chosen) = chosen else {
+                    let names: Vec<&str> =
+                        (harness::generate::SHAPES.iter()).map(|s| s.name).collect();
+                    return usage_error(
+                        "gen-traces",
+                        &format!("unknown shape in {list:?}; the shapes: {}", names.join(",")),
+                    );
+                };
+                shapes = chosen;
+            }
+            "--seeds" => match rest.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => seeds = n,
+                _ => return usage_error("gen-traces", "--seeds needs a whole number above 0"),
+            },
+            "--first-seed" => match rest.next().and_then(|n| n.parse().ok()) {
+                Some(n) => first = n,
+                None => return usage_error("gen-traces", "--first-seed needs a whole number"),
+            },
+            "--out" => match rest.next() {
+                Some(dir) => out = Some(PathBuf::from(dir)),
+                None => return usage_error("gen-traces", "--out needs a folder"),
+            },
+            other => return usage_error("gen-traces", &format!("unknown argument {other:?}")),
+        }
+    }
+    let Some(out) = out else {
+        return usage_error("gen-traces", "say where to write them: --out DIR");
+    };
+    let Some(last) = first.checked_add(seeds - 1) else {
+        return usage_error(
+            "gen-traces",
+            "--first-seed plus --seeds is past the last seed",
+        );
+    };
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("harness: cannot create {}: {e}", out.display());
+        return ExitCode::from(2);
+    }
+    for shape in shapes {
+        for seed in first..=last {
+            let path = out.join(shape.file_name(seed));
+            let trace = shape.generate(seed);
+            if let Err(e) = std::fs::write(&path, trace.to_text()) {
+                eprintln!("harness: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            eprintln!(
+                "{}: {} ops, {} ids, peak payload {:.1} MiB",
+                path.display(),
+                trace.ops.len(),
+                trace.ids,
+                trace.heap_hint as f64 / f64::from(1 << 20)
+            );
+        }
     }
     ExitCode::SUCCESS
 }

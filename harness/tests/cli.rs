@@ -134,3 +134,42 @@ fn phases_lists_the_registry_for_people_and_for_scripts() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("no phase \"99\": the phases are 1, "));
 }
+
+#[test]
+fn gen_traces_writes_each_shape_and_seed_as_the_library_generates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().expect("a UTF-8 temporary path");
+    let args = [
+        "gen-traces",
+        "--shapes",
+        "pow2,fifo_window",
+        "--seeds",
+        "2",
+        "--first-seed",
+        "7",
+        "--out",
+        out,
+    ];
+    let output = harness(&args);
+    assert!(output.status.success(), "{output:?}");
+    let mut written: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "fifo_window_7.rep",
+            "fifo_window_8.rep",
+            "pow2_7.rep",
+            "pow2_8.rep"
+        ]
+    );
+    let shape = harness::generate::shape("pow2").unwrap();
+    let file = std::fs::read_to_string(dir.path().join("pow2_8.rep")).unwrap();
+    assert_eq!(file, shape.generate(8).to_text());
+    let wrong = harness(&["gen-traces", "--shapes", "pow3", "--out", out]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(text(&wrong.stderr).contains("the shapes: fifo_window,steady_churn,"));
+}

@@ -116,7 +116,8 @@ impl<L: FreeIndex> MmapHeap<L> {
     /// Slow path of [`Heap::alloc`] for a large request: a mapping, or the brk heap
     /// if the kernel will not map (as glibc falls back too).
     fn alloc_mapped(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.map(size, align).or_else(|| self.brk.alloc(size, align))
+        self.map(size, align)
+            .or_else(|| self.brk.alloc(size, align))
     }
 
     /// Maps a block of its own for a large request, once the brk heap has given back
