@@ -694,7 +694,11 @@ mod tests {
         let (_memory, blocks) = Blocks::new(&[1168, 1264, 1200]);
         let mut bins = Bins::new();
         blocks.iter().for_each(|&b| bins.insert(b));
-        assert_eq!(bins.find_fit(1040), Some(blocks[0]), "the smallest of class 65");
+        assert_eq!(
+            bins.find_fit(1040),
+            Some(blocks[0]),
+            "the smallest of class 65"
+        );
         assert_eq!(bins.find_fit(1008), Some(blocks[2]), "the head of class 65");
     }
 
