@@ -48,8 +48,11 @@ pub const QUICK_LIMIT: usize = 1024;
 pub const FAST_LIMIT: usize = 128;
 
 /// The quick lists above [`FAST_LIMIT`] hold at most this many blocks each (glibc's
-/// per-thread cache holds 7); a block freed when its list is full merges at once. They
-/// are left alone by a large request and merge only before the heap grows (and on
+/// per-thread cache holds 7); a block freed when its list is full merges at once. So
+/// does one freed right after a free block (its header's `PREV_FREE`): kept quick, it
+/// would fence that hole off from the blocks after it, and the hole would serve only
+/// requests it already held (chapter 4, "Quick blocks beside a hole"). They are left
+/// alone by a large request and merge only before the heap grows (and on
 /// `malloc_trim`): on `harness/traces/random.rep` (random sizes, one request in 12 from
 /// 1 to 16 KiB) merging them before every request of 2 KiB or more emptied them every
 /// few calls (chapter 4, "Quick lists: small blocks kept unmerged").
@@ -244,7 +247,17 @@ impl Bins {
             }
         }
         let above = self.first_non_empty_from(class + 1)?;
-        let block = self.head(above)?;
+        // A request of 1 KiB or more takes the smallest of the first blocks there, as
+        // glibc takes the smallest chunk of its next large bin (kept sorted by size);
+        // the head, the newest, may be up to a quarter larger than the smallest, and
+        // its rest a hole of no use to the next request of this size (chapter 4,
+        // "Quick blocks beside a hole"). A smaller request takes the head: tried with
+        // them too, `random.rep` fell under glibc.
+        let block = if class >= EXACT_CLASSES {
+            self.best_of_first(above, size, SCAN_LIMIT)?
+        } else {
+            self.head(above)?
+        };
         // The last class may hold blocks smaller than a request in it; every other
         // class above the request's holds only blocks larger than it.
         (block.size() >= size).then_some(block)
@@ -312,7 +325,7 @@ impl FreeIndex for Bins {
     }
 
     /// Keeps every freed block up to [`QUICK_LIMIT`] unmerged, newest first, unless
-    /// its list is above [`FAST_LIMIT`] and full.
+    /// its list is above [`FAST_LIMIT`] and full or the block follows a free block.
     fn defer(&mut self, block: Block) -> bool {
         let index = block.size() / 16;
         let (Some(head), Some(count)) =
@@ -320,7 +333,9 @@ impl FreeIndex for Bins {
         else {
             return false;
         };
-        if block.size() > FAST_LIMIT && *count >= QUICK_CAP {
+        // Above the fast lists, a block whose neighbour before it is free merges at
+        // once (see [`QUICK_CAP`]): its own header says so, no neighbour is read.
+        if block.size() > FAST_LIMIT && (*count >= QUICK_CAP || block.prev_is_free()) {
             return false;
         }
         block.set_next_quick(*head);
@@ -672,6 +687,21 @@ mod tests {
         assert_eq!(bins.find_fit(1152), Some(blocks[3]), "class 65 is empty");
     }
 
+    /// Class 65 spans [1152, 1280): a request of 1 KiB or more whose own class is
+    /// empty takes its smallest block; a smaller one its head, the newest.
+    #[test]
+    fn a_large_request_takes_the_smallest_block_of_the_next_class() {
+        let (_memory, blocks) = Blocks::new(&[1168, 1264, 1200]);
+        let mut bins = Bins::new();
+        blocks.iter().for_each(|&b| bins.insert(b));
+        assert_eq!(
+            bins.find_fit(1040),
+            Some(blocks[0]),
+            "the smallest of class 65"
+        );
+        assert_eq!(bins.find_fit(1008), Some(blocks[2]), "the head of class 65");
+    }
+
     #[test]
     fn taking_blocks_out_empties_the_bitmap() {
         let (_memory, blocks) = Blocks::new(&[48, 48, 1024, 1 << 20]);
@@ -883,6 +913,20 @@ mod tests {
         bins.check_each_deferred(10, |_| Ok(())).unwrap();
         assert_eq!(bins.take_deferred(160), Some(blocks[QUICK_CAP as usize]));
         assert!(bins.defer(over), "room again");
+    }
+
+    /// A block above the fast lists that follows a free block is not kept: merged,
+    /// it joins that hole. A fast block is kept all the same.
+    #[test]
+    fn a_block_after_a_free_block_is_kept_only_in_a_fast_list() {
+        let (_memory, blocks) = Blocks::new(&[160, 160, 48]);
+        let mut bins = Bins::new();
+        blocks[0].init_used(160, false);
+        blocks[1].init_used(160, true);
+        blocks[2].init_used(48, true);
+        assert!(bins.defer(blocks[0]));
+        assert!(!bins.defer(blocks[1]), "after a free block: merged at once");
+        assert!(bins.defer(blocks[2]), "a fast list keeps it");
     }
 
     #[test]

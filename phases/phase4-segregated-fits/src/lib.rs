@@ -287,6 +287,26 @@ mod tests {
         heap.check().unwrap();
     }
 
+    /// A block above the fast lists freed right after a free block merges into it at
+    /// once, the last block freed or not; a fast one waits on its list.
+    #[test]
+    fn a_block_freed_after_a_hole_joins_it() {
+        let mut heap = heap(false);
+        let mut alloc = |size| heap.alloc(size, MIN_ALIGN).unwrap();
+        let [big, a, _fence, b, c, _fence2] = [2000, 200, 40, 2000, 40, 40].map(&mut alloc);
+        for p in [big, b, a, c] {
+            heap.free(p).unwrap();
+        }
+        assert_eq!(
+            printed(|out| heap.dump_bins(out)),
+            "[QUICK 48 blocks=1 bytes=48]\n\
+             [BIN 1920-2032 blocks=1 bytes=2016]\n\
+             [BIN 2048-2288 blocks=1 bytes=2224]\n",
+            "a merged with big; c, after b, waits"
+        );
+        heap.check().unwrap();
+    }
+
     /// Quick blocks merge before the heap grows: a request that the newest region's
     /// room cannot hold is served from small blocks freed elsewhere, merged.
     #[test]
