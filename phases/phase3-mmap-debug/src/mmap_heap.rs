@@ -116,11 +116,11 @@ impl<L: FreeIndex> MmapHeap<L> {
     }
 
     /// Slow path of [`Heap::alloc`] for a large request: memory the brk heap already
-    /// holds (see [`MmapHeap::from_the_heap_first`]), else a mapping, else the brk heap
+    /// holds (see [`MmapHeap::prepare_heap_for_large`]), else a mapping, else the brk heap
     /// grown (if the kernel will not map, as glibc falls back too).
     fn alloc_mapped(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if align <= MIN_ALIGN
-            && self.from_the_heap_first()
+            && self.prepare_heap_for_large()
             && let Some(block) = self.brk.alloc_without_growing(size)
         {
             return Some(block);
@@ -138,7 +138,7 @@ impl<L: FreeIndex> MmapHeap<L> {
     /// only when its heap would have to grow. Mapping every large block, phase 4 left
     /// megabytes idle at the top beside new mappings on the generated
     /// `realloc_buffers` traces (chapter 3, "Large blocks in the room kept for them").
-    fn from_the_heap_first(&mut self) -> bool {
+    fn prepare_heap_for_large(&mut self) -> bool {
         if self.mmap_threshold_fixed {
             return false;
         }
@@ -171,14 +171,14 @@ impl<L: FreeIndex> MmapHeap<L> {
     }
 
     /// `realloc` of a brk block to a large size: in place or within the memory the
-    /// brk heap holds if it can (see [`MmapHeap::from_the_heap_first`]), else into a
+    /// brk heap holds if it can (see [`MmapHeap::prepare_heap_for_large`]), else into a
     /// mapping of its own; then the room the old block left at the top goes back too.
     fn realloc_to_large(
         &mut self,
         ptr: NonNull<u8>,
         size: usize,
     ) -> Result<Option<NonNull<u8>>, Fault> {
-        if self.from_the_heap_first()
+        if self.prepare_heap_for_large()
             && let Some(block) = self.brk.realloc_without_growing(ptr, size)?
         {
             return Ok(Some(block));
@@ -240,7 +240,7 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
     /// comes from the brk heap's memory first, as in [`Heap::alloc`].
     fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
         if self.is_large(size) {
-            if self.from_the_heap_first()
+            if self.prepare_heap_for_large()
                 && let Some(block) = self.brk.alloc_without_growing(size)
             {
                 // SAFETY: the brk heap returned a block of at least `size` bytes.
