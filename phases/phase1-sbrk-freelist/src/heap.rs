@@ -176,6 +176,9 @@ fn padding_before(top: usize, align: usize) -> usize {
 
 impl Heap for FreeListHeap {
     const NAME: &'static str = "phase1-sbrk-freelist";
+    /// `free` keeps `errno` by itself: the heap's only system calls are the arena's
+    /// (`sbrk`), made through [`preload_kit::os`], which leaves `errno` alone.
+    const FREE_KEEPS_ERRNO: bool = true;
 
     fn new(_config: &Config) -> Self {
         FreeListHeap::with_growth(Growth::BrkOnly)

@@ -810,6 +810,9 @@ fn fingerprint(addr: usize) -> u64 {
 
 impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
     const NAME: &'static str = "phase2-split-coalesce";
+    /// `free` keeps `errno` by itself: the heap's system calls (the break, the arena's
+    /// mappings) are made through [`preload_kit::os`], which leaves `errno` alone.
+    const FREE_KEEPS_ERRNO: bool = true;
 
     fn new(config: &Config) -> Self {
         SplitCoalesceHeap::with_growth(config, Growth::BrkOnly)

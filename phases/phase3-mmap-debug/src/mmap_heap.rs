@@ -224,6 +224,9 @@ impl<L: FreeIndex> MmapHeap<L> {
 
 impl<L: FreeIndex> Heap for MmapHeap<L> {
     const NAME: &'static str = "phase3-mmap-debug";
+    /// `free` keeps `errno` by itself: phase 2's heap does, and the mappings are made
+    /// and unmapped through [`preload_kit::os`], which leaves `errno` alone.
+    const FREE_KEEPS_ERRNO: bool = true;
 
     fn new(config: &Config) -> Self {
         MmapHeap::with_growth(config, Growth::BrkThenMmap)

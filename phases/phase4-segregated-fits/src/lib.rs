@@ -124,6 +124,9 @@ impl SegregatedFitsHeap {
 
 impl Heap for SegregatedFitsHeap {
     const NAME: &'static str = "phase4-segregated-fits";
+    /// `free` keeps `errno` by itself: phase 3's heap does, and the bins make no
+    /// system call.
+    const FREE_KEEPS_ERRNO: bool = true;
 
     /// The kit runs [`Heap::check`] after calls in debug mode, as in phase 3.
     const CHECK_IN_DEBUG_MODE: bool = true;

@@ -66,6 +66,13 @@ pub trait Heap: Sized {
     /// The phase's name, as its crate is called.
     const NAME: &'static str;
 
+    /// Whether [`Heap::free`] leaves `errno` as it found it by itself: true for a heap
+    /// whose every system call goes through [`os`]'s memory calls, which keep `errno`.
+    /// Then [`Locked`]'s `free` does not save and restore it around each call (a call
+    /// into the C library for `errno`'s address, a few percent of a small `free`).
+    /// False by default: the kit keeps it.
+    const FREE_KEEPS_ERRNO: bool = false;
+
     /// Builds the heap. Called once, on the first call into the allocator.
     fn new(config: &Config) -> Self;
 

@@ -84,7 +84,9 @@ impl Lock {
             }
         }
         // From here on we may sleep, so we take the lock as CONTENDED: its release
-        // then knows to wake a sleeper (perhaps needlessly, never wrongly).
+        // then knows to wake a sleeper (perhaps needlessly, never wrongly). A futex
+        // wait that finds the word changed sets errno (EAGAIN), and `free` keeps errno.
+        let _errno_kept = crate::os::KeepErrno::new();
         while self.state.swap(CONTENDED, Ordering::Acquire) != FREE {
             futex_wait(&self.state, CONTENDED);
         }
@@ -96,7 +98,7 @@ impl Lock {
         if single_threaded() {
             self.state.store(FREE, Ordering::Relaxed);
         } else if self.state.swap(FREE, Ordering::Release) == CONTENDED {
-            futex_wake_one(&self.state);
+            wake_one_keeping_errno(&self.state);
         }
     }
 
@@ -160,6 +162,15 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
             core::ptr::null::<libc::timespec>(),
         );
     }
+}
+
+/// [`futex_wake_one`] for [`Lock::release`], out of line: only a contended release
+/// wakes, and `free` keeps errno.
+#[cold]
+#[inline(never)]
+fn wake_one_keeping_errno(word: &AtomicU32) {
+    let _errno_kept = crate::os::KeepErrno::new();
+    futex_wake_one(word);
 }
 
 fn futex_wake_one(word: &AtomicU32) {

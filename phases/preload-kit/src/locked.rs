@@ -75,6 +75,8 @@ impl<H: Heap> Default for Locked<H> {
 impl<H: Heap> SharedAllocator for Locked<H> {
     const NEW: Self = Self::new();
     const CHECK_IN_DEBUG_MODE: bool = H::CHECK_IN_DEBUG_MODE;
+    /// The lock keeps `errno` where it may sleep or wake a sleeper; the rest is the heap's.
+    const FREE_KEEPS_ERRNO: bool = H::FREE_KEEPS_ERRNO;
 
     fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         self.with(|heap| heap.alloc(size, align))

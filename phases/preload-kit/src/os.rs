@@ -3,6 +3,12 @@
 //! Every function here is a thin wrapper that turns the C convention for failure
 //! (`(void *)-1`, `MAP_FAILED`, a negative return) into `Option`, so no caller
 //! forgets to check. None of these calls allocates.
+//!
+//! The calls that manage memory (the break, mappings, the page size) leave `errno` as
+//! they found it, failing or not: they answer through their return values, and `free`,
+//! which may trim or unmap, must not change what the program sees. A heap that makes
+//! every system call through them keeps `errno` in `free` without saving it on every
+//! call ([`crate::Heap::FREE_KEEPS_ERRNO`]); `malloc`'s `ENOMEM` is set by the kit.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +70,7 @@ pub fn current_break() -> usize {
 /// The break is process-wide state: callers serialise through the allocator lock,
 /// and must not assume the break is where they left it (other code may call `sbrk`).
 pub fn sbrk(increment: isize) -> Option<usize> {
+    let _errno_kept = KeepErrno::new();
     // SAFETY: moving the break only changes which addresses are mapped above the old
     // break; no memory the allocator has handed out lies above it.
     let old = unsafe { libc::sbrk(increment) };
@@ -76,6 +83,7 @@ pub fn sbrk(increment: isize) -> Option<usize> {
 
 /// Maps `len` bytes of fresh, zeroed, private memory, or `None` when the kernel refuses.
 pub fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
+    let _errno_kept = KeepErrno::new();
     // SAFETY: an anonymous private mapping with a null hint cannot replace existing
     // mappings; the kernel picks a free range.
     let p = unsafe {
@@ -101,6 +109,7 @@ pub fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
 /// The range must be a mapping (or part of one) that this allocator created with
 /// [`map_anonymous`] and that nothing references any more.
 pub unsafe fn unmap(start: NonNull<u8>, len: usize) -> bool {
+    let _errno_kept = KeepErrno::new();
     // SAFETY: the caller guarantees the range is ours and unused.
     unsafe { libc::munmap(start.as_ptr().cast(), len) == 0 }
 }
@@ -113,6 +122,7 @@ pub unsafe fn unmap(start: NonNull<u8>, len: usize) -> bool {
 /// # Safety
 /// `[start, start + len)` must be a whole mapping of ours that nothing uses any more.
 pub unsafe fn reserve(start: NonNull<u8>, len: usize) -> bool {
+    let _errno_kept = KeepErrno::new();
     // SAFETY: MAP_FIXED replaces exactly this range, which the caller guarantees is
     // ours and unused; nothing else is touched.
     let p = unsafe {
@@ -133,6 +143,7 @@ pub unsafe fn reserve(start: NonNull<u8>, len: usize) -> bool {
 /// # Safety
 /// `[start, start + old_len)` must be one whole mapping made by this allocator.
 pub unsafe fn remap(start: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
+    let _errno_kept = KeepErrno::new();
     // SAFETY: the caller guarantees the range is one mapping of ours; MREMAP_MAYMOVE
     // lets the kernel move it without touching other mappings.
     let p = unsafe {
@@ -158,6 +169,8 @@ pub fn page_size() -> usize {
     static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
     match PAGE_SIZE.load(Ordering::Relaxed) {
         0 => {
+            // (getauxval sets errno when the entry is missing.)
+            let _errno_kept = KeepErrno::new();
             // SAFETY: getauxval only reads the auxiliary vector; it does not allocate.
             let size = match unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize {
                 0 => 4096,
@@ -220,4 +233,31 @@ pub fn env_var(name: &core::ffi::CStr) -> Option<&'static str> {
     // setenv on the same name (the allocator reads its settings once, at start-up).
     let value = unsafe { core::ffi::CStr::from_ptr(value) };
     value.to_str().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memory calls answer through their return values and leave `errno` alone even
+    /// when the kernel refuses: `free` relies on it (`Heap::FREE_KEEPS_ERRNO`).
+    #[test]
+    fn failing_memory_calls_keep_errno() {
+        const MARK: i32 = 12345;
+        set_errno(MARK);
+        assert_eq!(sbrk(isize::MAX), None);
+        assert_eq!(errno(), MARK, "sbrk");
+        assert_eq!(map_anonymous(usize::MAX - 4095), None);
+        assert_eq!(errno(), MARK, "mmap");
+        let misaligned = NonNull::new(4097 as *mut u8).unwrap();
+        // SAFETY: the kernel refuses a misaligned start (EINVAL) before touching anything.
+        assert!(!unsafe { unmap(misaligned, 4096) });
+        assert_eq!(errno(), MARK, "munmap");
+        // SAFETY: as above: a misaligned start is refused and nothing is replaced.
+        assert!(!unsafe { reserve(misaligned, 4096) });
+        assert_eq!(errno(), MARK, "mmap(MAP_FIXED)");
+        // SAFETY: as above (mremap refuses a misaligned old address).
+        assert_eq!(unsafe { remap(misaligned, 4096, 8192) }, None);
+        assert_eq!(errno(), MARK, "mremap");
+    }
 }

@@ -427,8 +427,21 @@ pub fn errno_kept() -> Outcome {
         set_errno(libc::EBADF);
         crate::c::free(p);
         ensure!(errno() == libc::EBADF, "free changed errno to {}", errno());
+        // A block large enough to be mapped (unmapped by free), then one that leaves
+        // free memory at the top of the heap beyond any trim threshold (given back).
+        for size in [8 << 20, 512 << 10] {
+            let p = crate::c::malloc(size);
+            ensure!(!p.is_null(), "malloc({size}) returned NULL");
+            set_errno(libc::EBADF);
+            crate::c::free(p);
+            ensure!(
+                errno() == libc::EBADF,
+                "free of a {size}-byte block changed errno to {}",
+                errno()
+            );
+        }
     }
-    Ok("free and free(NULL) keep errno".into())
+    Ok("free and free(NULL) keep errno (small, mapped and trimming frees)".into())
 }
 
 /// The blocks come from the allocator under test, not from glibc's malloc behind it.

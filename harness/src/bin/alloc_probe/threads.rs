@@ -72,7 +72,7 @@ pub fn threads() -> Outcome {
         }
     }
     Ok(format!(
-        "{THREADS} threads x 20000 steps with cross-thread frees, contents kept"
+        "{THREADS} threads x 20000 steps with cross-thread frees, contents and errno kept"
     ))
 }
 
@@ -84,8 +84,18 @@ fn release((p, size, fill): Block) -> Result<(), String> {
         bytes.iter().all(|&b| b == fill),
         "a {size}-byte block lost its contents (threads overlap?)"
     );
+    // Threads contend for the allocator here: a lock that slept in the kernel and
+    // found the lock word changed got EAGAIN back, and must not leave it in errno.
+    // SAFETY: __errno_location returns this thread's errno.
+    unsafe { *libc::__errno_location() = libc::EBADF };
     // SAFETY: freed exactly once.
     unsafe { crate::c::free(p.cast()) };
+    // SAFETY: as above.
+    let errno = unsafe { *libc::__errno_location() };
+    ensure!(
+        errno == libc::EBADF,
+        "free changed errno to {errno} (with other threads allocating)"
+    );
     Ok(())
 }
 
