@@ -299,8 +299,9 @@ impl<F: Heap> ThreadHeaps<F> {
     /// [`ThreadHeaps::free`]'s way out for blocks not in a page, out of line.
     #[inline(never)]
     fn free_fallback(&self, ptr: NonNull<u8>) -> Result<(), Fault> {
-        // `free` keeps errno; the fallback may make system calls.
-        let _errno = preload_kit::os::KeepErrno::new();
+        // `free` keeps errno, and the fallback may make system calls: kept here
+        // unless the fallback keeps it itself (phase 4's does).
+        let _errno = (!F::FREE_KEEPS_ERRNO).then(preload_kit::os::KeepErrno::new);
         self.fallback.free(ptr)
     }
 
