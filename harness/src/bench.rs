@@ -369,8 +369,13 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Results,
 }
 
 fn run_one(workload: &Workload, contender: &Contender, timeout: Duration) -> Outcome {
+    run_bench_alloc(&workload.args, contender, timeout)
+}
+
+/// One run of the release `bench_alloc` with `args` under `contender`, and its numbers.
+pub fn run_bench_alloc(args: &[String], contender: &Contender, timeout: Duration) -> Outcome {
     let mut command = Run::new(phases::bench_alloc_release())
-        .args(&workload.args)
+        .args(args)
         .preload(contender.lib.as_deref())
         .timeout(timeout);
     for (key, value) in &contender.env {

@@ -43,6 +43,7 @@
 // The core.
 pub mod bench;
 pub mod checks;
+pub mod compare;
 pub mod generate;
 pub mod phases;
 pub mod record;

@@ -99,6 +99,22 @@ usage: harness gen-traces [--shapes A,B,...] [--seeds N] [--first-seed K] --out 
         main: gen_traces,
     },
     Subcommand {
+        name: "compare-traces",
+        summary: "compare allocators' utilization with glibc's on a folder of traces",
+        usage: "\
+usage: harness compare-traces DIR (--phase N | --lib PATH.so)...
+  replays every trace in DIR (.rep, .trc) once under glibc's allocator and once under
+  each allocator named, and prints their utilization (peak live payload over peak
+  footprint, exact: one replay suffices) trace by trace, then by shape (DIR/NAME_SEED.rep
+  is of shape NAME), with how often each allocator was under glibc. Times are for
+  `harness bench`, which repeats its runs.
+  --phase N      phase N's .so (built first); may be given more than once
+  --lib PATH.so  any allocator; may be given more than once
+  e.g.: harness gen-traces --seeds 5 --out /tmp/unseen
+        harness compare-traces /tmp/unseen --phase 4",
+        main: compare_traces,
+    },
+    Subcommand {
         name: "new",
         summary: "write a starter for your own allocator (a Rust crate, or C with --lang c)",
         usage: NEW_USAGE,
@@ -251,6 +267,105 @@ fn list_phases(args: &[String]) -> ExitCode {
             Err(problem) => usage_error("phases", &problem),
         },
         _ => usage_error("phases", "expected at most one phase number"),
+    }
+}
+
+/// `harness compare-traces DIR (--phase N | --lib PATH.so)...`: see [`harness::compare`].
+fn compare_traces(args: &[String]) -> ExitCode {
+    let mut dir: Option<PathBuf> = None;
+    let mut contenders = vec![harness::bench::Contender {
+        name: "glibc".into(),
+        lib: None,
+        env: Vec::new(),
+    }];
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let (lib, name) = match arg.as_str() {
+            "--phase" => match rest.next().map(|n| phases::parse(n)) {
+                Some(Ok(phase)) => {
+                    if let Err(problem) = phases::build_all() {
+                        eprintln!("harness: {problem}");
+                        return ExitCode::from(2);
+                    }
+                    (phase.lib_path(), Some(phase.package.to_string()))
+                }
+                Some(Err(problem)) => return usage_error("compare-traces", &problem),
+                None => return usage_error("compare-traces", "--phase needs a phase number"),
+            },
+            "--lib" => match rest.next() {
+                Some(path) => (PathBuf::from(path), None),
+                None => return usage_error("compare-traces", "--lib needs a path to a .so"),
+            },
+            other if other.starts_with('-') => {
+                return usage_error("compare-traces", &format!("unknown argument {other:?}"));
+            }
+            folder if dir.is_none() => {
+                dir = Some(PathBuf::from(folder));
+                continue;
+            }
+            other => {
+                return usage_error("compare-traces", &format!("one folder only: {other:?}"));
+            }
+        };
+        if !lib.is_file() {
+            eprintln!("harness: {} does not exist", lib.display());
+            return ExitCode::from(2);
+        }
+        // A library is called by its file name: libfoo.so.2 is foo.
+        let name = name.unwrap_or_else(|| {
+            let file = lib.file_name().map_or_else(
+                || lib.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            );
+            let file = file.strip_prefix("lib").unwrap_or(&file);
+            file.split(".so").next().unwrap_or(file).to_string()
+        });
+        contenders.push(harness::bench::Contender {
+            name,
+            lib: Some(lib.canonicalize().unwrap_or(lib)),
+            env: Vec::new(),
+        });
+    }
+    let Some(dir) = dir else {
+        return usage_error("compare-traces", "say which folder of traces: DIR");
+    };
+    if contenders.len() == 1 {
+        return usage_error(
+            "compare-traces",
+            "say which allocators: --phase N or --lib PATH.so",
+        );
+    }
+    let traces = match harness::compare::traces_in(&dir) {
+        Ok(traces) if traces.is_empty() => {
+            eprintln!("harness: no .rep or .trc files in {}", dir.display());
+            return ExitCode::from(2);
+        }
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("harness: cannot read {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    // bench_alloc itself, for --lib alone (--phase has built it already).
+    if let Err(problem) = phases::build_all() {
+        eprintln!("harness: {problem}");
+        return ExitCode::from(2);
+    }
+    let total = traces.len() * contenders.len();
+    let mut done = 0;
+    let (rows, problems) = harness::compare::measure(&traces, &contenders, |what| {
+        done += 1;
+        eprintln!("harness compare-traces: [{done}/{total}] {what}");
+    });
+    let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
+    print!("{}", harness::compare::render(&names, &rows));
+    for problem in &problems {
+        eprintln!("harness compare-traces: {problem}");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -61,3 +61,70 @@ fn phase4_needs_no_more_memory_than_glibc_on_unseen_traces() {
         );
     }
 }
+
+/// `harness compare-traces` replays a folder of traces under glibc and the allocators
+/// named, and counts where each one used memory less well than glibc: an allocator that
+/// never reuses a freed block is under glibc on every trace, and so is phase 3 on
+/// `pow2` (its first fit pins holes: 64% against glibc's 93% on seed 1).
+#[test]
+fn compare_traces_counts_the_traces_an_allocator_is_under_glibc_on() {
+    harness::phases::build_all().expect("the phases build");
+    harness::phases::cargo_build_release(&["-p", "broken-never-reuses"])
+        .expect("the broken allocator builds");
+    let never_reuses = harness::phases::target_dir()
+        .join("release")
+        .join("libbroken_never_reuses.so");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["pow2", "bimodal"] {
+        let shape = harness::generate::shape(name).expect("a shape of harness::generate");
+        std::fs::write(
+            dir.path().join(shape.file_name(1)),
+            shape.generate(1).to_text(),
+        )
+        .expect("the trace is written");
+    }
+    let output = assert_cmd::Command::cargo_bin("harness")
+        .expect("the harness binary")
+        .arg("compare-traces")
+        .arg(dir.path())
+        .args(["--phase", "3", "--lib"])
+        .arg(&never_reuses)
+        .output()
+        .expect("harness runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains("| trace | glibc | phase3-mmap-debug | broken_never_reuses |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("broken_never_reuses: under glibc on 2 of 2 traces, and on 2 of 2 shapes"),
+        "{report}"
+    );
+    let pow2 = report
+        .lines()
+        .find(|line| line.starts_with("| pow2_1.rep |"))
+        .unwrap_or_else(|| panic!("no pow2 row in {report}"));
+    let cells: Vec<f64> = pow2
+        .split('|')
+        .filter_map(|cell| cell.trim().strip_suffix('%')?.parse().ok())
+        .collect();
+    assert!(
+        cells.len() == 3 && cells[1] < cells[0],
+        "phase 3 should be under glibc on pow2_1.rep: {pow2}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let output = assert_cmd::Command::cargo_bin("harness")
+        .expect("the harness binary")
+        .arg("compare-traces")
+        .arg(empty.path())
+        .args(["--phase", "4"])
+        .output()
+        .expect("harness runs");
+    assert_eq!(output.status.code(), Some(2), "an empty folder is refused");
+}
