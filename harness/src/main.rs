@@ -105,9 +105,9 @@ usage: harness gen-traces [--shapes A,B,...] [--seeds N] [--first-seed K] --out 
 usage: harness compare-traces DIR (--phase N | --lib PATH.so)...
   replays every trace in DIR (.rep, .trc) once under glibc's allocator and once under
   each allocator named, and prints their utilization (peak live payload over peak
-  footprint, exact: one replay suffices) trace by trace, then by shape (DIR/NAME_SEED.rep
-  is of shape NAME), with how often each allocator was under glibc. Times are for
-  `harness bench`, which repeats its runs.
+  footprint, exact to about a page: one replay suffices) trace by trace, then by
+  shape (DIR/NAME_SEED.rep is of shape NAME), with how often each allocator was under
+  glibc. Times are for `harness bench`, which repeats its runs.
   --phase N      phase N's .so (built first); may be given more than once
   --lib PATH.so  any allocator; may be given more than once
   e.g.: harness gen-traces --seeds 5 --out /tmp/unseen
