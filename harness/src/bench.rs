@@ -48,6 +48,17 @@ pub struct Contender {
     pub env: Vec<(String, String)>,
 }
 
+impl Contender {
+    /// The C library's own allocator: no preload. The reference of every ratio.
+    pub fn glibc() -> Contender {
+        Contender {
+            name: "glibc".into(),
+            lib: None,
+            env: Vec::new(),
+        }
+    }
+}
+
 /// Where Debian's packages put the well-known allocators (`libjemalloc2`,
 /// `libmimalloc2.0`, `libtcmalloc-minimal4`).
 const SYSTEM_ALLOCATORS: &[(&str, &str)] = &[
@@ -62,11 +73,7 @@ const SYSTEM_ALLOCATORS: &[(&str, &str)] = &[
 /// glibc first (the reference for ratios), then every phase, then each phase's debug
 /// mode where it has one ([`phases::Phase::debug_mode`]), then what is installed.
 pub fn contenders() -> Vec<Contender> {
-    let mut all = vec![Contender {
-        name: "glibc".into(),
-        lib: None,
-        env: Vec::new(),
-    }];
+    let mut all = vec![Contender::glibc()];
     for phase in phases::PHASES {
         all.push(Contender {
             name: phase.package.into(),

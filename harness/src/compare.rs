@@ -139,12 +139,9 @@ pub fn render(names: &[String], rows: &[Row]) -> String {
         let of_shape: Vec<&Row> = rows.iter().filter(|row| row.shape == shape).collect();
         out.push_str(&format!("| {shape} |"));
         let glibc_mean = mean(of_shape.iter().map(|row| row.utilization[0]));
-        for (c, _) in names.iter().enumerate() {
+        out.push_str(&format!(" {} |", show(glibc_mean, 2)));
+        for c in 1..names.len() {
             let value = mean(of_shape.iter().map(|row| row.utilization[c]));
-            if c == 0 {
-                out.push_str(&format!(" {} |", show(value, 2)));
-                continue;
-            }
             let (under, both) = of_shape.iter().fold((0, 0), |(under, both), row| {
                 match (row.utilization[0], row.utilization[c]) {
                     (Some(glibc), Some(ours)) => (under + usize::from(ours < glibc), both + 1),

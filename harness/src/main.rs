@@ -273,22 +273,13 @@ fn list_phases(args: &[String]) -> ExitCode {
 /// `harness compare-traces DIR (--phase N | --lib PATH.so)...`: see [`harness::compare`].
 fn compare_traces(args: &[String]) -> ExitCode {
     let mut dir: Option<PathBuf> = None;
-    let mut contenders = vec![harness::bench::Contender {
-        name: "glibc".into(),
-        lib: None,
-        env: Vec::new(),
-    }];
+    // Each allocator asked for: its library, and for a phase, its name.
+    let mut asked: Vec<(PathBuf, Option<String>)> = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
-        let (lib, name) = match arg.as_str() {
+        let allocator = match arg.as_str() {
             "--phase" => match rest.next().map(|n| phases::parse(n)) {
-                Some(Ok(phase)) => {
-                    if let Err(problem) = phases::build_all() {
-                        eprintln!("harness: {problem}");
-                        return ExitCode::from(2);
-                    }
-                    (phase.lib_path(), Some(phase.package.to_string()))
-                }
+                Some(Ok(phase)) => (phase.lib_path(), Some(phase.package.to_string())),
                 Some(Err(problem)) => return usage_error("compare-traces", &problem),
                 None => return usage_error("compare-traces", "--phase needs a phase number"),
             },
@@ -307,6 +298,35 @@ fn compare_traces(args: &[String]) -> ExitCode {
                 return usage_error("compare-traces", &format!("one folder only: {other:?}"));
             }
         };
+        asked.push(allocator);
+    }
+    let Some(dir) = dir else {
+        return usage_error("compare-traces", "say which folder of traces: DIR");
+    };
+    if asked.is_empty() {
+        return usage_error(
+            "compare-traces",
+            "say which allocators: --phase N or --lib PATH.so",
+        );
+    }
+    let traces = match harness::compare::traces_in(&dir) {
+        Ok(traces) if traces.is_empty() => {
+            eprintln!("harness: no .rep or .trc files in {}", dir.display());
+            return ExitCode::from(2);
+        }
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("harness: cannot read {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    // The phases' libraries and bench_alloc, which replays the traces.
+    if let Err(problem) = phases::build_all() {
+        eprintln!("harness: {problem}");
+        return ExitCode::from(2);
+    }
+    let mut contenders = vec![harness::bench::Contender::glibc()];
+    for (lib, name) in asked {
         if !lib.is_file() {
             eprintln!("harness: {} does not exist", lib.display());
             return ExitCode::from(2);
@@ -325,31 +345,6 @@ fn compare_traces(args: &[String]) -> ExitCode {
             lib: Some(lib.canonicalize().unwrap_or(lib)),
             env: Vec::new(),
         });
-    }
-    let Some(dir) = dir else {
-        return usage_error("compare-traces", "say which folder of traces: DIR");
-    };
-    if contenders.len() == 1 {
-        return usage_error(
-            "compare-traces",
-            "say which allocators: --phase N or --lib PATH.so",
-        );
-    }
-    let traces = match harness::compare::traces_in(&dir) {
-        Ok(traces) if traces.is_empty() => {
-            eprintln!("harness: no .rep or .trc files in {}", dir.display());
-            return ExitCode::from(2);
-        }
-        Ok(traces) => traces,
-        Err(e) => {
-            eprintln!("harness: cannot read {}: {e}", dir.display());
-            return ExitCode::from(2);
-        }
-    };
-    // bench_alloc itself, for --lib alone (--phase has built it already).
-    if let Err(problem) = phases::build_all() {
-        eprintln!("harness: {problem}");
-        return ExitCode::from(2);
     }
     let total = traces.len() * contenders.len();
     let mut done = 0;
