@@ -232,6 +232,10 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
         MmapHeap::with_growth(config, Growth::BrkThenMmap)
     }
 
+    /// Inlined, as phase 2's `alloc` and `free` are: a small request or free crosses
+    /// one call from the kit to the brk heap's code, not three (chapter 4, "The last
+    /// few percent of `--small`").
+    #[inline(always)]
     fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if self.is_large(size) {
             return self.alloc_mapped(size, align);
@@ -260,6 +264,7 @@ impl<L: FreeIndex> Heap for MmapHeap<L> {
     /// The brk heap is asked first, without a separate ownership test: its own check
     /// finds the region anyway, and small blocks are nearly every free. Only a pointer
     /// it calls [`WhyInvalid::OutsideTheHeap`] goes on to the mappings.
+    #[inline(always)]
     fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
         match self.brk.free(ptr) {
             Err(Fault::InvalidPointer {
