@@ -20,7 +20,7 @@
 //! at once, so a program holding many small free blocks that asks again and again for
 //! a large one does not walk them all each time.
 
-use preload_kit::Fault;
+use preload_kit::{Fault, Tally};
 
 use crate::block::Block;
 
@@ -100,6 +100,14 @@ pub trait FreeIndex {
     /// Does any quick list hold a block?
     fn holds_deferred(&self) -> bool {
         false
+    }
+
+    /// How many blocks the quick lists hold, and their bytes. The heap's running totals
+    /// count a quick block as used, as its header does, so that keeping a block and
+    /// handing it out again leave them alone; the heap moves these to free when it is
+    /// asked for figures (see `SplitCoalesceHeap::totals`).
+    fn deferred_totals(&self) -> Tally {
+        Tally::default()
     }
 
     /// For the heap check: as [`FreeIndex::check_each`], for the quick blocks.

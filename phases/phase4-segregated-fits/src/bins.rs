@@ -34,7 +34,7 @@
 //! header: the caller keeps the header's size as it was when the block was indexed
 //! (see `FreeIndex`).
 
-use preload_kit::Fault;
+use preload_kit::{Fault, Tally};
 use split_coalesce::block::Block;
 use split_coalesce::free_list::{FreeIndex, LinkFaults, walk_links};
 
@@ -387,6 +387,17 @@ impl FreeIndex for Bins {
 
     fn holds_deferred(&self) -> bool {
         self.quick_blocks > 0
+    }
+
+    /// Counted from the lists' counts: each list holds blocks of one size.
+    fn deferred_totals(&self) -> Tally {
+        let bytes = (self.quick_counts.iter().enumerate())
+            .map(|(index, &count)| index * 16 * count as usize)
+            .sum();
+        Tally {
+            bytes,
+            blocks: self.quick_blocks,
+        }
     }
 
     /// The quick lists' own invariants: each block in the list of its size, and as many
