@@ -671,7 +671,6 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// A header that is intact but says "free" is a double free: a block freed before,
     /// whether it is still a free block, was merged into a neighbour (its header left
     /// behind, marked free) or went back to the top of the heap.
-    #[inline(always)]
     fn used_block_of(&self, ptr: NonNull<u8>) -> Result<(Block, Region), Fault> {
         let addr = ptr.as_ptr() as usize;
         let invalid = |why| Fault::InvalidPointer { addr, why };
@@ -848,7 +847,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
         Some(block.payload())
     }
 
-    /// Inlined for the reason given at [`Heap::alloc`] above.
+    /// Inlined, as `alloc` above is, and for the same reason.
     #[inline(always)]
     fn free(&mut self, ptr: NonNull<u8>) -> Result<(), Fault> {
         let (block, region) = self.used_block_of(ptr)?;
