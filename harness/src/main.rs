@@ -60,7 +60,8 @@ usage: harness phases [N]
         usage: "\
 usage: harness bench [--reps N] [--quick] [--only A,B,...] [--timeout S] [--out FILE]
   --reps N       repetitions of each run, interleaved (default 3; --quick: 1); the
-                 report gives medians and spreads
+                 report gives medians and spreads, and ratios to glibc paired by
+                 repetition (the median of each repetition's ratio)
   --quick        tiny workloads, one malloc-lab and one recorded trace: a smoke test
   --only A,B     only the workloads and allocators whose names contain A or B
                  (e.g. larson,phase2); glibc always runs, as the reference
