@@ -105,7 +105,7 @@ pub trait FreeIndex {
     /// How many blocks the quick lists hold, and their bytes. The heap's running totals
     /// count a quick block as used, as its header does, so that keeping a block and
     /// handing it out again leave them alone; the heap moves these to free when it is
-    /// asked for figures (see `SplitCoalesceHeap::totals`).
+    /// asked for figures (see `SplitCoalesceHeap::reported_totals`).
     fn deferred_totals(&self) -> Tally {
         Tally::default()
     }

@@ -90,7 +90,7 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// bulk at a cache miss each (`bench_alloc xmalloc`: see chapter 4).
     last_freed_end: usize,
     /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
-    /// Quick blocks count as used here (see [`SplitCoalesceHeap::totals`]).
+    /// Quick blocks count as used here (see [`SplitCoalesceHeap::reported_totals`]).
     totals: Totals,
 }
 
@@ -508,7 +508,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// count them as used so that neither `free` nor `malloc` of one touches them
     /// (four additions fewer on each: chapter 4, "The last few percent of `--small`"),
     /// with what the quick lists hold moved across.
-    fn totals(&self) -> Totals {
+    fn reported_totals(&self) -> Totals {
         let quick = self.free_list.deferred_totals();
         let mut totals = self.totals;
         // Wrapping: on a damaged heap the check reports the disagreement; it must not
@@ -933,7 +933,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
             }
             Ok(())
         });
-        self.totals().stats(largest_free)
+        self.reported_totals().stats(largest_free)
     }
 
     /// The phase-2 invariants:
@@ -1061,7 +1061,7 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
                 what: "a quick block is missing from the quick lists",
             });
         }
-        self.totals().agree_with(&seen, start)
+        self.reported_totals().agree_with(&seen, start)
     }
 
     /// `mallopt(M_TRIM_THRESHOLD, n)`: keep at most `n` free bytes at the top of the
