@@ -21,7 +21,7 @@ use core::ptr::NonNull;
 
 use preload_kit::arena::{Arena, Growth, Region};
 use preload_kit::{
-    Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, Totals, WhyInvalid,
+    Config, Fault, Heap, Location, MIN_ALIGN, MallInfo, Out, Stats, Totals, WhyInvalid, os,
 };
 
 use crate::block::{
@@ -37,6 +37,12 @@ pub const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
 /// How high the trim threshold may climb by itself (see [`SplitCoalesceHeap::grow`]):
 /// glibc lets its dynamic thresholds reach 32 MiB too.
 pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
+
+/// Before the heap carves into a page above the top that it has not carved into yet,
+/// it merges the quick blocks that its index merges first (phase 4: the fast lists)
+/// if the quick lists hold at least a sixteenth of its blocks' bytes (see
+/// [`SplitCoalesceHeap::grow`]).
+pub const QUICK_SHARE_TO_MERGE: usize = 16;
 
 /// The smallest leftover phase 2 splits off a free block it hands out: twice
 /// [`MIN_BLOCK`]. A 32-byte leftover serves only requests of up to 24 bytes, and on one
@@ -307,14 +313,26 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// [`SplitCoalesceHeap::give_back_swing_room`]).
     fn grow(&mut self, size: usize) -> Option<Block> {
         let mut moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
-        if moves_break && self.free_list.holds_deferred() {
+        if self.free_list.holds_deferred() {
             // Quick blocks (see `FreeIndex::defer`) are merged before the heap asks the
-            // OS for more: merged, they may serve the request, or go back to the top.
-            self.merge_deferred();
-            if let Some(block) = self.free_list.find_fit(size) {
-                return Some(self.take(block, size));
+            // OS for more, and those merged first before it touches a new page while
+            // the quick lists hold much of the heap: merged, they may serve the
+            // request, or go back to the top.
+            let merged = if moves_break {
+                self.merge_deferred();
+                true
+            } else if self.quick_blocks_outweigh_a_new_page(size) {
+                self.merge_deferred_first();
+                true
+            } else {
+                false
+            };
+            if merged {
+                if let Some(block) = self.free_list.find_fit(size) {
+                    return Some(self.take(block, size));
+                }
+                moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
             }
-            moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
         }
         let addr = self.carve(size)?;
         if moves_break {
@@ -332,6 +350,28 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         block.init_used(size, false);
         self.totals.used.add(size);
         Some(block)
+    }
+
+    /// Whether the quick lists hold at least a [`QUICK_SHARE_TO_MERGE`]th of the heap's
+    /// blocks' bytes while carving `size` bytes from the top would cross into the page
+    /// above the one the top is in. The lists are added up only then: once a page, not
+    /// once a block. Without this, a program that frees many small blocks and then
+    /// asks for other sizes grows the heap beside free memory that only its frees'
+    /// sizes could use (a generated binary-tree trace: chapter 4, "Quick blocks and
+    /// the page above").
+    fn quick_blocks_outweigh_a_new_page(&self, size: usize) -> bool {
+        let Some(top) = self.arena.newest() else {
+            return false;
+        };
+        if top.top + size <= top.top.next_multiple_of(os::page_size()) {
+            return false;
+        }
+        let blocks = self.totals.used.bytes + self.totals.free.bytes;
+        self.free_list
+            .deferred_totals()
+            .bytes
+            .saturating_mul(QUICK_SHARE_TO_MERGE)
+            >= blocks
     }
 
     /// Carves `size` bytes for a block from the top of the heap and returns their
@@ -494,9 +534,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// [`FreeIndex::merge_first`]) first merges them all, and gets `None`.
     fn take_deferred(&mut self, size: usize) -> Option<Block> {
         if self.free_list.merge_first(size) {
-            while let Some(block) = self.free_list.take_deferred_to_merge_first() {
-                self.merge_quick_block(block);
-            }
+            self.merge_deferred_first();
             return None;
         }
         let block = self.free_list.take_deferred(size)?;
@@ -524,6 +562,14 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// quick list: before the break moves up, and before `malloc_trim`.
     fn merge_deferred(&mut self) {
         while let Some(block) = self.free_list.take_any_deferred() {
+            self.merge_quick_block(block);
+        }
+    }
+
+    /// Merges the quick blocks that the index merges first (see
+    /// [`FreeIndex::take_deferred_to_merge_first`]).
+    fn merge_deferred_first(&mut self) {
+        while let Some(block) = self.free_list.take_deferred_to_merge_first() {
             self.merge_quick_block(block);
         }
     }

@@ -343,6 +343,31 @@ mod tests {
         heap.check().unwrap();
     }
 
+    /// Small blocks freed out of address order wait in the fast lists, a large share of
+    /// the heap; requests of another size then carve from the top, until one would
+    /// cross into a new page: the fast lists' blocks merge first, and it is served from
+    /// them (without the rule, every one comes from the top).
+    #[test]
+    fn fast_blocks_merge_before_the_heap_touches_a_new_page() {
+        let mut heap = heap(false);
+        let small: Vec<_> = (0..100)
+            .map(|_| heap.alloc(48, MIN_ALIGN).unwrap())
+            .collect();
+        let fence = heap.alloc(48, MIN_ALIGN).unwrap();
+        // Newest first: no block starts where the one freed before it ended.
+        small.iter().rev().for_each(|&p| heap.free(p).unwrap());
+        assert!(heap.bins().holds_deferred());
+        let others: Vec<_> = (0..40)
+            .map(|_| heap.alloc(200, MIN_ALIGN).unwrap())
+            .collect();
+        assert!(!heap.bins().holds_deferred(), "the fast lists merged");
+        assert!(
+            others.iter().any(|&p| addr(p) < addr(fence)),
+            "a request was served from the merged blocks"
+        );
+        heap.check().unwrap();
+    }
+
     /// `malloc_trim` merges the quick blocks first, so that those at the top go back.
     #[test]
     fn trim_merges_quick_blocks() {
