@@ -38,10 +38,10 @@ pub const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
 /// glibc lets its dynamic thresholds reach 32 MiB too.
 pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
 
-/// Before the heap carves into a page above the top that it has not carved into yet,
-/// it merges the quick blocks that its index merges first (phase 4: the fast lists)
-/// if the quick lists hold at least a sixteenth of its blocks' bytes (see
-/// [`SplitCoalesceHeap::grow`]).
+/// Before the heap carves past the page its top is in (into memory that may never
+/// have been touched), it merges the quick blocks that its index merges first (phase
+/// 4: the fast lists) if the quick lists hold at least a sixteenth of its blocks'
+/// bytes (see [`SplitCoalesceHeap::grow`]).
 pub const QUICK_SHARE_TO_MERGE: usize = 16;
 
 /// The smallest leftover phase 2 splits off a free block it hands out: twice
