@@ -216,6 +216,13 @@ mod tests {
         p.as_ptr() as usize
     }
 
+    /// `count` blocks of `size` bytes, in the order the heap handed them out.
+    fn alloc_many(heap: &mut SegregatedFitsHeap, count: usize, size: usize) -> Vec<NonNull<u8>> {
+        (0..count)
+            .map(|_| heap.alloc(size, MIN_ALIGN).unwrap())
+            .collect()
+    }
+
     /// Free blocks of 2, 4, 8 and 16 KB between used fences, freed largest last: each
     /// request lands in the smallest that holds it (first fit, newest first, would cut
     /// them all from the 16 KB block).
@@ -350,16 +357,12 @@ mod tests {
     #[test]
     fn fast_blocks_merge_before_the_heap_touches_a_new_page() {
         let mut heap = heap(false);
-        let small: Vec<_> = (0..100)
-            .map(|_| heap.alloc(48, MIN_ALIGN).unwrap())
-            .collect();
+        let small = alloc_many(&mut heap, 100, 48);
         let fence = heap.alloc(48, MIN_ALIGN).unwrap();
         // Newest first: no block starts where the one freed before it ended.
         small.iter().rev().for_each(|&p| heap.free(p).unwrap());
         assert!(heap.bins().holds_deferred());
-        let others: Vec<_> = (0..40)
-            .map(|_| heap.alloc(200, MIN_ALIGN).unwrap())
-            .collect();
+        let others = alloc_many(&mut heap, 40, 200);
         assert!(!heap.bins().holds_deferred(), "the fast lists merged");
         assert!(
             others.iter().any(|&p| addr(p) < addr(fence)),
@@ -372,9 +375,7 @@ mod tests {
     #[test]
     fn trim_merges_quick_blocks() {
         let mut heap = heap(false);
-        let blocks: Vec<_> = (0..100)
-            .map(|_| heap.alloc(100, MIN_ALIGN).unwrap())
-            .collect();
+        let blocks = alloc_many(&mut heap, 100, 100);
         blocks.iter().for_each(|&p| heap.free(p).unwrap());
         assert_eq!(heap.stats().free_blocks, 100);
         heap.trim(0);
