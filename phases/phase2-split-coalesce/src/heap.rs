@@ -312,7 +312,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// phase 3 gives the doubled part's room back when it maps a large block (see
     /// [`SplitCoalesceHeap::give_back_swing_room`]).
     fn grow(&mut self, size: usize) -> Option<Block> {
-        let mut moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
+        let mut moves_break = self.carving_moves_break(size);
         if self.free_list.holds_deferred() {
             // Quick blocks (see `FreeIndex::defer`) are merged before the heap asks the
             // OS for more, and those merged first before it touches a new page while
@@ -331,7 +331,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
                 if let Some(block) = self.free_list.find_fit(size) {
                     return Some(self.take(block, size));
                 }
-                moves_break = self.arena.newest().is_none_or(|top| top.room() < size);
+                moves_break = self.carving_moves_break(size);
             }
         }
         let addr = self.carve(size)?;
@@ -350,6 +350,12 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         block.init_used(size, false);
         self.totals.used.add(size);
         Some(block)
+    }
+
+    /// Whether carving `size` bytes from the top needs more from the OS: the newest
+    /// region's room does not hold them (or there is no region yet).
+    fn carving_moves_break(&self, size: usize) -> bool {
+        self.arena.newest().is_none_or(|top| top.room() < size)
     }
 
     /// Whether the quick lists hold at least a [`QUICK_SHARE_TO_MERGE`]th of the heap's
