@@ -538,6 +538,11 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     /// Hands out the quick block of `size` bytes that the index keeps, if it has one.
     /// A request the index wants served from merged blocks (a large one: see
     /// [`FreeIndex::merge_first`]) first merges them all, and gets `None`.
+    ///
+    /// Inlined into `alloc`: as a call, saving and restoring registers cost more than
+    /// the few instructions of a look at an empty list, on every request (chapter 4,
+    /// "The rest of the last split").
+    #[inline(always)]
     fn take_deferred(&mut self, size: usize) -> Option<Block> {
         if self.free_list.merge_first(size) {
             self.merge_deferred_first();
@@ -573,7 +578,10 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
     }
 
     /// Merges the quick blocks that the index merges first (see
-    /// [`FreeIndex::take_deferred_to_merge_first`]).
+    /// [`FreeIndex::take_deferred_to_merge_first`]). Rare, and kept out of line so
+    /// that [`SplitCoalesceHeap::take_deferred`] stays small where it is inlined.
+    #[cold]
+    #[inline(never)]
     fn merge_deferred_first(&mut self) {
         while let Some(block) = self.free_list.take_deferred_to_merge_first() {
             self.merge_quick_block(block);
