@@ -539,15 +539,15 @@ impl FreeIndex for Bins {
     /// classes' (or the only one).
     fn find_fit(&mut self, size: usize) -> Option<Block> {
         let class = class_of(size);
-        let victim = self.victim.filter(|victim| victim.size() >= size);
         if class < EXACT_CLASSES {
             // Every block of an exact class has the request's size.
             if let Some(block) = self.head(class) {
                 return Some(block);
             }
-            if victim.is_some() {
-                return victim;
-            }
+        }
+        let victim = self.victim.filter(|victim| victim.size() >= size);
+        if class < EXACT_CLASSES && victim.is_some() {
+            return victim;
         }
         match (self.find_fit_in_classes(class, size), victim) {
             (Some(block), Some(victim)) if victim.size() < block.size() => Some(victim),
