@@ -83,6 +83,13 @@ pub trait FreeIndex {
         None
     }
 
+    /// Takes `block` out of its quick list if it is the newest there (true); the heap
+    /// calls it with the block the program freed last, which it kept.
+    fn take_back_newest(&mut self, block: Block) -> bool {
+        let _ = block;
+        false
+    }
+
     /// Any quick block, taken out of its quick list: for the heap to merge them all
     /// ([`FreeIndex::holds_deferred`] says whether there is one).
     fn take_any_deferred(&mut self) -> Option<Block> {

@@ -44,6 +44,10 @@ pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
 /// bytes (see [`SplitCoalesceHeap::grow`]).
 pub const QUICK_SHARE_TO_MERGE: usize = 16;
 
+/// Added to [`SplitCoalesceHeap`]'s `last_freed_end` (a block address, a multiple of
+/// 16) when the program's last `free` kept its block in a quick list.
+const LAST_FREED_KEPT: usize = 1;
+
 /// The smallest leftover phase 2 splits off a free block it hands out: twice
 /// [`MIN_BLOCK`]. A 32-byte leftover serves only requests of up to 24 bytes, and on one
 /// first-fit list every later search steps over it: with them, `bench_alloc --small`
@@ -93,8 +97,14 @@ pub struct SplitCoalesceHeap<L: FreeIndex = FreeList> {
     /// [`FreeIndex::defer`]) but merged at once: the program is freeing in address
     /// order, as it allocated, and the free block it joins was touched by the last
     /// `free`. Kept quick, it would cut that free run in two, to be merged later in
-    /// bulk at a cache miss each (`bench_alloc xmalloc`: see chapter 4).
+    /// bulk at a cache miss each (`bench_alloc xmalloc`: see chapter 4). With
+    /// [`LAST_FREED_KEPT`] added when that `free` kept the block in a quick list.
     last_freed_end: usize,
+    /// The block the program freed last, when that `free` kept it in a quick list (see
+    /// [`SplitCoalesceHeap::take_back_last_kept`]). Meaningful only while
+    /// `last_freed_end` carries [`LAST_FREED_KEPT`], and even then the block may have
+    /// been handed out since: it is checked before use.
+    last_kept: usize,
     /// Running totals, so `malloc_stats` need not walk the heap. `check` verifies them.
     /// Quick blocks count as used here (see [`SplitCoalesceHeap::reported_totals`]).
     totals: Totals,
@@ -117,6 +127,7 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             min_leftover: MIN_LEFTOVER,
             just_trimmed: false,
             last_freed_end: 0,
+            last_kept: 0,
             totals: Totals::ZERO,
         }
     }
@@ -588,6 +599,57 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         }
     }
 
+    /// `free` of `block`, a used block of this heap, right after the block the program
+    /// freed last, which a quick list kept: the program frees in address order, as it
+    /// allocated. That block comes back out of its list and merges, if it is still the
+    /// newest there (a request may have taken it since); `block` then follows a free
+    /// block and merges with it, and so does the rest of the run after it. Kept, it
+    /// would fence the run off from the free blocks before it, and each block after it
+    /// would follow a quick block, not a free one, and be kept too, to be merged later
+    /// in bulk at a cache miss each (chapter 4, "The rest of the last split").
+    #[cold]
+    #[inline(never)]
+    fn free_after_kept(&mut self, ptr: NonNull<u8>, block: Block) -> Result<(), Fault> {
+        let follows_free = self.take_back_last_kept(block);
+        if !follows_free && self.defer(block) {
+            self.last_freed_end = block.next_in_heap() + LAST_FREED_KEPT;
+            self.last_kept = block.addr();
+            return Ok(());
+        }
+        self.last_freed_end = block.next_in_heap();
+        // Asked again rather than passed (a call that takes the region's address needs
+        // a frame in `free`): merging the block before it changed nothing of `block`
+        // but its PREV_FREE bit, so the answer is the same.
+        let (block, region) = self.used_block_of(ptr)?;
+        self.release(block, &region)
+    }
+
+    /// Takes the block the program freed last out of its quick list and merges it, if
+    /// it is still there and ends where `block` starts; then whether `block` follows a
+    /// free block.
+    fn take_back_last_kept(&mut self, block: Block) -> bool {
+        // Read the kept block's header only if it is still carved memory: if a request
+        // took the block since, it may have been merged into the top and trimmed.
+        let kept_addr = self.last_kept;
+        let carved = self
+            .arena
+            .region_of(kept_addr)
+            .is_some_and(|region| kept_addr < region.top);
+        if !carved {
+            return false;
+        }
+        // SAFETY: `last_kept` was a block address of this heap (the start of a block
+        // freed by the program), 16-aligned, and is below its region's top, so its
+        // header word is carved memory; `take_back_newest` trusts it only if the quick
+        // list of the size it reads holds this very block.
+        let kept = unsafe { Block::at(kept_addr) };
+        if kept.next_in_heap() != block.addr() || !self.free_list.take_back_newest(kept) {
+            return false;
+        }
+        self.merge_quick_block(kept);
+        block.prev_is_free()
+    }
+
     /// Merges `block`, just taken off its quick list, with its free neighbours.
     fn merge_quick_block(&mut self, block: Block) {
         block.set_quick(false);
@@ -718,9 +780,9 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
         // a `free` of the program's, so it leaves `last_freed_end` as it was: counted,
         // the small blocks between the buffers of `harness/traces/realloc.rep` merged
         // into the buffers' holes, and its heap grew from 2.63 to 2.89 MiB.
-        let last_freed_end = self.last_freed_end;
+        let (last_freed_end, last_kept) = (self.last_freed_end, self.last_kept);
         self.free(ptr)?;
-        self.last_freed_end = last_freed_end;
+        (self.last_freed_end, self.last_kept) = (last_freed_end, last_kept);
         Ok(Some(moved))
     }
 
@@ -914,8 +976,13 @@ impl<L: FreeIndex> Heap for SplitCoalesceHeap<L> {
         // (Stored after `defer`, which reads the block: a store first made the
         // compiler read the header again.)
         let follows_last = block.prev_is_free() && block.addr() == self.last_freed_end;
+        if !follows_last && block.addr() + LAST_FREED_KEPT == self.last_freed_end {
+            // A call in tail position, with no frame to keep: the common path needs none.
+            return self.free_after_kept(ptr, block);
+        }
         if !follows_last && self.defer(block) {
-            self.last_freed_end = block.next_in_heap();
+            self.last_freed_end = block.next_in_heap() + LAST_FREED_KEPT;
+            self.last_kept = block.addr();
             return Ok(());
         }
         self.last_freed_end = block.next_in_heap();

@@ -377,6 +377,14 @@ impl FreeIndex for Bins {
         Some(block)
     }
 
+    fn take_back_newest(&mut self, block: Block) -> bool {
+        let index = block.size() / 16;
+        if self.quick.get(index).copied().flatten() != Some(block) {
+            return false;
+        }
+        self.take_deferred(index * 16).is_some()
+    }
+
     fn take_any_deferred(&mut self) -> Option<Block> {
         if self.quick_blocks == 0 {
             return None;

@@ -246,15 +246,16 @@ mod tests {
 
     /// A small block the program frees waits unmerged in the quick list of its size
     /// and serves the next request of that size; it is still a freed block: freeing,
-    /// resizing or measuring it again is misuse.
+    /// resizing or measuring it again is misuse. (Freed newest first: in address order
+    /// they would merge, see `a_run_freed_in_address_order_merges_from_its_first_block`.)
     #[test]
     fn a_small_freed_block_waits_unmerged_and_is_still_free() {
         let mut heap = heap(false);
         let a = heap.alloc(40, MIN_ALIGN).unwrap();
         let b = heap.alloc(40, MIN_ALIGN).unwrap();
         let _fence = heap.alloc(40, MIN_ALIGN).unwrap();
-        heap.free(a).unwrap();
         heap.free(b).unwrap();
+        heap.free(a).unwrap();
         assert_eq!(heap.stats().free_blocks, 2, "neighbours, not merged");
         assert_eq!(
             printed(|out| heap.dump_bins(out)),
@@ -270,8 +271,8 @@ mod tests {
             })
         ));
         assert!(matches!(heap.realloc(b, 10), Err(Fault::DoubleFree { .. })));
-        assert_eq!(heap.alloc(40, MIN_ALIGN), Some(b), "newest first");
-        assert_eq!(heap.alloc(40, MIN_ALIGN), Some(a));
+        assert_eq!(heap.alloc(40, MIN_ALIGN), Some(a), "newest first");
+        assert_eq!(heap.alloc(40, MIN_ALIGN), Some(b));
         heap.check().unwrap();
     }
 
@@ -293,6 +294,41 @@ mod tests {
              [BIN 1024-1136 blocks=1 bytes=1120]\n\
              [BIN 1152-1264 blocks=1 bytes=1216]\n",
             "big, a and b merged; x and d (freed after x) wait"
+        );
+        heap.check().unwrap();
+    }
+
+    /// A run of small blocks freed in address order merges into one free block even
+    /// when the block before the run is used: its first block waits on its quick list
+    /// only until the second is freed right after it, and then merges with it. A block
+    /// freed after a quick block that a request has taken again waits as any other.
+    #[test]
+    fn a_run_freed_in_address_order_merges_from_its_first_block() {
+        let mut heap = heap(false);
+        let _fence = heap.alloc(40, MIN_ALIGN).unwrap();
+        let run = alloc_many(&mut heap, 10, 100);
+        let _fence2 = heap.alloc(40, MIN_ALIGN).unwrap();
+        run.iter().for_each(|&p| heap.free(p).unwrap());
+        assert!(!heap.bins().holds_deferred(), "nothing waits");
+        assert_eq!(heap.stats().free_blocks, 1, "one free block");
+        assert_eq!(
+            printed(|out| heap.dump_bins(out)),
+            "[BIN 1024-1136 blocks=1 bytes=1120]\n"
+        );
+        heap.check().unwrap();
+
+        let [a, b] = [0, 1].map(|_| heap.alloc(100, MIN_ALIGN).unwrap());
+        heap.free(a).unwrap();
+        assert_eq!(
+            heap.alloc(100, MIN_ALIGN),
+            Some(a),
+            "taken from its quick list"
+        );
+        heap.free(b).unwrap();
+        assert_eq!(
+            heap.bins().deferred_totals().blocks,
+            1,
+            "b waits: the block before it is used again"
         );
         heap.check().unwrap();
     }
@@ -337,7 +373,8 @@ mod tests {
         };
         // Most of the new region's room, kept.
         let _large = heap.alloc(3 << 20, MIN_ALIGN).unwrap();
-        small.iter().for_each(|&p| heap.free(p).unwrap());
+        // Newest first, so that they wait (in address order they would merge).
+        small.iter().rev().for_each(|&p| heap.free(p).unwrap());
         assert!(heap.bins().holds_deferred());
         let merged = heap.alloc(2 << 20, MIN_ALIGN).unwrap();
         assert_eq!(
@@ -376,7 +413,7 @@ mod tests {
     fn trim_merges_quick_blocks() {
         let mut heap = heap(false);
         let blocks = alloc_many(&mut heap, 100, 100);
-        blocks.iter().for_each(|&p| heap.free(p).unwrap());
+        blocks.iter().rev().for_each(|&p| heap.free(p).unwrap());
         assert_eq!(heap.stats().free_blocks, 100);
         heap.trim(0);
         assert_eq!(heap.stats(), Stats::default(), "all merged into the top");
