@@ -44,8 +44,9 @@ pub const MAX_DYNAMIC_TRIM_THRESHOLD: usize = 32 * 1024 * 1024;
 /// bytes (see [`SplitCoalesceHeap::grow`]).
 pub const QUICK_SHARE_TO_MERGE: usize = 16;
 
-/// Added to [`SplitCoalesceHeap`]'s `last_freed_end` (a block address, a multiple of
-/// 16) when the program's last `free` kept its block in a quick list.
+/// Added to [`SplitCoalesceHeap`]'s `last_freed_end` (a block address: [`HEADER_SIZE`]
+/// below a 16-aligned payload, so its lowest bit is clear) when the program's last
+/// `free` kept its block in a quick list.
 const LAST_FREED_KEPT: usize = 1;
 
 /// The smallest leftover phase 2 splits off a free block it hands out: twice
@@ -639,8 +640,8 @@ impl<L: FreeIndex> SplitCoalesceHeap<L> {
             return false;
         }
         // SAFETY: `last_kept` was a block address of this heap (the start of a block
-        // freed by the program), 16-aligned, and is below its region's top, so its
-        // header word is carved memory; `take_back_newest` trusts it only if the quick
+        // freed by the program) and is below its region's top, so its header word is
+        // carved memory; `take_back_newest` trusts it only if the quick
         // list of the size it reads holds this very block.
         let kept = unsafe { Block::at(kept_addr) };
         if kept.next_in_heap() != block.addr() || !self.free_list.take_back_newest(kept) {
