@@ -103,16 +103,21 @@ usage: harness gen-traces [--shapes A,B,...] [--seeds N] [--first-seed K] --out 
         name: "compare-traces",
         summary: "compare allocators' utilization with glibc's on a folder of traces",
         usage: "\
-usage: harness compare-traces DIR (--phase N | --lib PATH.so)...
+usage: harness compare-traces DIR (--phase N | --lib PATH.so)... [--variants N]
   replays every trace in DIR (.rep, .trc) once under glibc's allocator and once under
   each allocator named, and prints their utilization (peak live payload over peak
-  footprint, exact to about a page: one replay suffices) trace by trace, then by
-  shape (DIR/NAME_SEED.rep is of shape NAME), with how often each allocator was under
-  glibc. Times are for `harness bench`, which repeats its runs.
+  footprint, exact to about a page: a replay gives the same figure every time) trace
+  by trace, then by shape (DIR/NAME_SEED.rep is of shape NAME), with how often each
+  allocator was under glibc. Times are for `harness bench`, which repeats its runs.
   --phase N      phase N's .so (built first); may be given more than once
   --lib PATH.so  any allocator; may be given more than once
+  --variants N   replay N variants of each trace (default 1): the trace, and N - 1
+                 with one stray 48-byte block each (`bench_alloc --variant V`), and
+                 compare medians. On traces of few large blocks (realloc_buffers,
+                 large_mix) one block more moves any allocator's figure by up to 20
+                 points: one replay is one draw; 5 or more variants show the spread
   e.g.: harness gen-traces --seeds 5 --out /tmp/unseen
-        harness compare-traces /tmp/unseen --phase 4",
+        harness compare-traces /tmp/unseen --phase 4 --variants 5",
         main: compare_traces,
     },
     Subcommand {
@@ -276,9 +281,22 @@ fn compare_traces(args: &[String]) -> ExitCode {
     let mut dir: Option<PathBuf> = None;
     // Each allocator asked for: its library, and for a phase, its name.
     let mut asked: Vec<(PathBuf, Option<String>)> = Vec::new();
+    let mut variants = 1u32;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let allocator = match arg.as_str() {
+            "--variants" => match rest.next().map(|n| n.parse::<u32>()) {
+                Some(Ok(n)) if n > 0 => {
+                    variants = n;
+                    continue;
+                }
+                _ => {
+                    return usage_error(
+                        "compare-traces",
+                        "--variants needs a whole number above 0",
+                    );
+                }
+            },
             "--phase" => match rest.next().map(|n| phases::parse(n)) {
                 Some(Ok(phase)) => (phase.lib_path(), Some(phase.package.to_string())),
                 Some(Err(problem)) => return usage_error("compare-traces", &problem),
@@ -347,14 +365,14 @@ fn compare_traces(args: &[String]) -> ExitCode {
             env: Vec::new(),
         });
     }
-    let total = traces.len() * contenders.len();
+    let total = traces.len() * contenders.len() * variants as usize;
     let mut done = 0;
-    let (rows, problems) = harness::compare::measure(&traces, &contenders, |what| {
+    let (rows, problems) = harness::compare::measure(&traces, &contenders, variants, |what| {
         done += 1;
         eprintln!("harness compare-traces: [{done}/{total}] {what}");
     });
     let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
-    print!("{}", harness::compare::render(&names, &rows));
+    print!("{}", harness::compare::render(&names, &rows, variants));
     for problem in &problems {
         eprintln!("harness compare-traces: {problem}");
     }

@@ -195,6 +195,51 @@ impl ThreadedTrace {
         text
     }
 
+    /// How many steps bring the live payload to its peak (the first time it is
+    /// reached), in the order of the file.
+    pub fn steps_to_peak(&self) -> usize {
+        let mut sizes = vec![0usize; self.ids];
+        let (mut live, mut peak, mut peak_at) = (0usize, 0usize, 0usize);
+        for (index, step) in self.steps.iter().enumerate() {
+            let size = match step.call {
+                Call::Malloc { size }
+                | Call::Calloc { size }
+                | Call::Aligned { size, .. }
+                | Call::Realloc { size } => size,
+                Call::Free => 0,
+            };
+            live = live - std::mem::replace(&mut sizes[step.id as usize], size) + size;
+            if live > peak {
+                (peak, peak_at) = (live, index + 1);
+            }
+        }
+        peak_at
+    }
+
+    /// Variant `variant` of this trace, as [`crate::trace::Trace::variant`] makes one
+    /// of a malloc-lab trace: the stray block is allocated by the first thread.
+    pub fn variant(self, variant: u32) -> ThreadedTrace {
+        let at = crate::trace::stray_block_at(self.steps_to_peak(), variant);
+        let Some(at) = at.filter(|_| self.threads > 0) else {
+            return self;
+        };
+        let mut steps = Vec::with_capacity(self.steps.len() + 1);
+        steps.extend_from_slice(&self.steps[..at]);
+        steps.push(Step {
+            thread: 0,
+            id: self.ids as u32,
+            call: Call::Malloc {
+                size: crate::trace::STRAY_BLOCK_SIZE,
+            },
+        });
+        steps.extend_from_slice(&self.steps[at..]);
+        ThreadedTrace {
+            ids: self.ids + 1,
+            steps,
+            ..self
+        }
+    }
+
     /// For each step, how many steps on the same block come before it: the replay's
     /// step waits until its block has seen that many.
     pub fn sequence_numbers(&self) -> Vec<u32> {
@@ -393,5 +438,27 @@ mod tests {
             "line 5: unknown call in \"0 x 0 8\" (a, c, m, r or f)"
         );
         assert!(ThreadedTrace::parse("1\n2\n").is_err());
+    }
+
+    #[test]
+    fn a_variant_adds_one_stray_block_on_the_first_thread_before_the_peak() {
+        let text = format!(
+            "{MAGIC}\nthreads 2\nids 2\nops 5\n0 a 0 100\n1 a 1 100\n1 f 0\n0 f 1\n0 a 0 10\n"
+        );
+        let trace = ThreadedTrace::parse(&text).unwrap();
+        assert_eq!(trace.steps_to_peak(), 2);
+        assert_eq!(trace.clone().variant(0), trace);
+        let changed = trace.clone().variant(1);
+        assert_eq!((changed.ids, changed.steps.len()), (3, 6));
+        let stray = Step {
+            thread: 0,
+            id: 2,
+            call: Call::Malloc {
+                size: crate::trace::STRAY_BLOCK_SIZE,
+            },
+        };
+        let at = changed.steps.iter().position(|s| *s == stray).unwrap();
+        assert!(at < 2);
+        assert_eq!(ThreadedTrace::parse(&changed.to_text()), Ok(changed));
     }
 }

@@ -109,3 +109,38 @@ fn bad_arguments_exit_2() {
             .code(2);
     }
 }
+
+/// Repetition k of a trace replays its variant k, under every allocator alike, so that
+/// the utilization in the report is a median over layouts, not one draw.
+#[test]
+fn each_repetition_of_a_trace_replays_its_own_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("benchmarks.md");
+    let output = Command::cargo_bin("harness")
+        .unwrap()
+        .args([
+            "bench",
+            "--quick",
+            "--reps",
+            "2",
+            "--only",
+            "trace random,phase2",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{progress}");
+    for expected in [
+        "rep 1 trace random, 1 thread (variant 0) on glibc",
+        "rep 1 trace random, 1 thread (variant 0) on phase2-split-coalesce",
+        "rep 2 trace random, 1 thread (variant 1) on glibc",
+        "rep 2 trace random, 1 thread (variant 1) on phase2-split-coalesce",
+    ] {
+        assert!(
+            progress.contains(expected),
+            "no {expected:?} in\n{progress}"
+        );
+    }
+}

@@ -34,6 +34,43 @@ fn replay_reports_throughput_and_utilization() {
         .unwrap());
 }
 
+/// `--variant V` replays the trace with one stray 48-byte block more, allocated before
+/// the live payload's peak and never freed: the peak payload is 48 bytes more, and the
+/// line says which variant it was.
+#[test]
+fn a_variant_replays_the_trace_with_one_stray_block() {
+    let trace = harness::phases::workspace_root().join("harness/traces/random.rep");
+    Command::cargo_bin("bench_alloc")
+        .unwrap()
+        .arg("--trace")
+        .arg(&trace)
+        .args(["--variant", "3"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(
+            r"^trace random.rep \(variant 3\): 39429 ops in [0-9.]+ s, [0-9]+ ops/s; peak payload 3078712 B; ",
+        )
+        .unwrap());
+    Command::cargo_bin("bench_alloc")
+        .unwrap()
+        .args(["--variant", "3"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--dump-at-peak, --stats-every and --variant need --trace",
+        ));
+    Command::cargo_bin("bench_alloc")
+        .unwrap()
+        .arg("--trace")
+        .arg(&trace)
+        .args(["--variant", "-1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--variant needs a whole number (0 or more)",
+        ));
+}
+
 #[test]
 fn a_malformed_trace_is_rejected_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();

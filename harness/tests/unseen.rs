@@ -118,6 +118,30 @@ fn compare_traces_counts_the_traces_an_allocator_is_under_glibc_on() {
         "phase 3 should be under glibc on pow2_1.rep: {pow2}"
     );
 
+    // With variants, each cell is a median with the range beside it, and the totals
+    // say on how many traces every variant was under every one of glibc's.
+    let output = assert_cmd::Command::cargo_bin("harness")
+        .expect("the harness binary")
+        .arg("compare-traces")
+        .arg(dir.path())
+        .args(["--lib"])
+        .arg(&never_reuses)
+        .args(["--variants", "3"])
+        .output()
+        .expect("harness runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("the median over 3 variants"), "{report}");
+    let ranged = cells_with_a_range(&report, "| pow2_1.rep |");
+    assert_eq!(
+        ranged, 2,
+        "a range for glibc and one for the allocator: {report}"
+    );
+    assert!(
+        report.contains("broken_never_reuses: under glibc on 2 of 2 traces, and on 2 of 2 shapes (their means); every variant under every one of glibc's on 2 traces"),
+        "{report}"
+    );
+
     let empty = tempfile::tempdir().unwrap();
     let output = assert_cmd::Command::cargo_bin("harness")
         .expect("the harness binary")
@@ -127,4 +151,17 @@ fn compare_traces_counts_the_traces_an_allocator_is_under_glibc_on() {
         .output()
         .expect("harness runs");
     assert_eq!(output.status.code(), Some(2), "an empty folder is refused");
+}
+
+/// How many cells of the row starting with `start` hold a range, `(LOW-HIGH)`.
+fn cells_with_a_range(report: &str, start: &str) -> usize {
+    let row = (report.lines())
+        .find(|line| line.starts_with(start))
+        .unwrap_or_else(|| panic!("no row {start} in {report}"));
+    row.split('|')
+        .filter(|cell| {
+            let cell = cell.trim();
+            cell.ends_with(')') && cell.contains("% (") && cell.contains('-')
+        })
+        .count()
 }

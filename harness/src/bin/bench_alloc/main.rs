@@ -8,6 +8,7 @@
 //!                                  a standard workload (larson, xmalloc, ...: see `workloads`)
 //! bench_alloc --trace FILE         replay a malloc-lab or threaded trace: ops/s, peak payload, utilization
 //!     [--dump-at-peak] [--stats-every N]   ...with heap dumps / stats for `harness pictures`
+//!     [--variant V]                 ...with one stray block more (`harness compare-traces --variants`)
 //! bench_alloc --ops 'a 0 64, f 0'  a few calls named on the command line, then a heap dump
 //! bench_alloc --double-free        free a block twice (a mymalloc heap exits 3)
 //! bench_alloc --invalid-free       free a stack address (a mymalloc heap exits 2)
@@ -63,6 +64,10 @@ usage: bench_alloc [--small N] [--threads T] [--trace FILE]
   --stats-every N with --trace: malloc_stats() before the first operation, after every
                   Nth and after the last (each dump and stats line follows a
                   [trace ops=K payload=P heap_dump|malloc_stats] line)
+  --variant V     with --trace: replay variant V of the trace (0, the default, is the
+                  trace as written; each other V adds one 48-byte block, allocated at
+                  its own point before the live payload's peak and never freed): where
+                  large blocks land is chaotic, so utilization is a spread over variants
   --ops OPS       run a few calls, then heap_dump(): OPS is like 'a 0 64, a 1 128, f 0'
                   (trace lines separated by commas: a ID SIZE, r ID SIZE, f ID)
   --double-free   free one block twice: a mymalloc heap must exit 3
@@ -78,7 +83,7 @@ enum Mode {
     Demo,
     Small { blocks: usize, threads: usize },
     Workload(&'static str, workloads::Config),
-    Trace(&'static str, trace::Show),
+    Trace(&'static str, trace::Show, u32),
     Ops(&'static str),
     DoubleFree,
     InvalidFree,
@@ -100,7 +105,7 @@ pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int 
         Ok(Mode::Demo) => demo::run(seed),
         Ok(Mode::Small { blocks, threads }) => small::run(blocks, threads, seed),
         Ok(Mode::Workload(name, config)) => workloads::run(name, config),
-        Ok(Mode::Trace(path, show)) => trace::run(path, show),
+        Ok(Mode::Trace(path, show, variant)) => trace::run(path, show, variant),
         Ok(Mode::Ops(text)) => ops::run(text),
         Ok(Mode::DoubleFree) => misuse::double_free(),
         Ok(Mode::InvalidFree) => misuse::invalid_free(),
@@ -166,6 +171,7 @@ fn parse(mut args: impl Iterator<Item = &'static str>, seed: u64) -> Result<Mode
     let mut threads = None;
     let mut iterations = None;
     let mut show = trace::Show::default();
+    let mut variant = None;
     while let Some(arg) = args.next() {
         match arg {
             "--small" => blocks = Some(count(arg, args.next())?),
@@ -179,10 +185,14 @@ fn parse(mut args: impl Iterator<Item = &'static str>, seed: u64) -> Result<Mode
                 };
                 mode = Mode::Workload(name, config);
             }
-            "--trace" => mode = Mode::Trace(args.next().ok_or(Problem::NeedsPath(arg))?, show),
+            "--trace" => mode = Mode::Trace(args.next().ok_or(Problem::NeedsPath(arg))?, show, 0),
             "--ops" => mode = Mode::Ops(args.next().ok_or(Problem::NeedsOps)?),
             "--dump-at-peak" => show.dump_at_peak = true,
             "--stats-every" => show.stats_every = Some(count(arg, args.next())?),
+            "--variant" => match args.next().map(str::parse::<u32>) {
+                Some(Ok(v)) => variant = Some(v),
+                _ => return Err(Problem::NeedsVariant),
+            },
             "--double-free" => mode = Mode::DoubleFree,
             "--invalid-free" => mode = Mode::InvalidFree,
             "--overflow" => mode = Mode::Overflow,
@@ -192,7 +202,7 @@ fn parse(mut args: impl Iterator<Item = &'static str>, seed: u64) -> Result<Mode
         }
     }
     if let Mode::Workload(name, config) = mode {
-        if blocks.is_some() || show != trace::Show::default() {
+        if blocks.is_some() || show != trace::Show::default() || variant.is_some() {
             return Err(Problem::Combined);
         }
         return Ok(Mode::Workload(
@@ -208,8 +218,8 @@ fn parse(mut args: impl Iterator<Item = &'static str>, seed: u64) -> Result<Mode
         return Err(Problem::IterationsOnly);
     }
     match (mode, blocks, threads) {
-        (Mode::Trace(path, _), None, None) => Ok(Mode::Trace(path, show)),
-        _ if show != trace::Show::default() => Err(Problem::TraceOnly),
+        (Mode::Trace(path, ..), None, None) => Ok(Mode::Trace(path, show, variant.unwrap_or(0))),
+        _ if show != trace::Show::default() || variant.is_some() => Err(Problem::TraceOnly),
         (Mode::Demo, None, None) => Ok(Mode::Demo),
         (Mode::Demo, blocks, threads) => Ok(Mode::Small {
             blocks: blocks.unwrap_or(1_000_000),
@@ -232,6 +242,7 @@ enum Problem {
     NeedsCount(&'static str),
     NeedsPath(&'static str),
     NeedsOps,
+    NeedsVariant,
     Combined,
     TraceOnly,
     IterationsOnly,
@@ -244,9 +255,12 @@ impl core::fmt::Display for Problem {
             Problem::NeedsCount(flag) => write!(f, "{flag} needs a whole number above 0"),
             Problem::NeedsPath(flag) => write!(f, "{flag} needs a file"),
             Problem::NeedsOps => f.write_str("--ops needs operations, e.g. 'a 0 64, f 0'"),
+            Problem::NeedsVariant => f.write_str("--variant needs a whole number (0 or more)"),
             Problem::Combined => f.write_str("--trace, --ops and the misuse flags run alone"),
             Problem::IterationsOnly => f.write_str("--iterations needs a workload, e.g. larson"),
-            Problem::TraceOnly => f.write_str("--dump-at-peak and --stats-every need --trace"),
+            Problem::TraceOnly => {
+                f.write_str("--dump-at-peak, --stats-every and --variant need --trace")
+            }
         }
     }
 }

@@ -31,9 +31,9 @@ struct Slot {
     done: AtomicU32,
 }
 
-pub fn run(path: &str, text: String, mut footprint: Footprint) -> i32 {
+pub fn run(path: &str, text: String, mut footprint: Footprint, variant: u32) -> i32 {
     let trace = match ThreadedTrace::parse(&text) {
-        Ok(trace) => trace,
+        Ok(trace) => trace.variant(variant),
         Err(e) => {
             eprintln!("bench_alloc: {path}: {e}");
             return 2;
@@ -111,9 +111,10 @@ pub fn run(path: &str, text: String, mut footprint: Footprint) -> i32 {
     let footprint = footprint.peak(harness_bytes);
     let peak_payload = peak.load(Ordering::Relaxed);
     let name = crate::trace::file_name(path);
+    let variant = crate::trace::of_variant(variant);
     let threads = trace.threads;
     println!(
-        "trace {name}: {threads} thread{}, {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
+        "trace {name}{variant}: {threads} thread{}, {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
          peak footprint {footprint} B; utilization {:.1}%; peak RSS {} KiB; ok",
         if threads == 1 { "" } else { "s" },
         trace.steps.len(),

@@ -52,7 +52,9 @@ pub struct Show {
     pub stats_every: Option<usize>,
 }
 
-pub fn run(path: &str, show: Show) -> i32 {
+/// Replays variant `variant` of the trace at `path` (see `harness::trace::Trace::variant`;
+/// 0 is the trace as written).
+pub fn run(path: &str, show: Show, variant: u32) -> i32 {
     // Looked up first, so that whatever dlsym may allocate is not in the pictures.
     let heap_dump = show
         .dump_at_peak
@@ -85,10 +87,10 @@ pub fn run(path: &str, show: Show) -> i32 {
             eprintln!("bench_alloc: --dump-at-peak and --stats-every need a malloc-lab trace");
             return EXIT_BAD_TRACE;
         }
-        return crate::replay::run(path, text, footprint);
+        return crate::replay::run(path, text, footprint, variant);
     }
     let trace = match Trace::parse(&text) {
-        Ok(trace) => trace,
+        Ok(trace) => trace.variant(variant),
         Err(e) => {
             eprintln!("bench_alloc: {path}: {e}");
             return EXIT_BAD_TRACE;
@@ -184,8 +186,9 @@ pub fn run(path: &str, show: Show) -> i32 {
     // Named only now: a name that is not UTF-8 would allocate, and the pictures' heap
     // must hold the replay's blocks only.
     let name = file_name(path);
+    let variant = of_variant(variant);
     println!(
-        "trace {name}: {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
+        "trace {name}{variant}: {} ops in {seconds:.4} s, {:.0} ops/s; peak payload {peak_payload} B; \
          peak footprint {footprint} B; utilization {:.1}%; peak RSS {} KiB",
         trace.ops.len(),
         trace.ops.len() as f64 / seconds,
@@ -249,6 +252,15 @@ fn introspection(name: &'static CStr) -> Option<(&'static str, extern "C" fn())>
     let call = (!symbol.is_null())
         .then(|| unsafe { core::mem::transmute::<*mut c_void, extern "C" fn()>(symbol) })?;
     Some((name.to_str().unwrap_or("?"), call))
+}
+
+/// ` (variant V)`, or nothing for variant 0, for the report line.
+pub fn of_variant(variant: u32) -> String {
+    if variant == 0 {
+        String::new()
+    } else {
+        format!(" (variant {variant})")
+    }
 }
 
 /// The file name of `path`, for the report line.
