@@ -211,11 +211,12 @@ pub const STRAY_BLOCK_SIZE: usize = 48;
 ///
 /// Why variants: on traces whose blocks are large and few (the generated
 /// `realloc_buffers` and `large_mix` shapes), where a block lands decides which holes
-/// the next ones can use, and each placement decides the next. One block of 48 bytes
-/// more, allocated at the trace's 2000th operation, moved phase 4's utilization of
-/// `realloc_buffers` seed 605 from 55% to 70% and glibc's from 65% to 54%. A single
-/// replay's utilization of such a trace is one draw from a wide spread, for any
-/// allocator; the median over a few variants is the allocator's. The point is the
+/// the next ones can use, and each placement decides the next. Variant 2 of the
+/// generated `realloc_buffers` seed 605 moves phase 4's utilization from 55.2% to 70.2%
+/// and glibc's from 75.1% to 65.4%; variants 1 to 8 spread glibc's over 53.6-71.2% and
+/// phase 4's over 54.6-71.5%. A single replay's utilization of such a trace is one draw
+/// from a wide spread, for any allocator; the median over a few variants is the
+/// allocator's. The point is the
 /// fractional part of `variant` times the golden ratio, of the way to the peak: the
 /// variants' points are spread over it, however many there are, and land before the
 /// peak, where a change of layout can still move it.
