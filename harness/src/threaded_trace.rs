@@ -219,6 +219,9 @@ impl ThreadedTrace {
     /// Variant `variant` of this trace, as [`crate::trace::Trace::variant`] makes one
     /// of a malloc-lab trace: the stray block is allocated by the first thread.
     pub fn variant(self, variant: u32) -> ThreadedTrace {
+        if variant == 0 {
+            return self;
+        }
         let at = crate::trace::stray_block_at(self.steps_to_peak(), variant);
         let Some(at) = at.filter(|_| self.threads > 0) else {
             return self;

@@ -404,7 +404,7 @@ fn the_replay_flags_need_a_trace() {
     assert!(
         outcome
             .stderr_text()
-            .starts_with("bench_alloc: --dump-at-peak and --stats-every need --trace\n")
+            .starts_with("bench_alloc: --dump-at-peak, --stats-every and --variant need --trace\n")
     );
 }
 
