@@ -198,9 +198,7 @@ impl ThreadedTrace {
     /// How many steps bring the live payload to its peak (the first time it is
     /// reached), in the order of the file.
     pub fn steps_to_peak(&self) -> usize {
-        let mut sizes = vec![0usize; self.ids];
-        let (mut live, mut peak, mut peak_at) = (0usize, 0usize, 0usize);
-        for (index, step) in self.steps.iter().enumerate() {
+        let calls = self.steps.iter().map(|step| {
             let size = match step.call {
                 Call::Malloc { size }
                 | Call::Calloc { size }
@@ -208,12 +206,9 @@ impl ThreadedTrace {
                 | Call::Realloc { size } => size,
                 Call::Free => 0,
             };
-            live = live - std::mem::replace(&mut sizes[step.id as usize], size) + size;
-            if live > peak {
-                (peak, peak_at) = (live, index + 1);
-            }
-        }
-        peak_at
+            (step.id as usize, size)
+        });
+        crate::trace::calls_to_peak(self.ids, calls)
     }
 
     /// Variant `variant` of this trace, as [`crate::trace::Trace::variant`] makes one

@@ -146,19 +146,13 @@ impl Trace {
     /// How many operations bring the live payload to its peak (the first time it is
     /// reached); 0 for a trace that never holds a byte.
     pub fn ops_to_peak(&self) -> usize {
-        let mut sizes = vec![0usize; self.ids];
-        let (mut live, mut peak, mut peak_at) = (0usize, 0usize, 0usize);
-        for (index, op) in self.ops.iter().enumerate() {
-            let (id, size) = match *op {
+        calls_to_peak(
+            self.ids,
+            self.ops.iter().map(|op| match *op {
                 Op::Alloc { id, size } | Op::Realloc { id, size } => (id, size),
                 Op::Free { id } => (id, 0),
-            };
-            live = live - std::mem::replace(&mut sizes[id], size) + size;
-            if live > peak {
-                (peak, peak_at) = (live, index + 1);
-            }
-        }
-        peak_at
+            }),
+        )
     }
 
     /// Variant `variant` of this trace (see [`stray_block_at`]): variant 0 is the trace
@@ -204,6 +198,21 @@ impl Trace {
         }
         text
     }
+}
+
+/// How many of `calls` bring the live payload to its peak (the first time it is
+/// reached): each call is a block id below `ids` and the size it leaves that block with
+/// (0 for a free). 0 if the payload never holds a byte.
+pub fn calls_to_peak(ids: usize, calls: impl Iterator<Item = (usize, usize)>) -> usize {
+    let mut sizes = vec![0usize; ids];
+    let (mut live, mut peak, mut peak_at) = (0usize, 0usize, 0usize);
+    for (index, (id, size)) in calls.enumerate() {
+        live = live - std::mem::replace(&mut sizes[id], size) + size;
+        if live > peak {
+            (peak, peak_at) = (live, index + 1);
+        }
+    }
+    peak_at
 }
 
 /// The size of the block a trace's variant adds: a small request, such as any program
