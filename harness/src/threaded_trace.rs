@@ -78,10 +78,10 @@ impl ThreadedTrace {
             comments.push(l.trim_start_matches('#').trim().to_string());
         }
         let mut header = |name: &str| -> Result<usize, String> {
-            let (n, l) = body.next().ok_or(format!("missing the {name} line"))?;
+            let (n, l) = body.next().ok_or_else(|| format!("missing the {name} line"))?;
             l.strip_prefix(name)
                 .and_then(|v| v.trim().parse().ok())
-                .ok_or(format!("line {n}: expected `{name} N`, found {l:?}"))
+                .ok_or_else(|| format!("line {n}: expected `{name} N`, found {l:?}"))
         };
         let threads = header("threads")?;
         let ids = header("ids")?;
@@ -94,7 +94,7 @@ impl ThreadedTrace {
                 fields
                     .get(i)
                     .and_then(|f| f.parse().ok())
-                    .ok_or(format!("line {n}: expected the {what} in {l:?}"))
+                    .ok_or_else(|| format!("line {n}: expected the {what} in {l:?}"))
             };
             let thread = number(0, "thread")?;
             let id = number(2, "block id")?;
