@@ -78,7 +78,9 @@ impl ThreadedTrace {
             comments.push(l.trim_start_matches('#').trim().to_string());
         }
         let mut header = |name: &str| -> Result<usize, String> {
-            let (n, l) = body.next().ok_or_else(|| format!("missing the {name} line"))?;
+            let (n, l) = body
+                .next()
+                .ok_or_else(|| format!("missing the {name} line"))?;
             l.strip_prefix(name)
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| format!("line {n}: expected `{name} N`, found {l:?}"))
@@ -87,7 +89,8 @@ impl ThreadedTrace {
         let ids = header("ids")?;
         let count = header("ops")?;
         let mut live = vec![false; ids];
-        let mut steps = Vec::with_capacity(count);
+        // One step to spare, for a variant's stray block (see `add_stray_block`).
+        let mut steps = Vec::with_capacity(count + 1);
         for (n, l) in body {
             let fields: Vec<&str> = l.split_whitespace().collect();
             let number = |i: usize, what: &str| -> Result<usize, String> {
@@ -213,29 +216,31 @@ impl ThreadedTrace {
 
     /// Variant `variant` of this trace, as [`crate::trace::Trace::variant`] makes one
     /// of a malloc-lab trace: the stray block is allocated by the first thread.
-    pub fn variant(self, variant: u32) -> ThreadedTrace {
-        if variant == 0 {
-            return self;
+    pub fn variant(mut self, variant: u32) -> ThreadedTrace {
+        if variant != 0
+            && let Some(at) = crate::trace::stray_block_at(self.steps_to_peak(), variant)
+        {
+            self.add_stray_block(at);
         }
-        let at = crate::trace::stray_block_at(self.steps_to_peak(), variant);
-        let Some(at) = at.filter(|_| self.threads > 0) else {
-            return self;
-        };
-        let mut steps = Vec::with_capacity(self.steps.len() + 1);
-        steps.extend_from_slice(&self.steps[..at]);
-        steps.push(Step {
+        self
+    }
+
+    /// Makes this trace a variant, in place, as [`crate::trace::Trace::add_stray_block`]
+    /// does (and for the same reason): the first thread allocates one more block before
+    /// step `at`. A trace without threads has nowhere to put it and stays as it is.
+    pub fn add_stray_block(&mut self, at: usize) {
+        if self.threads == 0 {
+            return;
+        }
+        let stray = Step {
             thread: 0,
             id: self.ids as u32,
             call: Call::Malloc {
                 size: crate::trace::STRAY_BLOCK_SIZE,
             },
-        });
-        steps.extend_from_slice(&self.steps[at..]);
-        ThreadedTrace {
-            ids: self.ids + 1,
-            steps,
-            ..self
-        }
+        };
+        self.steps.insert(at.min(self.steps.len()), stray);
+        self.ids += 1;
     }
 
     /// For each step, how many steps on the same block come before it: the replay's

@@ -32,21 +32,30 @@ struct Slot {
 }
 
 pub fn run(path: &str, text: String, mut footprint: Footprint, variant: u32) -> i32 {
-    let trace = match ThreadedTrace::parse(&text) {
-        Ok(trace) => trace.variant(variant),
+    let mut trace = match ThreadedTrace::parse(&text) {
+        Ok(trace) => trace,
         Err(e) => {
             eprintln!("bench_alloc: {path}: {e}");
             return 2;
         }
     };
-    let sequence = trace.sequence_numbers();
-    let slots: Vec<Slot> = (0..trace.ids)
+    // As in the malloc-lab replay: one slot to spare for a variant's stray block, and
+    // the variant made in place with the peak found in the slots, so that no table is
+    // made and freed before the replay.
+    let spare = usize::from(variant != 0);
+    let slots: Vec<Slot> = (0..trace.ids + spare)
         .map(|_| Slot {
             ptr: AtomicPtr::new(std::ptr::null_mut()),
             size: AtomicUsize::new(0),
             done: AtomicU32::new(0),
         })
         .collect();
+    let mut peak_at = step_to_peak(&trace.steps, &slots);
+    if let Some(at) = harness::trace::stray_block_at(peak_at, variant) {
+        trace.add_stray_block(at);
+        peak_at = step_to_peak(&trace.steps, &slots);
+    }
+    let sequence = trace.sequence_numbers();
     // Each thread's list of steps, sized first so that no list grows (and leaves freed
     // buffers behind) and the sum below is what they hold.
     let mut counts = vec![0usize; trace.threads];
@@ -63,7 +72,7 @@ pub fn run(path: &str, text: String, mut footprint: Footprint, variant: u32) -> 
         + slots.capacity() * std::mem::size_of::<Slot>()
         + mine.capacity() * std::mem::size_of::<Vec<u32>>()
         + mine.iter().map(|steps| steps.capacity() * 4).sum::<usize>();
-    footprint.plan(trace.steps.len(), Some(step_to_peak(&trace.steps, &slots)));
+    footprint.plan(trace.steps.len(), Some(peak_at));
     let live = AtomicUsize::new(0);
     let peak = AtomicUsize::new(0);
     let footprint = &footprint;

@@ -35,7 +35,7 @@ use core::ffi::{CStr, c_void};
 use core::fmt::Write as _;
 use std::time::Instant;
 
-use harness::trace::{Op, Trace};
+use harness::trace::{Op, Trace, stray_block_at};
 
 use crate::memory::{Footprint, peak_resident_bytes};
 use preload_kit::Out;
@@ -89,14 +89,24 @@ pub fn run(path: &str, show: Show, variant: u32) -> i32 {
         }
         return crate::replay::run(path, text, footprint, variant);
     }
-    let trace = match Trace::parse(&text) {
-        Ok(trace) => trace.variant(variant),
+    let mut trace = match Trace::parse(&text) {
+        Ok(trace) => trace,
         Err(e) => {
             eprintln!("bench_alloc: {path}: {e}");
             return EXIT_BAD_TRACE;
         }
     };
-    let mut blocks: Vec<(*mut u8, usize)> = vec![(std::ptr::null_mut(), 0); trace.ids];
+    // One entry to spare for a variant's stray block, whose id is one past the trace's.
+    let spare = usize::from(variant != 0);
+    let mut blocks: Vec<(*mut u8, usize)> = vec![(std::ptr::null_mut(), 0); trace.ids + spare];
+    // The variant is made here, in place (`Trace::add_stray_block`), with the peak found
+    // in the table the replay uses anyway: a table made and freed before the replay
+    // would change the allocator under test.
+    let mut peak_at = ops_to_peak(&trace.ops, &mut blocks);
+    if let Some(at) = stray_block_at(peak_at, variant) {
+        trace.add_stray_block(at);
+        peak_at = ops_to_peak(&trace.ops, &mut blocks);
+    }
     // The baseline was taken before reading the trace, so memory that parsing used and
     // freed (resident, and reusable by the replay) cannot hide part of the footprint.
     // What the harness itself keeps during the replay is subtracted; the text stays
@@ -106,7 +116,6 @@ pub fn run(path: &str, show: Show, variant: u32) -> i32 {
         + blocks.capacity() * std::mem::size_of::<(*mut u8, usize)>();
     let mut live = 0usize;
     let mut peak_payload = 0usize;
-    let peak_at = ops_to_peak(&trace.ops, &mut blocks);
     footprint.plan(trace.ops.len(), Some(peak_at));
     let report = |call: Option<(&str, extern "C" fn())>, ops: usize, live: usize| {
         if let Some((name, call)) = call {
