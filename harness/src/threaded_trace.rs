@@ -68,6 +68,12 @@ impl ThreadedTrace {
     /// Parses and checks a trace: numbers in range, no block allocated while live or
     /// used while not live.
     pub fn parse(text: &str) -> Result<ThreadedTrace, String> {
+        ThreadedTrace::parse_with_room(text, 0)
+    }
+
+    /// [`ThreadedTrace::parse`], with room for `spare` more steps, as
+    /// [`crate::trace::Trace::parse_with_room`] makes it (and for the same reason).
+    pub fn parse_with_room(text: &str, spare: usize) -> Result<ThreadedTrace, String> {
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
         if lines.next().map(|(_, l)| l) != Some(MAGIC) {
             return Err(format!("line 1: expected {MAGIC:?}"));
@@ -89,8 +95,7 @@ impl ThreadedTrace {
         let ids = header("ids")?;
         let count = header("ops")?;
         let mut live = vec![false; ids];
-        // One step to spare, for a variant's stray block (see `add_stray_block`).
-        let mut steps = Vec::with_capacity(count + 1);
+        let mut steps = Vec::with_capacity(count.saturating_add(spare));
         for (n, l) in body {
             let fields: Vec<&str> = l.split_whitespace().collect();
             let number = |i: usize, what: &str| -> Result<usize, String> {

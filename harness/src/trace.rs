@@ -51,6 +51,14 @@ impl Trace {
     /// Parses a trace and checks that it is consistent: ids in range, no block
     /// allocated twice, freed or resized before it exists.
     pub fn parse(text: &str) -> Result<Trace, ParseError> {
+        Trace::parse_with_room(text, 0)
+    }
+
+    /// [`Trace::parse`], with room in the table of operations for `spare` more, so
+    /// that [`Trace::add_stray_block`] does not move it. Only a replay of a variant
+    /// asks for room: the trace as written keeps the table of the size it always had,
+    /// and with it the heap the pictures show.
+    pub fn parse_with_room(text: &str, spare: usize) -> Result<Trace, ParseError> {
         let mut lines = text
             .lines()
             .enumerate()
@@ -71,9 +79,7 @@ impl Trace {
         let count = header("number of operations")?;
         let weight = header("weight")? as u32;
         let mut live = vec![false; ids];
-        // One op to spare, for a variant's stray block: it goes in without moving the
-        // table (see `Trace::add_stray_block`).
-        let mut ops = Vec::with_capacity(count + 1);
+        let mut ops = Vec::with_capacity(count.saturating_add(spare));
         let mut last_line = 4;
         for (line, text) in lines {
             last_line = line;
@@ -173,9 +179,10 @@ impl Trace {
 
     /// Makes this trace a variant, in place: allocates one more block, of
     /// [`STRAY_BLOCK_SIZE`] bytes and a new id, before operation `at` (see
-    /// [`stray_block_at`]). A replay makes its variant this way, after finding the
-    /// peak with its own tables, so that nothing is allocated and freed before the
-    /// replay: a freed table changes the allocator under test. glibc raises its mmap
+    /// [`stray_block_at`]). A replay makes its variant this way, on a trace parsed with
+    /// room for it ([`Trace::parse_with_room`]) and after finding the peak with its own
+    /// tables, so that nothing is allocated and freed before the replay: a freed table
+    /// changes the allocator under test. glibc raises its mmap
     /// threshold to the size of a mapped block freed (as a new table would free the
     /// old ops table, 946 KB for `random.rep`), and with it its utilization there went
     /// from 93.1% to 93.9% in every variant whose stray block came late.

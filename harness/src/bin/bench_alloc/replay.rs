@@ -32,17 +32,17 @@ struct Slot {
 }
 
 pub fn run(path: &str, text: String, mut footprint: Footprint, variant: u32) -> i32 {
-    let mut trace = match ThreadedTrace::parse(&text) {
+    // As in the malloc-lab replay: room for a variant's stray block (one more step and
+    // one more slot), and the variant made in place with the peak found in the slots,
+    // so that no table is made and freed before the replay.
+    let spare = usize::from(variant != 0);
+    let mut trace = match ThreadedTrace::parse_with_room(&text, spare) {
         Ok(trace) => trace,
         Err(e) => {
             eprintln!("bench_alloc: {path}: {e}");
             return 2;
         }
     };
-    // As in the malloc-lab replay: one slot to spare for a variant's stray block, and
-    // the variant made in place with the peak found in the slots, so that no table is
-    // made and freed before the replay.
-    let spare = usize::from(variant != 0);
     let slots: Vec<Slot> = (0..trace.ids + spare)
         .map(|_| Slot {
             ptr: AtomicPtr::new(std::ptr::null_mut()),

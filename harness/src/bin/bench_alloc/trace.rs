@@ -89,15 +89,15 @@ pub fn run(path: &str, show: Show, variant: u32) -> i32 {
         }
         return crate::replay::run(path, text, footprint, variant);
     }
-    let mut trace = match Trace::parse(&text) {
+    // Room for a variant's stray block: one more op, and one more entry in `blocks`.
+    let spare = usize::from(variant != 0);
+    let mut trace = match Trace::parse_with_room(&text, spare) {
         Ok(trace) => trace,
         Err(e) => {
             eprintln!("bench_alloc: {path}: {e}");
             return EXIT_BAD_TRACE;
         }
     };
-    // One entry to spare for a variant's stray block, whose id is one past the trace's.
-    let spare = usize::from(variant != 0);
     let mut blocks: Vec<(*mut u8, usize)> = vec![(std::ptr::null_mut(), 0); trace.ids + spare];
     // The variant is made here, in place (`Trace::add_stray_block`), with the peak found
     // in the table the replay uses anyway: a table made and freed before the replay
