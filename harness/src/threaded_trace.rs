@@ -252,14 +252,18 @@ impl ThreadedTrace {
     /// step waits until its block has seen that many.
     pub fn sequence_numbers(&self) -> Vec<u32> {
         let mut seen = vec![0u32; self.ids];
-        self.steps
-            .iter()
-            .map(|s| {
-                let n = seen[s.id as usize];
-                seen[s.id as usize] += 1;
-                n
-            })
-            .collect()
+        self.sequence_numbers_counted_by(|id| {
+            seen[id] += 1;
+            seen[id] - 1
+        })
+    }
+
+    /// [`ThreadedTrace::sequence_numbers`], with the counting left to `next`: given a
+    /// block id, it returns how many steps on that block it has seen, and counts one
+    /// more. A replay counts in its own per-block slots, so that no table is made and
+    /// freed before the replay.
+    pub fn sequence_numbers_counted_by(&self, mut next: impl FnMut(usize) -> u32) -> Vec<u32> {
+        self.steps.iter().map(|s| next(s.id as usize)).collect()
     }
 }
 

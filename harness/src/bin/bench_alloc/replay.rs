@@ -55,7 +55,12 @@ pub fn run(path: &str, text: String, mut footprint: Footprint, variant: u32) -> 
         trace.add_stray_block(at);
         peak_at = step_to_peak(&trace.steps, &slots);
     }
-    let sequence = trace.sequence_numbers();
+    // Counted in the slots' `done`, which the replay starts from 0.
+    let sequence =
+        trace.sequence_numbers_counted_by(|id| slots[id].done.fetch_add(1, Ordering::Relaxed));
+    slots
+        .iter()
+        .for_each(|slot| slot.done.store(0, Ordering::Relaxed));
     // Each thread's list of steps, sized first so that no list grows (and leaves freed
     // buffers behind) and the sum below is what they hold.
     let mut counts = vec![0usize; trace.threads];
