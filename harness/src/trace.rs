@@ -182,10 +182,10 @@ impl Trace {
     /// [`stray_block_at`]). A replay makes its variant this way, on a trace parsed with
     /// room for it ([`Trace::parse_with_room`]) and after finding the peak with its own
     /// tables, so that nothing is allocated and freed before the replay: a freed table
-    /// changes the allocator under test. glibc raises its mmap
-    /// threshold to the size of a mapped block freed (as a new table would free the
-    /// old ops table, 946 KB for `random.rep`), and with it its utilization there went
-    /// from 93.1% to 93.9% in every variant whose stray block came late.
+    /// changes the allocator under test. glibc raises its mmap threshold to the size
+    /// of a mapped block freed (as making a new table would free the old one, 946 KB
+    /// for `random.rep`), and under that threshold its utilization there went from
+    /// 93.1% to 93.9% in every variant whose stray block came late.
     pub fn add_stray_block(&mut self, at: usize) {
         let stray = Op::Alloc {
             id: self.ids,
