@@ -94,7 +94,8 @@ impl ThreadedTrace {
         let threads = header("threads")?;
         let ids = header("ids")?;
         let count = header("ops")?;
-        let mut live = vec![false; ids];
+        let mut live_flags = crate::trace::IdFlags::new(ids);
+        let live = live_flags.as_mut_slice();
         let mut steps = Vec::with_capacity(count.saturating_add(spare));
         for (n, l) in body {
             let fields: Vec<&str> = l.split_whitespace().collect();

@@ -83,7 +83,8 @@ impl Trace {
         let ids = header("number of ids")?;
         let count = header("number of operations")?;
         let weight = header("weight")? as u32;
-        let mut live = vec![false; ids];
+        let mut live_flags = IdFlags::new(ids);
+        let live = live_flags.as_mut_slice();
         let mut ops = Vec::with_capacity(count.saturating_add(spare));
         let mut last_line = 4;
         for (line, text) in lines {
@@ -232,6 +233,89 @@ pub fn calls_to_peak(ids: usize, calls: impl Iterator<Item = (usize, usize)>) ->
         }
     }
     peak_at
+}
+
+/// One flag per block id: the parsers' table of which blocks are live, by which they
+/// check that every call finds its block allocated or not, as it needs.
+///
+/// The table is made and freed before the replay, so it must not change the allocator
+/// under test. A small one is allocated, as it always was: it leaves a hole of its size
+/// where the replay starts, and every report's replays started from that hole. A large
+/// one would change the allocator: glibc serves a request of 128 KiB or more with a
+/// mapping, and freeing a mapped block raises its mmap threshold to that block's size
+/// (phases 3 and 4 do the same), so every block of the replay between the two sizes
+/// would go into the heap instead (chapter 4, "One replay is one draw"). A table of
+/// [`MAPPED_ID_FLAGS`] bytes or more is mapped by the harness itself, out of every
+/// allocator's sight.
+pub(crate) enum IdFlags {
+    Allocated(Vec<bool>),
+    Mapped(MappedFlags),
+}
+
+/// The size from which [`IdFlags`] maps its table: half of glibc's default mmap
+/// threshold, so that no allocator's first mapping is a table of the harness's.
+pub(crate) const MAPPED_ID_FLAGS: usize = 64 * 1024;
+
+/// `len` flags in an anonymous mapping of their own.
+///
+/// Invariant: `start` is the start of a private anonymous mapping of `len` bytes,
+/// readable and writable, owned by this value and unmapped when it is dropped; its
+/// bytes are 0 or 1, valid `bool`s (the kernel hands out zeroed pages).
+pub(crate) struct MappedFlags {
+    start: std::ptr::NonNull<bool>,
+    len: usize,
+}
+
+impl IdFlags {
+    /// `ids` flags, all false.
+    pub(crate) fn new(ids: usize) -> IdFlags {
+        if ids >= MAPPED_ID_FLAGS
+            && let Some(flags) = MappedFlags::new(ids)
+        {
+            return IdFlags::Mapped(flags);
+        }
+        IdFlags::Allocated(vec![false; ids])
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [bool] {
+        match self {
+            IdFlags::Allocated(flags) => flags,
+            // SAFETY: by `MappedFlags`' invariant, `len` valid bools that this value
+            // alone owns; the borrow of `self` keeps them mapped and unaliased.
+            IdFlags::Mapped(m) => unsafe {
+                std::slice::from_raw_parts_mut(m.start.as_ptr(), m.len)
+            },
+        }
+    }
+}
+
+impl MappedFlags {
+    /// `None` if the kernel refuses the mapping (the caller then allocates).
+    fn new(len: usize) -> Option<MappedFlags> {
+        // SAFETY: asks for a new private anonymous mapping; no memory of ours is touched.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if start == libc::MAP_FAILED {
+            return None;
+        }
+        std::ptr::NonNull::new(start.cast()).map(|start| MappedFlags { start, len })
+    }
+}
+
+impl Drop for MappedFlags {
+    fn drop(&mut self) {
+        // SAFETY: by the invariant, the mapping is this value's, and no slice of it
+        // outlives the value.
+        unsafe { libc::munmap(self.start.as_ptr().cast(), self.len) };
+    }
 }
 
 /// The size of the block a trace's variant adds: a small request, such as any program
@@ -485,6 +569,24 @@ mod tests {
             bad("1\n2\n3\n1\na 0 5\n"),
             "line 5: the header announces 3 operations but the trace has 1"
         );
+    }
+
+    #[test]
+    fn a_trace_of_many_ids_is_checked_in_a_table_of_its_own() {
+        let ids = MAPPED_ID_FLAGS + 1;
+        let mut flags = IdFlags::new(ids);
+        assert!(matches!(flags, IdFlags::Mapped(_)));
+        assert!(flags.as_mut_slice().iter().all(|&live| !live));
+        assert!(matches!(IdFlags::new(100), IdFlags::Allocated(_)));
+        // The same checks as with a small table, at both ends of the mapped one.
+        let last = ids - 1;
+        let text = format!("0\n{ids}\n3\n1\na {last} 8\nf {last}\nf 0\n");
+        assert_eq!(
+            Trace::parse(&text).unwrap_err().to_string(),
+            "line 7: block 0 is freed but not allocated"
+        );
+        let text = format!("0\n{ids}\n3\n1\na 0 8\nf 0\na {last} 8\n");
+        assert_eq!(Trace::parse(&text).map(|trace| trace.ops.len()), Ok(3));
     }
 
     #[test]

@@ -101,6 +101,51 @@ fn a_late_variant_leaves_the_footprint_as_the_trace_has_it() {
     );
 }
 
+/// The parsers' table of which ids are live (a byte each) is made and freed before the
+/// replay. Over 140 000 ids it would be a mapped block of glibc's, and of phase 4's,
+/// which follows glibc: freeing it raises the mmap threshold to its size, and a block of
+/// 140 000 bytes in the replay would go into the heap instead of a mapping of its own.
+/// Phase 4's heap dump shows where the block went.
+#[test]
+fn checking_a_trace_of_many_ids_leaves_the_mmap_threshold_as_it_was() {
+    let ids = 140_001;
+    let mut text = format!("0\n{ids}\n{}\n1\n", 2 * (ids - 1) + 1);
+    for id in 1..ids {
+        text.push_str(&format!("a {id} 16\nf {id}\n"));
+    }
+    text.push_str("a 0 140000\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many_ids.rep");
+    std::fs::write(&path, text).unwrap();
+    harness::phases::build_all().expect("the phases build");
+    let lib = harness::phases::phase(4)
+        .expect("phase 4 is registered")
+        .lib_path();
+    let outcome = harness::runner::Run::new(harness::phases::bench_alloc_release())
+        .arg("--trace")
+        .arg(&path)
+        .arg("--dump-at-peak")
+        .preload(Some(&lib))
+        .run()
+        .expect("bench_alloc starts");
+    assert!(outcome.succeeded(), "{outcome}");
+    let stderr = outcome.stderr_text();
+    let at_peak = stderr
+        .split("[trace ops=280001 payload=140000 heap_dump]")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no dump at the peak in {stderr}"));
+    assert!(
+        !at_peak.contains(" 140016 USED]"),
+        "the 140 000-byte block is in the brk heap: the mmap threshold was raised before \
+         the replay\n{at_peak}"
+    );
+    // 140 000 bytes and the block's header, in whole pages.
+    assert!(
+        at_peak.contains("[MMAP #") && at_peak.contains(" 143360 USED]"),
+        "the 140 000-byte block should have a mapping of its own\n{at_peak}"
+    );
+}
+
 #[test]
 fn a_malformed_trace_is_rejected_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
