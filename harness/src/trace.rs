@@ -292,29 +292,18 @@ impl IdFlags {
 impl MappedFlags {
     /// `None` if the kernel refuses the mapping (the caller then allocates).
     fn new(len: usize) -> Option<MappedFlags> {
-        // SAFETY: asks for a new private anonymous mapping; no memory of ours is touched.
-        let start = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if start == libc::MAP_FAILED {
-            return None;
-        }
-        std::ptr::NonNull::new(start.cast()).map(|start| MappedFlags { start, len })
+        preload_kit::os::map_anonymous(len).map(|start| MappedFlags {
+            start: start.cast(),
+            len,
+        })
     }
 }
 
 impl Drop for MappedFlags {
     fn drop(&mut self) {
-        // SAFETY: by the invariant, the mapping is this value's, and no slice of it
-        // outlives the value.
-        unsafe { libc::munmap(self.start.as_ptr().cast(), self.len) };
+        // SAFETY: by the invariant, the mapping is this value's (made by
+        // `map_anonymous`), and no slice of it outlives the value.
+        unsafe { preload_kit::os::unmap(self.start.cast(), self.len) };
     }
 }
 
