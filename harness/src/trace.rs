@@ -76,7 +76,11 @@ impl Trace {
             })?;
             text.parse().map_err(|_| ParseError {
                 line,
-                problem: format!("expected the {what} (a whole number), found {text:?}"),
+                problem: format!(
+                    "expected the {what} (a whole number), found {text:?}; a malloc-lab \
+                     trace opens with four lines: heap size hint, number of ids, number of \
+                     operations, weight"
+                ),
             })
         };
         let heap_hint = header("heap size hint")?;
@@ -552,7 +556,9 @@ mod tests {
         );
         assert_eq!(
             bad("1\nfew\n"),
-            "line 2: expected the number of ids (a whole number), found \"few\""
+            "line 2: expected the number of ids (a whole number), found \"few\"; a \
+             malloc-lab trace opens with four lines: heap size hint, number of ids, number \
+             of operations, weight"
         );
         assert_eq!(
             bad("1\n2\n3\n1\na 0 5\n"),
