@@ -257,7 +257,8 @@ pub(crate) enum IdFlags {
 }
 
 /// The size from which [`IdFlags`] maps its table: half of glibc's default mmap
-/// threshold, so that no allocator's first mapping is a table of the harness's.
+/// threshold (128 KiB), leaving room for a threshold set lower
+/// (`MALLOC_MMAP_THRESHOLD_`).
 pub(crate) const MAPPED_ID_FLAGS: usize = 64 * 1024;
 
 /// `len` flags in an anonymous mapping of their own.

@@ -102,7 +102,7 @@ fn a_late_variant_leaves_the_footprint_as_the_trace_has_it() {
 }
 
 /// The parsers' table of which ids are live (a byte each) is made and freed before the
-/// replay. Over 140 000 ids it would be a mapped block of glibc's, and of phase 4's,
+/// replay. For 140 001 ids it would be a mapped block of glibc's, and of phase 4's,
 /// which follows glibc: freeing it raises the mmap threshold to its size, and a block of
 /// 140 000 bytes in the replay would go into the heap instead of a mapping of its own.
 /// Phase 4's heap dump shows where the block went.
